@@ -1,0 +1,108 @@
+//! Builds the built-in default policy from source and embeds it as a WebAssembly component.
+//!
+//! `policies/` is a cargo workspace of its own. This script runs `cargo build --release
+//! --locked --target wasm32-unknown-unknown` on it, in a fixed target directory of its own
+//! (`target/wasm-policies`: sharing the outer one would deadlock on cargo's lock), then wraps
+//! each core module into a component with `wit-component`. The results land in `OUT_DIR`:
+//! `src/policy/builtin.rs` includes the default policy, the tests the hostile fixture, so a fresh clone needs no committed `.wasm`.
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, exit};
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let root = manifest_dir.parent().unwrap_or(&manifest_dir).to_path_buf();
+    let policies = root.join("policies");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
+
+    // Watch what the inner build reads, never a folder it writes (or every build reruns).
+    for path in [
+        "wit",
+        "policies/Cargo.toml",
+        "policies/Cargo.lock",
+        "policies/default/Cargo.toml",
+        "policies/default/build.rs",
+        "policies/default/src",
+        "policies/hostile/Cargo.toml",
+        "policies/hostile/src",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+
+    check_wasm_target();
+
+    let target_dir = root.join("target").join("wasm-policies");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&policies)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Empty, not removed: otherwise the host's flags leak into the wasm build.
+        .env("CARGO_ENCODED_RUSTFLAGS", "")
+        .env_remove("RUSTFLAGS")
+        // Under `cargo clippy` these would lint the policies inside this build script;
+        // the policies are linted on their own (see .ci/run).
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET");
+    if env::var_os("CARGO_NET_OFFLINE").is_some() {
+        cmd.arg("--offline");
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!(
+            "building policies/ for {TARGET} failed ({status})"
+        )),
+        Err(e) => fail(&format!("could not run cargo to build policies/: {e}")),
+    }
+
+    // The default policy ships in the binary; the hostile one is a fixture for the tests.
+    for (crate_file, component_file) in [
+        ("retryguard_policy_default.wasm", "default_policy.wasm"),
+        ("retryguard_policy_hostile.wasm", "hostile_policy.wasm"),
+    ] {
+        let module_path = target_dir.join(TARGET).join("release").join(crate_file);
+        let dest = out_dir.join(component_file);
+        if let Err(e) = fs::write(&dest, wrap_component(&module_path)) {
+            fail(&format!("could not write {}: {e}", dest.display()));
+        }
+    }
+}
+
+/// Fails in one clear line when the wasm target is missing, instead of a long error buried
+/// in the inner build's output.
+fn check_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(TARGET).is_dir()
+    {
+        fail(&format!(
+            "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
+        ));
+    }
+}
+
+fn wrap_component(module_path: &Path) -> Vec<u8> {
+    let module = fs::read(module_path)
+        .unwrap_or_else(|e| fail(&format!("could not read {}: {e}", module_path.display())));
+    let encoded = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode());
+    encoded.unwrap_or_else(|e| fail(&format!("could not wrap the default policy: {e:#}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    exit(1)
+}

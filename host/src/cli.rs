@@ -1,0 +1,38 @@
+//! The `retryguard` command line: one file per subcommand under `cli/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod policy;
+
+/// Safe retries for failed background jobs, judged by sandboxed WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "retryguard", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and evaluate retry policies (WebAssembly components).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+/// Parses the command line and runs it. Exit codes: 0 success, 1 failure (an invalid
+/// policy, an unreadable file, ...), 2 bad usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(cmd) => cmd.run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

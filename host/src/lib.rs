@@ -1,0 +1,7 @@
+//! retryguard: safe retries for failed background jobs.
+//!
+//! The judgement — why a job failed and whether and when it may be retried — lives in
+//! sandboxed WebAssembly policies (`policy`); the command line is in `cli`.
+
+pub mod cli;
+pub mod policy;

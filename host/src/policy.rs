@@ -1,0 +1,19 @@
+//! Policies: sandboxed WebAssembly components that classify failures and decide retries.
+//!
+//! `engine` compiles and runs them under the limits of `limits`; `types` is the host's view
+//! of the contract in `wit/`. Nothing outside this module sees a wasmtime type.
+
+mod bindings;
+pub mod builtin;
+mod digest;
+mod engine;
+mod error;
+mod limits;
+mod sandbox;
+pub mod types;
+
+pub use digest::Digest;
+pub use engine::{Evaluation, LoadOptions, Policy, PolicyEngine, WORLD};
+pub use error::{EngineError, EvalError, LoadError};
+pub use limits::{EngineConfig, PolicyLimits};
+pub use types::{Classification, Decision, FailureInput, HoldKind, Params, PolicyInfo};

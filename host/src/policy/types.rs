@@ -1,0 +1,229 @@
+//! The host's own view of the policy contract: plain data with serde, no wasmtime types.
+
+use serde::{Deserialize, Serialize};
+
+use super::bindings;
+
+/// Caps on text the host passes into a policy, so one huge traceback cannot make an
+/// evaluation slow or exhaust a policy's memory.
+pub mod input_caps {
+    /// Job id, job type, queue, status and exception type: at most this many bytes each.
+    pub const SHORT_FIELD_BYTES: usize = 1024;
+    /// Exception message: at most this many bytes.
+    pub const MESSAGE_BYTES: usize = 16 * 1024;
+    /// Traceback: at most this many bytes (the tail is kept: the outermost exception is last).
+    pub const TRACEBACK_BYTES: usize = 64 * 1024;
+    /// Attributes: at most this many pairs.
+    pub const ATTRIBUTES: usize = 64;
+}
+
+/// Caps on what a policy may return; anything beyond them is malformed output.
+pub mod output_caps {
+    /// A failure type: `[a-z0-9_]`, at most this many bytes.
+    pub const FAILURE_TYPE_BYTES: usize = 64;
+    /// A reason: at most this many bytes.
+    pub const REASON_BYTES: usize = 1024;
+}
+
+/// Everything a policy is told about one failed job (the contract's `failure` record).
+///
+/// As JSON (`retryguard policy eval --failure FILE`) every field is snake_case and optional
+/// except none: missing fields take their empty default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailureInput {
+    pub job_id: String,
+    pub job_type: String,
+    pub queue: String,
+    pub job_status: String,
+    pub exc_type: String,
+    pub exc_message: String,
+    pub traceback: String,
+    pub failed_at_ms: u64,
+    pub first_failed_at_ms: u64,
+    pub attempts: u32,
+    pub last_attempt_at_ms: Option<u64>,
+    pub queue_retries_left: Option<u32>,
+    pub seed: u64,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl FailureInput {
+    /// Applies the input caps: long texts are cut on a character boundary (a traceback
+    /// keeps its tail, where the outermost exception is), extra attributes dropped.
+    pub fn capped(mut self) -> Self {
+        use input_caps::*;
+        for field in [
+            &mut self.job_id,
+            &mut self.job_type,
+            &mut self.queue,
+            &mut self.job_status,
+            &mut self.exc_type,
+        ] {
+            truncate_head(field, SHORT_FIELD_BYTES);
+        }
+        truncate_head(&mut self.exc_message, MESSAGE_BYTES);
+        truncate_tail(&mut self.traceback, TRACEBACK_BYTES);
+        self.attributes.truncate(ATTRIBUTES);
+        for (k, v) in &mut self.attributes {
+            truncate_head(k, SHORT_FIELD_BYTES);
+            truncate_head(v, SHORT_FIELD_BYTES);
+        }
+        self
+    }
+}
+
+/// Keeps the first `max` bytes of `s`, cut on a character boundary.
+fn truncate_head(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = s.floor_char_boundary(max);
+        s.truncate(cut);
+    }
+}
+
+/// Keeps the last `max` bytes of `s`, cut on a character boundary.
+fn truncate_tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let start = s.ceil_char_boundary(s.len() - max);
+        s.drain(..start);
+    }
+}
+
+/// Why a job failed, as a policy reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    pub failure_type: String,
+    pub retryable: bool,
+    pub reason: String,
+}
+
+/// Why a policy refuses to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    MaxAttempts,
+    NonRetryable,
+    UnknownFailure,
+    PolicySaysNo,
+}
+
+/// What a policy decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Retry at this time (epoch ms); at or before `now` means now.
+    RetryAt { at_ms: u64 },
+    /// Do not retry: a person needs to look.
+    Hold { kind: HoldKind, reason: String },
+}
+
+/// One parameter a policy accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamSpec {
+    pub name: String,
+    pub default_value: String,
+    pub description: String,
+}
+
+/// What a policy says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub params: Vec<ParamSpec>,
+}
+
+/// Per-binding params: key/value text pairs.
+pub type Params = Vec<(String, String)>;
+
+impl From<&FailureInput> for bindings::Failure {
+    fn from(f: &FailureInput) -> Self {
+        Self {
+            job_id: f.job_id.clone(),
+            job_type: f.job_type.clone(),
+            queue: f.queue.clone(),
+            job_status: f.job_status.clone(),
+            exc_type: f.exc_type.clone(),
+            exc_message: f.exc_message.clone(),
+            traceback: f.traceback.clone(),
+            failed_at_ms: f.failed_at_ms,
+            first_failed_at_ms: f.first_failed_at_ms,
+            attempts: f.attempts,
+            last_attempt_at_ms: f.last_attempt_at_ms,
+            queue_retries_left: f.queue_retries_left,
+            seed: f.seed,
+            attributes: f.attributes.clone(),
+        }
+    }
+}
+
+impl From<&Classification> for bindings::Classification {
+    fn from(c: &Classification) -> Self {
+        Self {
+            failure_type: c.failure_type.clone(),
+            retryable: c.retryable,
+            reason: c.reason.clone(),
+        }
+    }
+}
+
+impl From<bindings::HoldKind> for HoldKind {
+    fn from(kind: bindings::HoldKind) -> Self {
+        match kind {
+            bindings::HoldKind::MaxAttempts => Self::MaxAttempts,
+            bindings::HoldKind::NonRetryable => Self::NonRetryable,
+            bindings::HoldKind::UnknownFailure => Self::UnknownFailure,
+            bindings::HoldKind::PolicySaysNo => Self::PolicySaysNo,
+        }
+    }
+}
+
+impl From<bindings::PolicyInfo> for PolicyInfo {
+    fn from(info: bindings::PolicyInfo) -> Self {
+        Self {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            params: info
+                .params
+                .into_iter()
+                .map(|p| ParamSpec {
+                    name: p.name,
+                    default_value: p.default_value,
+                    description: p.description,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl FailureInput {
+    /// Fills an empty `exc_type` (and `exc_message`) by parsing the traceback: the
+    /// outermost exception of a chain, as Python prints it last.
+    pub fn fill_exception_from_traceback(&mut self) {
+        if !self.exc_type.is_empty() {
+            return;
+        }
+        if let Some(parsed) = retryguard_policy_default::traceback::parse_outermost(&self.traceback)
+        {
+            self.exc_type = parsed.exc_type.to_string();
+            if self.exc_message.is_empty() {
+                self.exc_message = parsed.message;
+            }
+        }
+    }
+}
+
+/// The seed a policy gets for jitter: derived from the job id and the attempt number, so
+/// the same job and attempt always get the same seed (and a replay the same decision).
+pub fn derive_seed(job_id: &str, attempt: u32) -> u64 {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(job_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(attempt.to_le_bytes());
+    let hash = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first)
+}

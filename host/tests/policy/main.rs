@@ -1,0 +1,17 @@
+//! Policy engine tests: the default policy's contract, the sandbox's limits against
+//! misbehaving policies, concurrency, and the `retryguard policy` CLI.
+//!
+//! One test binary (not one per file) so wasmtime is linked once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod cli;
+mod common;
+mod concurrency;
+mod contract;
+mod sandbox;
+mod wat_policies;
