@@ -49,7 +49,7 @@ Traceback (most recent call last):
 requests.exceptions.ConnectionError: HTTPSConnectionPool(host='api.payments.example', port=443): Max retries exceeded with url: /v1/charges (Caused by NewConnectionError('<urllib3.connection.HTTPSConnection object at 0x7f3b2c1d5e50>: Failed to establish a new connection: [Errno 111] Connection refused'))
 "#;
 
-const NOW_MS: u64 = 1_796_040_000_000;
+const NOW_MS: u64 = 1_795_953_600_000;
 
 fn failure() -> FailureInput {
     let mut f = FailureInput {

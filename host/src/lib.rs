@@ -1,7 +1,9 @@
 //! retryguard: safe retries for failed background jobs.
 //!
 //! The judgement — why a job failed and whether and when it may be retried — lives in
-//! sandboxed WebAssembly policies (`policy`); the command line is in `cli`.
+//! sandboxed WebAssembly policies (`policy`); `queue` reads and requeues jobs in the queue's
+//! own Redis; the command line is in `cli`.
 
 pub mod cli;
 pub mod policy;
+pub mod queue;

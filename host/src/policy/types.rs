@@ -50,43 +50,41 @@ pub struct FailureInput {
 
 impl FailureInput {
     /// Applies the input caps: long texts are cut on a character boundary (a traceback
-    /// keeps its tail, where the outermost exception is), extra attributes dropped.
-    pub fn capped(mut self) -> Self {
+    /// keeps its tail, where the outermost exception is), extra attributes dropped. The
+    /// engine applies them to every input it passes to a policy.
+    pub fn capped(&self) -> Self {
         use input_caps::*;
-        for field in [
-            &mut self.job_id,
-            &mut self.job_type,
-            &mut self.queue,
-            &mut self.job_status,
-            &mut self.exc_type,
-        ] {
-            truncate_head(field, SHORT_FIELD_BYTES);
+        let head = |s: &str, max| truncate_head(s, max).to_string();
+        Self {
+            job_id: head(&self.job_id, SHORT_FIELD_BYTES),
+            job_type: head(&self.job_type, SHORT_FIELD_BYTES),
+            queue: head(&self.queue, SHORT_FIELD_BYTES),
+            job_status: head(&self.job_status, SHORT_FIELD_BYTES),
+            exc_type: head(&self.exc_type, SHORT_FIELD_BYTES),
+            exc_message: head(&self.exc_message, MESSAGE_BYTES),
+            traceback: truncate_tail(&self.traceback, TRACEBACK_BYTES).to_string(),
+            attributes: self
+                .attributes
+                .iter()
+                .take(ATTRIBUTES)
+                .map(|(k, v)| (head(k, SHORT_FIELD_BYTES), head(v, SHORT_FIELD_BYTES)))
+                .collect(),
+            ..*self
         }
-        truncate_head(&mut self.exc_message, MESSAGE_BYTES);
-        truncate_tail(&mut self.traceback, TRACEBACK_BYTES);
-        self.attributes.truncate(ATTRIBUTES);
-        for (k, v) in &mut self.attributes {
-            truncate_head(k, SHORT_FIELD_BYTES);
-            truncate_head(v, SHORT_FIELD_BYTES);
-        }
-        self
     }
 }
 
-/// Keeps the first `max` bytes of `s`, cut on a character boundary.
-fn truncate_head(s: &mut String, max: usize) {
-    if s.len() > max {
-        let cut = s.floor_char_boundary(max);
-        s.truncate(cut);
-    }
+/// The first `max` bytes of `s`, cut on a character boundary.
+fn truncate_head(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max.min(s.len()))]
 }
 
-/// Keeps the last `max` bytes of `s`, cut on a character boundary.
-fn truncate_tail(s: &mut String, max: usize) {
-    if s.len() > max {
-        let start = s.ceil_char_boundary(s.len() - max);
-        s.drain(..start);
+/// The last `max` bytes of `s`, cut on a character boundary.
+fn truncate_tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
+    &s[s.ceil_char_boundary(s.len() - max)..]
 }
 
 /// Why a job failed, as a policy reads it.
@@ -137,22 +135,24 @@ pub struct PolicyInfo {
 pub type Params = Vec<(String, String)>;
 
 impl From<&FailureInput> for bindings::Failure {
+    /// The contract's record, with the input caps applied.
     fn from(f: &FailureInput) -> Self {
+        let f = f.capped();
         Self {
-            job_id: f.job_id.clone(),
-            job_type: f.job_type.clone(),
-            queue: f.queue.clone(),
-            job_status: f.job_status.clone(),
-            exc_type: f.exc_type.clone(),
-            exc_message: f.exc_message.clone(),
-            traceback: f.traceback.clone(),
+            job_id: f.job_id,
+            job_type: f.job_type,
+            queue: f.queue,
+            job_status: f.job_status,
+            exc_type: f.exc_type,
+            exc_message: f.exc_message,
+            traceback: f.traceback,
             failed_at_ms: f.failed_at_ms,
             first_failed_at_ms: f.first_failed_at_ms,
             attempts: f.attempts,
             last_attempt_at_ms: f.last_attempt_at_ms,
             queue_retries_left: f.queue_retries_left,
             seed: f.seed,
-            attributes: f.attributes.clone(),
+            attributes: f.attributes,
         }
     }
 }
@@ -226,4 +226,44 @@ pub fn derive_seed(job_id: &str, attempt: u32) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&hash[..8]);
     u64::from_le_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_cut_long_inputs_on_char_boundaries() {
+        let f = FailureInput {
+            job_id: "é".repeat(input_caps::SHORT_FIELD_BYTES),
+            exc_message: "m".repeat(input_caps::MESSAGE_BYTES + 10),
+            traceback: format!(
+                "{}ValueError: last line",
+                "ü".repeat(input_caps::TRACEBACK_BYTES)
+            ),
+            attributes: vec![("k".into(), "v".into()); input_caps::ATTRIBUTES + 5],
+            attempts: 3,
+            ..FailureInput::default()
+        };
+        let c = f.capped();
+        assert!(c.job_id.len() <= input_caps::SHORT_FIELD_BYTES);
+        assert!(c.job_id.chars().all(|ch| ch == 'é'));
+        assert_eq!(c.exc_message.len(), input_caps::MESSAGE_BYTES);
+        assert!(c.traceback.len() <= input_caps::TRACEBACK_BYTES);
+        assert!(
+            c.traceback.ends_with("ValueError: last line"),
+            "the tail is kept"
+        );
+        assert_eq!(c.attributes.len(), input_caps::ATTRIBUTES);
+        assert_eq!(c.attempts, 3);
+        let small = FailureInput::default();
+        assert_eq!(small.capped(), small);
+    }
+
+    #[test]
+    fn seeds_are_stable_and_differ_by_attempt() {
+        assert_eq!(derive_seed("job-1", 0), derive_seed("job-1", 0));
+        assert_ne!(derive_seed("job-1", 0), derive_seed("job-1", 1));
+        assert_ne!(derive_seed("job-1", 0), derive_seed("job-2", 0));
+    }
 }

@@ -8,7 +8,7 @@ use retryguard::policy::{EngineConfig, FailureInput, LoadOptions, Policy, Policy
 pub static HOSTILE_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_policy.wasm"));
 
 /// 2026-11-29T12:00:00Z in epoch milliseconds.
-pub const NOON_MS: u64 = 1_796_040_000_000;
+pub const NOON_MS: u64 = 1_795_953_600_000;
 
 /// One engine for the whole test binary, as in production (one per process).
 pub fn engine() -> &'static PolicyEngine {

@@ -54,7 +54,7 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let now_ms = args.now_ms.unwrap_or_else(now_ms);
-    let failure = read_failure(&args, now_ms)?.capped();
+    let failure = read_failure(&args, now_ms)?;
 
     let engine = engine()?;
     let policy = match &args.policy {
