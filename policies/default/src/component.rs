@@ -34,6 +34,13 @@ fn view(f: &Failure) -> FailureView<'_> {
     }
 }
 
+/// Drops an argument without freeing it. The instance is thrown away once the evaluation
+/// returns (one fresh instance per evaluation), so handing its memory back to the bump
+/// allocator (`alloc.rs`) would only cost time.
+fn discard<T>(argument: T) {
+    core::mem::forget(argument);
+}
+
 /// Parses the contract's params list.
 fn parse_params(params: &[(String, String)]) -> Result<NativeParams, String> {
     NativeParams::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -62,10 +69,12 @@ impl Guest for DefaultPolicy {
         parse_params(&params).map(|_| ()).map_err(bound_reason)
     }
 
-    fn classify(failure: Failure, _params: Params) -> Classification {
+    fn classify(failure: Failure, params: Params) -> Classification {
         // The default policy's classification takes no params; they are validated when the
         // binding is written and used by `decide`.
         let c = crate::classify(&view(&failure));
+        discard(failure);
+        discard(params);
         Classification {
             failure_type: c.failure_type.into(),
             retryable: c.retryable,
@@ -95,6 +104,9 @@ impl Guest for DefaultPolicy {
             &p,
             now_ms,
         );
+        discard(failure);
+        discard(classification);
+        discard(params);
         match decision {
             NativeDecision::RetryAt(at) => Decision::RetryAtMs(at),
             NativeDecision::Hold { kind, reason } => Decision::Hold(Hold {

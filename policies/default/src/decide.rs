@@ -44,12 +44,29 @@ impl Decision {
 /// `max_cooldown_seconds`. Saturating: never overflows, whatever the inputs.
 pub fn cooldown_ms(p: &Params, attempts: u32) -> u64 {
     let seconds = if p.exponential_backoff {
-        let factor = 1u64.checked_shl(attempts).unwrap_or(u64::MAX);
-        p.cooldown_seconds.saturating_mul(factor)
+        saturating_shl(p.cooldown_seconds, attempts)
     } else {
         p.cooldown_seconds
     };
-    seconds.min(p.max_cooldown_seconds).saturating_mul(1000)
+    let seconds = seconds.min(p.max_cooldown_seconds);
+    // `seconds.saturating_mul(1000)`, without the 128-bit multiplication that wasm32 makes of
+    // an overflow-checked one.
+    if seconds > u64::MAX / 1000 {
+        u64::MAX
+    } else {
+        seconds * 1000
+    }
+}
+
+/// `value × 2^shift`, saturating at `u64::MAX`.
+fn saturating_shl(value: u64, shift: u32) -> u64 {
+    if value == 0 {
+        0
+    } else if shift >= u64::BITS || value > u64::MAX >> shift {
+        u64::MAX
+    } else {
+        value << shift
+    }
 }
 
 /// Decides whether and when to retry a classified failure.
@@ -81,23 +98,36 @@ pub fn decide(
             );
         }
     } else if !retryable {
-        return Decision::hold(
-            HoldKind::NonRetryable,
-            format!("failure type {shown_type} is not retryable: a retry would fail the same way"),
-        );
+        let reason = [
+            "failure type ",
+            shown_type,
+            " is not retryable: a retry would fail the same way",
+        ];
+        return Decision::hold(HoldKind::NonRetryable, reason.concat());
     }
     if f.attempts >= p.max_attempts {
         let reason = if p.max_attempts == 0 {
             "retries are disabled (max_attempts=0): manual intervention needed".to_owned()
         } else {
-            format!(
-                "max attempts reached ({} of {} retries made): manual intervention needed",
-                f.attempts, p.max_attempts
-            )
+            let mut reason = String::with_capacity(80);
+            reason.push_str("max attempts reached (");
+            push_decimal(&mut reason, f.attempts);
+            reason.push_str(" of ");
+            push_decimal(&mut reason, p.max_attempts);
+            reason.push_str(" retries made): manual intervention needed");
+            reason
         };
         return Decision::hold(HoldKind::MaxAttempts, reason);
     }
     Decision::RetryAt(f.failed_at_ms.saturating_add(cooldown_ms(p, f.attempts)))
+}
+
+/// Appends `n` in decimal (without `core::fmt`, which is slow in wasm).
+fn push_decimal(out: &mut String, n: u32) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 #[cfg(test)]
@@ -308,6 +338,58 @@ mod tests {
             hold_kind(decide(&failure(0, NOON), "logic_error", false, &p, NOON)),
             HoldKind::NonRetryable
         );
+    }
+
+    #[test]
+    fn decimals_and_saturation() {
+        for n in [0, 7, 10, 99, 1000, u32::MAX] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        for value in [0, 1, 2, 60, u64::MAX >> 1, u64::MAX] {
+            for shift in [0, 1, 31, 62, 63, 64, 65, u32::MAX] {
+                let expected = 1u64
+                    .checked_shl(shift)
+                    .map_or(if value == 0 { 0 } else { u64::MAX }, |f| {
+                        value.saturating_mul(f)
+                    });
+                assert_eq!(saturating_shl(value, shift), expected, "{value} << {shift}");
+            }
+        }
+        let p = Params {
+            cooldown_seconds: 0,
+            ..Params::default()
+        };
+        assert_eq!(cooldown_ms(&p, 100), 0);
+        let d = decide(
+            &failure(7, NOON),
+            "timeout",
+            true,
+            &Params {
+                max_attempts: 12,
+                ..Params::default()
+            },
+            NOON,
+        );
+        assert_eq!(retry_at(d), NOON + 3_600_000);
+        let d = decide(
+            &failure(12, NOON),
+            "timeout",
+            true,
+            &Params {
+                max_attempts: 12,
+                ..Params::default()
+            },
+            NOON,
+        );
+        match d {
+            Decision::Hold { reason, .. } => assert_eq!(
+                reason,
+                "max attempts reached (12 of 12 retries made): manual intervention needed"
+            ),
+            Decision::RetryAt(t) => panic!("retry at {t}"),
+        }
     }
 
     #[test]

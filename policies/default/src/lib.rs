@@ -11,12 +11,13 @@
 //! - [`Params`] are the per-binding settings, [`describe`] documents them.
 //!
 //! Every evaluation runs in a fresh wasm instance, so nothing here is built lazily: all tables
-//! are `static`.
+//! are `static`, and the indexes over them are computed by the compiler (`index.rs`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod classify;
 pub mod decide;
+mod index;
 pub mod params;
 pub mod rules;
 pub mod traceback;

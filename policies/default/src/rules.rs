@@ -1,5 +1,6 @@
 //! The classification tables: which exception types and message phrases mean which failure
-//! type. All `static`, so a fresh wasm instance pays nothing to build them.
+//! type. All `static`, and the indexes over them (`index.rs`) are computed by the compiler,
+//! so a fresh wasm instance pays nothing to build them.
 //!
 //! How [`crate::classify()`] uses them (only the outermost exception is looked at):
 //!
@@ -15,8 +16,8 @@
 //! Type names are compared ASCII-case-insensitively: a name without a dot against the last
 //! component of the printed type (`ConnectionError` matches `requests.exceptions.
 //! ConnectionError` and `redis.exceptions.ConnectionError`), a dotted name against the whole
-//! printed type (none is needed yet). Message phrases are lower case and are looked for in the
-//! lower-cased message.
+//! printed type (none is needed yet). Message phrases are lower case and are looked for, ASCII
+//! case ignored, at the start of a word of the message.
 
 use crate::classify::FailureType::{self, *};
 
@@ -65,7 +66,10 @@ const fn s(code: &'static str, failure_type: FailureType) -> StatusRule {
 /// Exception types meaning the job was interrupted while it ran (RQ's abandoned-job and
 /// shutdown exceptions, a signal, a cancelled task): it may have partly run and its side
 /// effects are unknown, so these are `unknown` whatever their message says.
-pub static INTERRUPTED_TYPES: &[&str] = &[
+pub static INTERRUPTED_TYPES: &[&str] = INTERRUPTED_TYPE_TABLE;
+
+/// The rows of [`INTERRUPTED_TYPES`] as a `const`, for the compile-time indexes (`index.rs`).
+pub(crate) const INTERRUPTED_TYPE_TABLE: &[&str] = &[
     "AbandonedJobError",         // rq.exceptions: the worker vanished mid-job
     "ShutDownImminentException", // rq.exceptions: warm shutdown ran out of time
     "KeyboardInterrupt",         // SIGINT
@@ -99,7 +103,10 @@ pub static RQ_NO_EXCEPTION_TEXTS: &[(&str, &str)] = &[
 ];
 
 /// Exception types, in priority order within each retryability.
-pub static TYPE_RULES: &[TypeRule] = &[
+pub static TYPE_RULES: &[TypeRule] = TYPE_RULE_TABLE;
+
+/// The rows of [`TYPE_RULES`] as a `const`, for the compile-time indexes (`index.rs`).
+pub(crate) const TYPE_RULE_TABLE: &[TypeRule] = &[
     // --- timeout -------------------------------------------------------------------------
     t("TimeoutError", Timeout), // builtin (= socket.timeout), asyncio, redis, urllib3, sqlalchemy pool
     t("JobTimeoutException", Timeout), // rq.timeouts: the job ran past its job_timeout
@@ -257,61 +264,8 @@ pub static TYPE_RULES: &[TypeRule] = &[
 /// within each retryability. A phrase matches only at the start of a word.
 pub static MESSAGE_RULES: &[MessageRule] = MESSAGE_RULE_TABLE;
 
-/// [`MESSAGE_RULES`] grouped by first byte, built at compile time (see [`PhraseIndex`]).
-pub static PHRASE_INDEX: PhraseIndex = PhraseIndex::build(MESSAGE_RULE_TABLE);
-
-const MESSAGE_RULE_COUNT: usize = MESSAGE_RULE_TABLE.len();
-
-/// The rows of [`MESSAGE_RULES`] grouped by their phrase's first byte, so scanning a message
-/// compares each word only with the phrases that can start there. Computed by the compiler
-/// (a `const fn`), so it costs nothing at run time.
-#[derive(Debug)]
-pub struct PhraseIndex {
-    /// Row numbers of [`MESSAGE_RULES`], ordered by first byte, then by row.
-    rows: [u8; MESSAGE_RULE_COUNT],
-    /// For each ASCII first byte, the range of `rows` holding its phrases.
-    groups: [(u8, u8); 128],
-}
-
-impl PhraseIndex {
-    const fn build(rules: &[MessageRule]) -> Self {
-        assert!(rules.len() == MESSAGE_RULE_COUNT && rules.len() < 256);
-        let mut rows = [0u8; MESSAGE_RULE_COUNT];
-        let mut groups = [(0u8, 0u8); 128];
-        let mut filled = 0;
-        let mut byte = 0;
-        while byte < 128 {
-            let start = filled;
-            let mut row = 0;
-            while row < rules.len() {
-                let phrase = rules[row].phrase.as_bytes();
-                assert!(!phrase.is_empty() && phrase[0].is_ascii_alphanumeric());
-                if phrase[0] as usize == byte {
-                    rows[filled] = row as u8;
-                    filled += 1;
-                }
-                row += 1;
-            }
-            groups[byte] = (start as u8, filled as u8);
-            byte += 1;
-        }
-        assert!(filled == rules.len());
-        Self { rows, groups }
-    }
-
-    /// The rows (of [`MESSAGE_RULES`], in table order) whose phrase starts with `byte`.
-    pub fn rows_starting_with(&self, byte: u8) -> &[u8] {
-        match self.groups.get(usize::from(byte)) {
-            Some(&(start, end)) => self
-                .rows
-                .get(usize::from(start)..usize::from(end))
-                .unwrap_or_default(),
-            None => &[],
-        }
-    }
-}
-
-const MESSAGE_RULE_TABLE: &[MessageRule] = &[
+/// The rows of [`MESSAGE_RULES`] as a `const`, for the compile-time indexes (`index.rs`).
+pub(crate) const MESSAGE_RULE_TABLE: &[MessageRule] = &[
     // --- database_lock (before timeout: "lock wait timeout exceeded") ---------------------
     m("database is locked", DatabaseLock), // sqlite3.OperationalError
     m("database table is locked", DatabaseLock),
@@ -438,7 +392,10 @@ const MESSAGE_RULE_TABLE: &[MessageRule] = &[
 /// HTTP status codes, matched only as standalone tokens (`429`, not `4290` or `/429/`) and
 /// only in an HTTP failure. 500 is deliberately absent: the server may have done part of the
 /// work, so it stays `unknown`.
-pub static HTTP_STATUS_RULES: &[StatusRule] = &[
+pub static HTTP_STATUS_RULES: &[StatusRule] = HTTP_STATUS_RULE_TABLE;
+
+/// The rows of [`HTTP_STATUS_RULES`] as a `const`, for the compile-time indexes (`index.rs`).
+pub(crate) const HTTP_STATUS_RULE_TABLE: &[StatusRule] = &[
     s("429", RateLimit),
     s("408", Timeout),
     s("504", Timeout),
@@ -458,7 +415,10 @@ pub static HTTP_STATUS_RULES: &[StatusRule] = &[
 pub static HTTP_CONTEXT_TYPES: &[&str] = &["http", "clientresponseerror"];
 
 /// Message phrases (lower case) that make a failure an HTTP one.
-pub static HTTP_CONTEXT_PHRASES: &[&str] = &[
+pub static HTTP_CONTEXT_PHRASES: &[&str] = HTTP_CONTEXT_PHRASE_TABLE;
+
+/// The rows of [`HTTP_CONTEXT_PHRASES`] as a `const`, for the compile-time indexes (`index.rs`).
+pub(crate) const HTTP_CONTEXT_PHRASE_TABLE: &[&str] = &[
     "http error",   // urllib: "HTTP Error 429: Too Many Requests"
     "client error", // requests: "429 Client Error: …", httpx: "Client error '429 …'"
     "server error", // requests: "503 Server Error: …", httpx: "Server error '503 …'"
@@ -473,21 +433,6 @@ pub static HTTP_CONTEXT_PHRASES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phrase_index_covers_every_rule_once_in_order() {
-        let mut seen = vec![0; MESSAGE_RULES.len()];
-        for byte in 0..=255u8 {
-            let rows = PHRASE_INDEX.rows_starting_with(byte);
-            assert!(rows.windows(2).all(|w| w[0] < w[1]));
-            for &row in rows {
-                let rule = &MESSAGE_RULES[usize::from(row)];
-                assert_eq!(rule.phrase.as_bytes()[0], byte);
-                seen[usize::from(row)] += 1;
-            }
-        }
-        assert!(seen.iter().all(|&n| n == 1));
-    }
 
     #[test]
     fn phrases_are_lower_case_and_non_empty() {
