@@ -1,16 +1,24 @@
 //! Builds the built-in default policy from source and embeds it as a WebAssembly component.
 //!
 //! `policies/` is a cargo workspace of its own. This script runs `cargo build --release
-//! --locked --target wasm32-unknown-unknown` on it, in a fixed target directory of its own
-//! (`target/wasm-policies`: sharing the outer one would deadlock on cargo's lock), then wraps
-//! each core module into a component with `wit-component`. The results land in `OUT_DIR`:
-//! `src/policy/builtin.rs` includes the default policy, the tests the hostile fixture, so a fresh clone needs no committed `.wasm`.
+//! --locked --target wasm32-unknown-unknown` on its pure policies, in a fixed target
+//! directory of its own (`target/wasm-policies`: sharing the outer one would deadlock on
+//! cargo's lock), then wraps each core module into a component with `wit-component`. It
+//! also builds the WASI probe fixture for wasm32-wasip2, whose linker emits a component
+//! directly. The results land in `OUT_DIR`: `src/policy/builtin.rs` includes the default
+//! policy, the tests the hostile and WASI probe fixtures, so a fresh clone needs no
+//! committed `.wasm`.
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, exit};
 
+/// Pure policies: no WASI at all.
 const TARGET: &str = "wasm32-unknown-unknown";
+const PURE_PACKAGES: [&str; 2] = ["retryguard-policy-default", "retryguard-policy-hostile"];
+/// The WASI probe fixture, for the deny-all WASI tests.
+const WASI_TARGET: &str = "wasm32-wasip2";
+const WASI_PACKAGE: &str = "retryguard-policy-wasi-probe";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -28,38 +36,18 @@ fn main() {
         "policies/default/src",
         "policies/hostile/Cargo.toml",
         "policies/hostile/src",
+        "policies/wasi-probe/Cargo.toml",
+        "policies/wasi-probe/src",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
-    check_wasm_target();
+    check_wasm_target(TARGET);
+    check_wasm_target(WASI_TARGET);
 
     let target_dir = root.join("target").join("wasm-policies");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&policies)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Empty, not removed: otherwise the host's flags leak into the wasm build.
-        .env("CARGO_ENCODED_RUSTFLAGS", "")
-        .env_remove("RUSTFLAGS")
-        // Under `cargo clippy` these would lint the policies inside this build script;
-        // the policies are linted on their own (see .ci/run).
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CLIPPY_ARGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
-    if env::var_os("CARGO_NET_OFFLINE").is_some() {
-        cmd.arg("--offline");
-    }
-    match cmd.status() {
-        Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!(
-            "building policies/ for {TARGET} failed ({status})"
-        )),
-        Err(e) => fail(&format!("could not run cargo to build policies/: {e}")),
-    }
+    build_policies(&policies, &target_dir, TARGET, &PURE_PACKAGES);
+    build_policies(&policies, &target_dir, WASI_TARGET, &[WASI_PACKAGE]);
 
     // The default policy ships in the binary; the hostile one is a fixture for the tests.
     for (crate_file, component_file) in [
@@ -72,11 +60,59 @@ fn main() {
             fail(&format!("could not write {}: {e}", dest.display()));
         }
     }
+
+    // Already a component (wasm-component-ld made it): copied as is, after a check.
+    let probe = target_dir
+        .join(WASI_TARGET)
+        .join("release")
+        .join("retryguard_policy_wasi_probe.wasm");
+    let bytes = fs::read(&probe)
+        .unwrap_or_else(|e| fail(&format!("could not read {}: {e}", probe.display())));
+    if bytes.get(..8) != Some(b"\0asm\x0d\0\x01\0".as_slice()) {
+        fail(&format!("{} is not a component", probe.display()));
+    }
+    let dest = out_dir.join("wasi_probe_policy.wasm");
+    if let Err(e) = fs::write(&dest, bytes) {
+        fail(&format!("could not write {}: {e}", dest.display()));
+    }
 }
 
-/// Fails in one clear line when the wasm target is missing, instead of a long error buried
+/// Runs `cargo build --release --locked --target <target>` on `packages` of `policies/`.
+fn build_policies(policies: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(policies)
+        .args(["build", "--release", "--locked", "--target", target])
+        .arg("--target-dir")
+        .arg(target_dir)
+        // Empty, not removed: otherwise the host's flags leak into the wasm build.
+        .env("CARGO_ENCODED_RUSTFLAGS", "")
+        .env_remove("RUSTFLAGS")
+        // Under `cargo clippy` these would lint the policies inside this build script;
+        // the policies are linted on their own (see .ci/run).
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET");
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    if env::var_os("CARGO_NET_OFFLINE").is_some() {
+        cmd.arg("--offline");
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!(
+            "building {} for {target} failed ({status})",
+            packages.join(", ")
+        )),
+        Err(e) => fail(&format!("could not run cargo to build policies/: {e}")),
+    }
+}
+
+/// Fails in one clear line when a wasm target is missing, instead of a long error buried
 /// in the inner build's output.
-fn check_wasm_target() {
+fn check_wasm_target(target: &str) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let sysroot = Command::new(rustc)
         .args(["--print", "sysroot"])
@@ -85,10 +121,10 @@ fn check_wasm_target() {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     if let Some(sysroot) = sysroot
-        && !sysroot.join("lib/rustlib").join(TARGET).is_dir()
+        && !sysroot.join("lib/rustlib").join(target).is_dir()
     {
         fail(&format!(
-            "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
+            "the {target} target is not installed: run `rustup target add {target}`"
         ));
     }
 }

@@ -1,7 +1,8 @@
 //! Policies: sandboxed WebAssembly components that classify failures and decide retries.
 //!
 //! `engine` compiles and runs them under the limits of `limits`; `types` is the host's view
-//! of the contract in `wit/`. Nothing outside this module sees a wasmtime type.
+//! of the contract in `wit/`; `wasi` is the deny-all WASI of policies loaded with `allow_wasi`.
+//! Nothing outside this module sees a wasmtime type.
 
 mod bindings;
 pub mod builtin;
@@ -11,6 +12,7 @@ mod error;
 mod limits;
 mod sandbox;
 pub mod types;
+mod wasi;
 
 pub use digest::Digest;
 pub use engine::{Evaluation, LoadOptions, Policy, PolicyEngine, WORLD};

@@ -15,6 +15,7 @@ use super::error::{EngineError, EvalError, LoadError};
 use super::limits::{EngineConfig, PolicyLimits};
 use super::sandbox::{EpochTicker, Slots, StoreState, eval_error};
 use super::types::{Classification, Decision, FailureInput, Params, PolicyInfo, output_caps};
+use super::wasi::{self, WasiInputs};
 
 /// How a policy is to be loaded.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +23,10 @@ pub struct LoadOptions {
     /// The sandbox limits for every evaluation of this policy.
     pub limits: PolicyLimits,
     /// Allow a component that imports WASI (componentize-py, componentize-js); it then gets
-    /// a deny-all WASI. Off by default.
+    /// a deny-all WASI: no files, env, args or network, stdio discarded, the wall clock
+    /// frozen at the evaluation's `now_ms`, randomness seeded from the failure's `seed`.
+    /// Off by default. Such policies need far larger limits than a Rust one (see
+    /// `docs/policy-engine.md`).
     pub allow_wasi: bool,
 }
 
@@ -33,6 +37,8 @@ pub struct Policy {
     imports: Vec<String>,
     info: PolicyInfo,
     limits: PolicyLimits,
+    /// Instantiated through the deny-all WASI linker (it imports WASI), not the empty one.
+    wasi: bool,
     pre: RetryPolicyPre<StoreState>,
 }
 
@@ -44,6 +50,7 @@ impl std::fmt::Debug for Policy {
             .field("imports", &self.imports)
             .field("info", &self.info)
             .field("limits", &self.limits)
+            .field("wasi", &self.wasi)
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +67,11 @@ impl Policy {
     /// The component's imports (empty for a pure policy).
     pub fn imports(&self) -> &[String] {
         &self.imports
+    }
+    /// Whether the policy imports WASI and so runs with the deny-all WASI (it was loaded
+    /// with `allow_wasi`).
+    pub fn uses_wasi(&self) -> bool {
+        self.wasi
     }
     /// What the policy says about itself.
     pub fn info(&self) -> &PolicyInfo {
@@ -86,7 +98,10 @@ pub const WORLD: &str = "retryguard:policy/retry-policy@0.1.0";
 /// Compiles and runs policies. One per process; share it behind an `Arc`.
 pub struct PolicyEngine {
     engine: Engine,
+    /// Provides nothing: pure policies import nothing.
     linker: Linker<StoreState>,
+    /// The deny-all WASI, for policies loaded with `allow_wasi` that import it.
+    wasi_linker: Linker<StoreState>,
     config: EngineConfig,
     slots: Slots,
     compiled: Mutex<HashMap<Digest, Component>>,
@@ -113,17 +128,23 @@ impl PolicyEngine {
         let slots = config.max_concurrent_evaluations;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(4))
+            // A componentize-py component holds 14 core instances (a Rust one 1-3): room
+            // for every slot to run one, so WASI policies wait for a slot, not fail busy.
+            .total_core_instances(slots.saturating_mul(16))
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(2))
-            .max_core_instances_per_component(8)
+            .max_core_instances_per_component(32)
             .max_memories_per_component(2)
             .max_tables_per_component(4)
             .max_memory_size(config.max_memory_bytes)
             // Keep the pages a policy touches resident between evaluations: a fresh instance
             // then costs no madvise/mprotect round trip to the kernel.
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // Every call is synchronous, so no async fiber stacks: without this the pool
+            // would reserve 1000 of them (2 GiB) because wasmtime-wasi needs the `async`
+            // feature compiled in.
+            .total_stacks(0);
 
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
@@ -132,11 +153,14 @@ impl PolicyEngine {
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| EngineError(format!("{e:#}")))?;
+        let wasi_linker = wasi::linker(&engine)
+            .map_err(|e| EngineError(format!("could not link the deny-all WASI: {e:#}")))?;
         let ticker =
             EpochTicker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))
                 .map_err(|e| EngineError(format!("could not start the epoch ticker: {e}")))?;
         Ok(Self {
             linker: Linker::new(&engine),
+            wasi_linker,
             engine,
             slots: Slots::new(slots),
             config,
@@ -159,8 +183,10 @@ impl PolicyEngine {
     ///
     /// Refuses, each with its own error: bytes over the size cap, anything that is not a
     /// component, a component that does not compile, WASI imports unless allowed, any
-    /// other import, exports that do not match the world, and a policy whose smoke
-    /// evaluation fails.
+    /// other import (and any WASI interface the deny-all WASI does not provide, such as
+    /// `wasi:http`), exports that do not match the world, and a policy whose smoke
+    /// evaluation fails. A policy with WASI imports, when allowed, is linked to the
+    /// deny-all WASI; one without is linked to nothing, whatever `allow_wasi` says.
     pub fn load(&self, bytes: &[u8], options: &LoadOptions) -> Result<Arc<Policy>, LoadError> {
         if bytes.len() > self.config.max_policy_bytes {
             return Err(LoadError::TooLarge {
@@ -185,17 +211,19 @@ impl PolicyEngine {
         if !other.is_empty() {
             return Err(LoadError::UnsupportedImports(other));
         }
-        if !wasi.is_empty() {
-            // A deny-all WASI is not linked yet: refuse even when allowed, saying so.
-            return Err(if options.allow_wasi {
-                LoadError::UnsupportedImports(wasi)
-            } else {
-                LoadError::WasiNotAllowed(wasi)
-            });
+        let uses_wasi = !wasi.is_empty();
+        if uses_wasi && !options.allow_wasi {
+            return Err(LoadError::WasiNotAllowed(wasi));
         }
+        let linker = if uses_wasi {
+            &self.wasi_linker
+        } else {
+            &self.linker
+        };
 
-        let instance_pre = self
-            .linker
+        // Fails, naming the import, for a WASI interface the deny-all WASI does not provide
+        // (wasi:http, a 0.3 interface, ...) or one whose types do not match.
+        let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnsupportedImports(vec![format!("{e:#}")]))?;
         let pre = RetryPolicyPre::new(instance_pre)
@@ -212,6 +240,7 @@ impl PolicyEngine {
                 params: Vec::new(),
             },
             limits: options.limits,
+            wasi: uses_wasi,
             pre,
         };
         policy.info = self.smoke_test(&policy)?;
@@ -260,15 +289,17 @@ impl PolicyEngine {
         Ok(info)
     }
 
-    /// Runs `f` against a fresh instance of `policy` in a fresh, limited store.
+    /// Runs `f` against a fresh instance of `policy` in a fresh, limited store. `wasi` is
+    /// what the deny-all WASI's clock and randomness follow, for a policy that uses WASI.
     fn with_instance<T>(
         &self,
         policy: &Policy,
+        wasi: WasiInputs,
         f: impl FnOnce(&mut Store<StoreState>, &RetryPolicy) -> wasmtime::Result<T>,
     ) -> Result<(T, u64), EvalError> {
         let _slot = self.slots.acquire();
         let limits = &policy.limits;
-        let mut store = Store::new(&self.engine, StoreState::new(limits));
+        let mut store = Store::new(&self.engine, StoreState::new(limits, wasi));
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(limits.fuel)
@@ -291,9 +322,11 @@ impl PolicyEngine {
         Ok((value, fuel_used))
     }
 
-    /// Asks the policy to describe itself.
+    /// Asks the policy to describe itself. (A WASI policy sees time 0 and seed 0.)
     pub fn describe(&self, policy: &Policy) -> Result<PolicyInfo, EvalError> {
-        let (info, _) = self.with_instance(policy, |store, p| p.call_describe(store))?;
+        let (info, _) = self.with_instance(policy, WasiInputs::default(), |store, p| {
+            p.call_describe(store)
+        })?;
         check_len("name", &info.name, 128)?;
         check_len("version", &info.version, 64)?;
         check_len("description", &info.description, 4096)?;
@@ -309,13 +342,15 @@ impl PolicyEngine {
     }
 
     /// Asks the policy whether `params` are valid for it: `Ok(Err(message))` is a refusal.
+    /// (A WASI policy sees time 0 and seed 0.)
     pub fn validate_params(
         &self,
         policy: &Policy,
         params: &Params,
     ) -> Result<Result<(), String>, EvalError> {
-        let (verdict, _) =
-            self.with_instance(policy, |store, p| p.call_validate_params(store, params))?;
+        let (verdict, _) = self.with_instance(policy, WasiInputs::default(), |store, p| {
+            p.call_validate_params(store, params)
+        })?;
         if let Err(message) = &verdict {
             check_len(
                 "validate-params message",
@@ -326,7 +361,12 @@ impl PolicyEngine {
         Ok(verdict)
     }
 
-    /// Classifies `failure` and decides on it, in one fresh instance.
+    /// Classifies `failure` and decides on it, in one fresh instance. A WASI policy's clock
+    /// reads `now_ms` and its randomness follows `failure.seed`.
+    ///
+    /// Blocking: call it from a thread that may block (e.g. tokio's `spawn_blocking`),
+    /// never from inside an async task. (wasmtime-wasi's synchronous bindings enter a tokio
+    /// runtime of their own for some WASI calls, which panics inside a running one.)
     pub fn evaluate(
         &self,
         policy: &Policy,
@@ -334,12 +374,34 @@ impl PolicyEngine {
         params: &Params,
         now_ms: u64,
     ) -> Result<Evaluation, EvalError> {
+        self.evaluate_with(policy, failure, params, now_ms, None)
+    }
+
+    /// Like `evaluate`, but with a classification this policy already made for the same
+    /// failure (a cache hit): only `decide` runs.
+    pub fn evaluate_with(
+        &self,
+        policy: &Policy,
+        failure: &FailureInput,
+        params: &Params,
+        now_ms: u64,
+        known: Option<&Classification>,
+    ) -> Result<Evaluation, EvalError> {
         let input = bindings::Failure::from(failure);
-        let ((classification, decision), fuel_used) = self.with_instance(policy, |store, p| {
-            let c = p.call_classify(&mut *store, &input, params)?;
-            let d = p.call_decide(&mut *store, &input, &c, params, now_ms)?;
-            Ok((c, d))
-        })?;
+        let wasi = WasiInputs {
+            now_ms,
+            seed: failure.seed,
+        };
+        let known = known.map(bindings::Classification::from);
+        let ((classification, decision), fuel_used) =
+            self.with_instance(policy, wasi, |store, p| {
+                let c = match known {
+                    Some(c) => c,
+                    None => p.call_classify(&mut *store, &input, params)?,
+                };
+                let d = p.call_decide(&mut *store, &input, &c, params, now_ms)?;
+                Ok((c, d))
+            })?;
         let classification = check_classification(classification)?;
         let decision = check_decision(decision)?;
         Ok(Evaluation {

@@ -9,15 +9,19 @@ use wasmtime::{Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::error::EvalError;
 use super::limits::PolicyLimits;
+use super::wasi::{self, WasiInputs, WasiSlot};
 
-/// The data of one evaluation's store: its resource limiter.
+/// The data of one evaluation's store: its resource limiter, and the deny-all WASI a policy
+/// loaded with `allow_wasi` may call (built on its first call, so free for a pure policy).
 #[derive(Debug)]
 pub(crate) struct StoreState {
     pub(crate) limiter: Limiter,
+    pub(crate) wasi: WasiSlot,
 }
 
 impl StoreState {
-    pub(crate) fn new(limits: &PolicyLimits) -> Self {
+    /// `wasi` is what the evaluation's WASI, if the policy uses any, is built from.
+    pub(crate) fn new(limits: &PolicyLimits, wasi: WasiInputs) -> Self {
         let inner = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .instances(limits.instances)
@@ -31,6 +35,7 @@ impl StoreState {
                 inner,
                 memory_denied: false,
             },
+            wasi: WasiSlot::new(wasi),
         }
     }
 }
@@ -89,6 +94,9 @@ pub(crate) fn eval_error(
         return EvalError::MemoryCap {
             cap: limits.memory_bytes,
         };
+    }
+    if let Some(code) = wasi::exit_code(err) {
+        return EvalError::Trap(format!("policy called wasi:cli/exit (status {code})"));
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => EvalError::OutOfFuel { limit: limits.fuel },

@@ -1,5 +1,5 @@
 //! Policy engine tests: the default policy's contract, the sandbox's limits against
-//! misbehaving policies, concurrency, and the `retryguard policy` CLI.
+//! misbehaving policies, concurrency, the deny-all WASI, and the `retryguard policy` CLI.
 //!
 //! One test binary (not one per file) so wasmtime is linked once.
 #![allow(
@@ -14,4 +14,5 @@ mod common;
 mod concurrency;
 mod contract;
 mod sandbox;
+mod wasi;
 mod wat_policies;

@@ -191,6 +191,46 @@ fn wasi_imports_are_refused_unless_allowed() {
 }
 
 #[test]
+fn allowed_wasi_is_linked_then_the_exports_are_checked() {
+    let module = r#"(module
+      (import "wasi:cli/environment@0.2.0" "get-arguments" (func (param i32)))
+      (memory (export "memory") 1)
+      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096)))"#;
+    let bytes = component(module, WASI_IMPORTER, "wasi-user");
+    let options = LoadOptions {
+        allow_wasi: true,
+        ..LoadOptions::default()
+    };
+    // The deny-all WASI provides wasi:cli/environment; what fails is the missing exports.
+    let err = engine().load(&bytes, &options).unwrap_err();
+    assert!(matches!(&err, LoadError::WrongWorld(_)), "{err:?}");
+}
+
+#[test]
+fn wasi_interfaces_the_deny_all_wasi_lacks_are_refused_by_name() {
+    let wit = r#"package test:http-user;
+world http-user {
+  import wasi:http/outgoing-handler@0.2.0;
+}
+package wasi:http@0.2.0 {
+  interface outgoing-handler { handle: func(); }
+}"#;
+    let module = r#"(module (import "wasi:http/outgoing-handler@0.2.0" "handle" (func)))"#;
+    let options = LoadOptions {
+        allow_wasi: true,
+        ..LoadOptions::default()
+    };
+    let err = engine()
+        .load(&component(module, wit, "http-user"), &options)
+        .unwrap_err();
+    assert!(
+        matches!(&err, LoadError::UnsupportedImports(names)
+            if names.iter().any(|n| n.contains("wasi:http/outgoing-handler@0.2.0"))),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn other_imports_are_refused() {
     let wit = r#"package test:importer;
 interface host { poke: func(); }
