@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod policy;
+mod serve;
 
 /// Safe retries for failed background jobs, judged by sandboxed WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -19,6 +20,8 @@ enum Command {
     /// Check and evaluate retry policies (WebAssembly components).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the HTTP API over the RQ Redis (config: ./retryguard.toml, RETRYGUARD_* env).
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line and runs it. Exit codes: 0 success, 1 failure (an invalid
@@ -27,6 +30,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => cmd.run(),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

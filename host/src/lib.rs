@@ -4,6 +4,9 @@
 //! sandboxed WebAssembly policies (`policy`); `queue` reads and requeues jobs in the queue's
 //! own Redis; the command line is in `cli`.
 
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod policy;
 pub mod queue;
+pub mod retry;

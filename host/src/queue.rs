@@ -1,4 +1,160 @@
 //! Queue backends: reading failed jobs from, and requeueing them into, the Redis a job queue
 //! already uses. Nothing above this module knows a queue's key names or encodings.
 
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
 pub mod rq;
+
+/// Where a failed job sits: its queue, its id, and its registry score (RQ: the epoch second
+/// at which its failure record expires). Listing cursors are built from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub queue: String,
+    pub id: String,
+    pub score: f64,
+}
+
+/// A failed job as the queue recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedJob {
+    pub id: String,
+    /// The queue it failed on and returns to (RQ: `origin`).
+    pub queue: String,
+    /// The job's function name; the description when the data could not be decoded.
+    pub job_type: String,
+    /// The queue's status for the job (`failed`, `stopped`, …).
+    pub status: String,
+    /// The job's creation time as the queue wrote it: with the id, it names one incarnation
+    /// of a job id (a reused id starts afresh).
+    pub created_at: String,
+    /// When the job most recently failed (RQ: `ended_at`), epoch ms.
+    pub failed_at_ms: Option<u64>,
+    /// The outermost exception's type and message, parsed from the traceback.
+    pub exc_type: String,
+    pub exc_message: String,
+    /// The full traceback, or the queue's own failure text.
+    pub traceback: String,
+    /// The id of the newest entry of the job's results stream when it was read: a requeue
+    /// goes through only while it is still the newest (else the decision is stale).
+    pub result_id: String,
+    /// Retries the queue's own retry setting still had left.
+    pub retries_left: Option<u32>,
+    /// How long the queue keeps the failure (seconds), when set.
+    pub failure_ttl_seconds: Option<u64>,
+}
+
+/// One requeue to perform atomically.
+#[derive(Debug, Clone)]
+pub struct Requeue<'a> {
+    pub job: &'a FailedJob,
+    /// The operation it belongs to: a re-sent requeue of the same operation is recognised.
+    pub operation_id: &'a str,
+    /// retryguard's own state and audit keys, written in the same atomic step.
+    pub state_key: &'a str,
+    pub outbox_key: &'a str,
+    pub state_ttl_seconds: u64,
+    pub now_ms: u64,
+    pub first_failed_ms: u64,
+    pub policy_digest: &'a str,
+    /// Push at the front of the queue instead of the back.
+    pub at_front: bool,
+    /// The audit record's fields (the attempt number is added by the backend).
+    pub audit: &'a [(&'static str, String)],
+}
+
+/// What one atomic requeue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequeueResult {
+    /// Requeued (now, or by an earlier send of the same operation); attempts after it.
+    Retried { attempts: u32 },
+    /// No longer in the failed registry: someone else requeued it.
+    AlreadyRequeued,
+    /// It is not the failure the decision was about any more.
+    Stale { why: String },
+    /// The job is gone (its dangling registry member was pruned).
+    NotFound,
+}
+
+/// Counts per state of one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub queue: String,
+    pub queued: u64,
+    pub started: u64,
+    pub failed: u64,
+    pub finished: u64,
+    pub deferred: u64,
+    pub scheduled: u64,
+}
+
+/// Errors of a queue backend.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis did not answer (down, timed out, connection dropped): the result of a write
+    /// in flight is unknown.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    /// The data is not a layout this adapter supports (e.g. RQ 3.x).
+    #[error("unsupported queue data: {0}")]
+    Unsupported(String),
+    /// Redis answered with an error.
+    #[error("redis error: {0}")]
+    Redis(String),
+}
+
+/// A queue's failed jobs, read and requeued. Implementations pipeline their reads.
+pub trait QueueBackend: Send + Sync + 'static {
+    /// Names of the queues that have (or had) failed jobs.
+    fn failed_queues(&self) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
+
+    /// Up to `limit` failed jobs of `queue` ordered by (score, id), strictly after `after`.
+    fn failed_page(
+        &self,
+        queue: &str,
+        after: Option<&JobRef>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
+
+    /// Reads jobs in one round trip. `None` for a job whose data is gone (its dangling
+    /// registry member is pruned).
+    fn read_jobs(
+        &self,
+        refs: &[JobRef],
+    ) -> impl Future<Output = Result<Vec<Option<FailedJob>>, QueueError>> + Send;
+
+    /// Finds one failed job by id, in whichever queue's failed registry holds it.
+    fn find_failed(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<FailedJob>, QueueError>> + Send;
+
+    /// Copies `queue`'s failed registry into `key` (expiring after `ttl_seconds`), so a long
+    /// walk over it never skips a job that is removed concurrently; returns its size.
+    fn snapshot(
+        &self,
+        queue: &str,
+        key: &str,
+        ttl_seconds: u64,
+    ) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Members `start..start+count` of a snapshot made by `snapshot`.
+    fn snapshot_page(
+        &self,
+        queue: &str,
+        key: &str,
+        start: u64,
+        count: u64,
+    ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
+
+    /// Performs each requeue atomically, pipelined. A `QueueError::Unavailable` means the
+    /// outcome of the whole batch is unknown: re-send it with the same operation id.
+    fn requeue(
+        &self,
+        batch: &[Requeue<'_>],
+    ) -> impl Future<Output = Result<Vec<RequeueResult>, QueueError>> + Send;
+
+    /// Job counts per queue and state.
+    fn counts(&self) -> impl Future<Output = Result<Vec<QueueCounts>, QueueError>> + Send;
+}

@@ -1,3 +1,532 @@
 //! The RQ 2.x adapter (DESIGN.md §6 has the data layout and its traps).
+//!
+//! Reads are pipelined (one round trip per batch of jobs) and decode only what they need;
+//! the requeue is one Lua script per job (`rq/lua/requeue.lua`), pipelined per batch.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Value};
+
+use super::{FailedJob, JobRef, QueueBackend, QueueCounts, QueueError, Requeue, RequeueResult};
+use crate::queue::rq::decode::{exc_info, exc_string, job_type_from_data, parse_rq_time};
 
 pub mod decode;
+mod keys;
+
+pub use keys::RqKeys;
+
+/// The requeue script, loaded once per connection (and again after `NOSCRIPT`).
+const REQUEUE_LUA: &str = include_str!("rq/lua/requeue.lua");
+
+/// How many results-stream entries are read to find the newest failure.
+const RESULTS_LOOKBACK: usize = 8;
+
+/// Timeouts on every Redis call: Redis down is a clear error, never a hang.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTimeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The RQ 2.x backend over one auto-reconnecting Redis connection.
+#[derive(Clone)]
+pub struct RqBackend {
+    conn: ConnectionManager,
+    requeue: redis::Script,
+}
+
+impl std::fmt::Debug for RqBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RqBackend").finish_non_exhaustive()
+    }
+}
+
+impl RqBackend {
+    /// Connects to `url` and checks that the data there is RQ 2.x.
+    pub async fn connect(url: &str, timeouts: RedisTimeouts) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url).map_err(|e| QueueError::Redis(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.response))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            timeouts.connect + timeouts.response,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| QueueError::Unavailable(format!("connecting to {url} timed out")))?
+        .map_err(redis_error)?;
+        let backend = Self {
+            conn,
+            requeue: redis::Script::new(REQUEUE_LUA),
+        };
+        backend.refuse_unsupported_layouts().await?;
+        Ok(backend)
+    }
+
+    /// The connection, for retryguard's own keys (retry state, audit outbox).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// RQ 3.x makes the key prefix configurable and adds a rate limiter that a raw push
+    /// would bypass: refuse its data clearly until it is supported.
+    async fn refuse_unsupported_layouts(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let (_, rate_limit_keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg("rq:rate_limit*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if !rate_limit_keys.is_empty() {
+            return Err(QueueError::Unsupported(
+                "this Redis holds RQ 3.x rate-limiter keys (rq:rate_limit*); retryguard supports RQ 2.x and would bypass 3.x rate limits".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn load_script(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        self.requeue
+            .load_async(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(redis_error)
+    }
+}
+
+/// Maps a Redis error: connection trouble is `Unavailable` (the outcome of a write in flight
+/// is unknown), anything else `Redis`.
+pub(crate) fn redis_error(e: RedisError) -> QueueError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        QueueError::Unavailable(e.to_string())
+    } else {
+        QueueError::Redis(e.to_string())
+    }
+}
+
+const JOB_FIELDS: [&str; 9] = [
+    "status",
+    "origin",
+    "data",
+    "description",
+    "created_at",
+    "ended_at",
+    "exc_info",
+    "retries_left",
+    "failure_ttl",
+];
+
+impl QueueBackend for RqBackend {
+    async fn failed_queues(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = Vec::new();
+        let registered: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(RqKeys::QUEUES)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        names.extend(registered.iter().filter_map(|k| RqKeys::queue_name(k)));
+        // A queue may have been removed from rq:queues while its failed registry remains.
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(RqKeys::FAILED_PATTERN)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            names.extend(found.iter().filter_map(|k| RqKeys::failed_queue_name(k)));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn failed_page(
+        &self,
+        queue: &str,
+        after: Option<&JobRef>,
+        limit: usize,
+    ) -> Result<Vec<JobRef>, QueueError> {
+        let mut conn = self.conn.clone();
+        let key = RqKeys::failed(queue);
+        // Members with the cursor's score that sort after its id, then higher scores.
+        let mut refs = Vec::with_capacity(limit);
+        let (min, skip_until) = match after {
+            Some(c) => (format!("{}", c.score), Some(c)),
+            None => ("-inf".to_string(), None),
+        };
+        let mut offset = 0usize;
+        while refs.len() < limit {
+            let batch = limit.max(100);
+            let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(&min)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(batch)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let exhausted = found.len() < batch;
+            offset += found.len();
+            for (id, score) in found {
+                if let Some(c) = skip_until
+                    && score == c.score
+                    && id.as_str() <= c.id.as_str()
+                {
+                    continue;
+                }
+                refs.push(JobRef {
+                    queue: queue.to_string(),
+                    id,
+                    score,
+                });
+                if refs.len() == limit {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(refs)
+    }
+
+    async fn read_jobs(&self, refs: &[JobRef]) -> Result<Vec<Option<FailedJob>>, QueueError> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for r in refs {
+            pipe.cmd("HMGET")
+                .arg(RqKeys::job(&r.id))
+                .arg(&JOB_FIELDS[..]);
+            pipe.cmd("XREVRANGE")
+                .arg(RqKeys::results(&r.id))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(RESULTS_LOOKBACK);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut jobs = Vec::with_capacity(refs.len());
+        let mut dangling = Vec::new();
+        for (r, pair) in refs.iter().zip(replies.chunks(2)) {
+            let job = match pair {
+                [hash, results] => parse_job(r, hash, results),
+                _ => None,
+            };
+            if job.is_none() {
+                dangling.push(r);
+            }
+            jobs.push(job);
+        }
+        if !dangling.is_empty() {
+            prune_dangling(&mut conn, &dangling).await?;
+        }
+        Ok(jobs)
+    }
+
+    async fn find_failed(&self, id: &str) -> Result<Option<FailedJob>, QueueError> {
+        let mut conn = self.conn.clone();
+        let origin: Option<String> = redis::cmd("HGET")
+            .arg(RqKeys::job(id))
+            .arg("origin")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let Some(queue) = origin else {
+            return Ok(None);
+        };
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(RqKeys::failed(&queue))
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let Some(score) = score else {
+            return Ok(None);
+        };
+        let r = JobRef {
+            queue,
+            id: id.to_string(),
+            score,
+        };
+        Ok(self.read_jobs(&[r]).await?.pop().flatten())
+    }
+
+    async fn snapshot(&self, queue: &str, key: &str, ttl_seconds: u64) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let (size, _): (u64, i64) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGESTORE")
+            .arg(key)
+            .arg(RqKeys::failed(queue))
+            .arg(0)
+            .arg(-1)
+            .cmd("EXPIRE")
+            .arg(key)
+            .arg(ttl_seconds.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(size)
+    }
+
+    async fn snapshot_page(
+        &self,
+        queue: &str,
+        key: &str,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<JobRef>, QueueError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(start)
+            .arg(start + count - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(found
+            .into_iter()
+            .map(|(id, score)| JobRef {
+                queue: queue.to_string(),
+                id,
+                score,
+            })
+            .collect())
+    }
+
+    async fn requeue(&self, batch: &[Requeue<'_>]) -> Result<Vec<RequeueResult>, QueueError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let build = || {
+            let mut pipe = redis::pipe();
+            for r in batch {
+                pipe.add_command(requeue_command(self.requeue.get_hash(), r));
+            }
+            pipe
+        };
+        let mut replies: Vec<redis::RedisResult<Value>> = build()
+            .ignore_errors()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if replies.iter().any(is_noscript) {
+            // Redis restarted or flushed its scripts: load and re-send. Re-sending is safe:
+            // a job this batch already requeued answers `retried` for the same operation.
+            self.load_script().await?;
+            replies = build()
+                .ignore_errors()
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        replies
+            .into_iter()
+            .map(|reply| parse_requeue_reply(reply.map_err(redis_error)?))
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        let queues = self.failed_queues().await?;
+        if queues.is_empty() {
+            // An empty pipeline is a client error in redis-rs.
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for q in &queues {
+            pipe.cmd("LLEN").arg(RqKeys::queue(q));
+            for registry in ["wip", "failed", "finished", "deferred", "scheduled"] {
+                pipe.cmd("ZCARD").arg(RqKeys::registry(registry, q));
+            }
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        Ok(queues
+            .into_iter()
+            .zip(counts.chunks(6))
+            .map(|(queue, c)| QueueCounts {
+                queue,
+                queued: c.first().copied().unwrap_or(0),
+                started: c.get(1).copied().unwrap_or(0),
+                failed: c.get(2).copied().unwrap_or(0),
+                finished: c.get(3).copied().unwrap_or(0),
+                deferred: c.get(4).copied().unwrap_or(0),
+                scheduled: c.get(5).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+}
+
+fn requeue_command(hash: &str, r: &Requeue<'_>) -> redis::Cmd {
+    let job = r.job;
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(hash)
+        .arg(8)
+        .arg(RqKeys::failed(&job.queue))
+        .arg(RqKeys::job(&job.id))
+        .arg(RqKeys::results(&job.id))
+        .arg(RqKeys::queue(&job.queue))
+        .arg(RqKeys::QUEUES)
+        .arg(RqKeys::dependents(&job.id))
+        .arg(r.state_key)
+        .arg(r.outbox_key)
+        .arg(&job.id)
+        .arg(&job.queue)
+        .arg(&job.result_id)
+        .arg(decode::format_rq_time(r.now_ms))
+        .arg(r.operation_id)
+        .arg(if r.at_front { "1" } else { "0" })
+        .arg(r.state_ttl_seconds.max(1))
+        .arg(r.now_ms)
+        .arg(&job.created_at)
+        .arg(r.first_failed_ms)
+        .arg(r.policy_digest);
+    for (field, value) in r.audit {
+        cmd.arg(*field).arg(value);
+    }
+    cmd
+}
+
+fn is_noscript(reply: &redis::RedisResult<Value>) -> bool {
+    matches!(reply, Err(e) if e.code() == Some("NOSCRIPT"))
+}
+
+fn parse_requeue_reply(reply: Value) -> Result<RequeueResult, QueueError> {
+    let parts: Vec<String> =
+        redis::from_redis_value(reply).map_err(|e| QueueError::Redis(e.to_string()))?;
+    let detail = parts.get(1).cloned().unwrap_or_default();
+    match parts.first().map(String::as_str) {
+        Some("retried") => Ok(RequeueResult::Retried {
+            attempts: detail.parse().unwrap_or(0),
+        }),
+        Some("already_requeued") => Ok(RequeueResult::AlreadyRequeued),
+        Some("stale_decision") => Ok(RequeueResult::Stale { why: detail }),
+        Some("not_found") => Ok(RequeueResult::NotFound),
+        other => Err(QueueError::Redis(format!(
+            "unexpected reply from the requeue script: {other:?}"
+        ))),
+    }
+}
+
+async fn prune_dangling(conn: &mut ConnectionManager, refs: &[&JobRef]) -> Result<(), QueueError> {
+    // Only members whose hash is still missing are removed (checked again atomically).
+    const PRUNE: &str = "if redis.call('EXISTS', KEYS[2]) == 0 then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0";
+    let mut pipe = redis::pipe();
+    for r in refs {
+        pipe.cmd("EVAL")
+            .arg(PRUNE)
+            .arg(2)
+            .arg(RqKeys::failed(&r.queue))
+            .arg(RqKeys::job(&r.id))
+            .arg(&r.id)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await.map_err(redis_error)
+}
+
+/// One results-stream entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Builds a `FailedJob` from the job hash fields (`JOB_FIELDS` order) and the newest
+/// results-stream entries. `None` when the hash is gone.
+fn parse_job(r: &JobRef, hash: &Value, results: &Value) -> Option<FailedJob> {
+    let fields: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(hash).ok()?;
+    let field = |i: usize| fields.get(i).cloned().flatten();
+    let text = |i: usize| {
+        field(i)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    // HMGET of a missing hash gives all nils: the job is gone.
+    let status = field(0)?;
+    let status = String::from_utf8_lossy(&status).into_owned();
+    let origin = text(1);
+    let job_type = field(2)
+        .and_then(|data| job_type_from_data(&data))
+        .unwrap_or_else(|| text(3));
+
+    let entries: Vec<StreamEntry> = redis::from_redis_value_ref(results).unwrap_or_default();
+    let result_id = entries
+        .first()
+        .map(|(id, _)| id.clone())
+        .unwrap_or_default();
+    let newest_failure = entries.iter().find_map(|(_, kv)| {
+        kv.iter().find(|(k, _)| k == "exc_string").map(|(_, v)| {
+            exc_string(v).unwrap_or_else(|e| format!("(undecodable exc_string: {e})"))
+        })
+    });
+    let traceback = newest_failure
+        .or_else(|| {
+            field(6)
+                .and_then(|b| exc_info(&b).ok())
+                .filter(|t| !t.is_empty())
+        })
+        .unwrap_or_default();
+    let (exc_type, exc_message) =
+        match retryguard_policy_default::traceback::parse_outermost(&traceback) {
+            Some(p) => (p.exc_type.to_string(), p.message),
+            None => (String::new(), String::new()),
+        };
+    Some(FailedJob {
+        id: r.id.clone(),
+        queue: if origin.is_empty() {
+            r.queue.clone()
+        } else {
+            origin
+        },
+        job_type,
+        status,
+        created_at: text(4),
+        // A stopped job has no `ended_at`: its newest results entry's id (epoch ms) is
+        // then the only record of when it ended.
+        failed_at_ms: parse_rq_time(&text(5)).or_else(|| stream_id_ms(&result_id)),
+        exc_type,
+        exc_message,
+        traceback,
+        result_id: result_id.clone(),
+        retries_left: text(7).parse().ok(),
+        failure_ttl_seconds: text(8).parse().ok(),
+    })
+}
+
+/// The epoch milliseconds of a stream entry id (`<ms>-<seq>`).
+fn stream_id_ms(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}

@@ -1,0 +1,154 @@
+//! The HTTP API of `retryguard serve` (axum). `router(state)` builds the whole app, so tests
+//! call it with `tower::ServiceExt::oneshot` and no socket.
+//!
+//! Layers: handlers (`jobs`, `operations`, `health`) extract and check input, call one
+//! function of the retry service, and shape the JSON; they never touch Redis or wasmtime.
+//! Every route gets a request id, a timeout, and limits on URI and body size.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::policy::{Policy, PolicyEngine};
+use crate::queue::QueueError;
+use crate::queue::rq::RqBackend;
+use crate::retry::{RetryService, ServiceConfig};
+
+pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod operations;
+pub mod views;
+
+pub use error::ApiError;
+pub use operations::Operations;
+
+/// Who every retry is attributed to, until the API has authentication.
+pub const ACTOR: &str = "local";
+
+/// Longest request URI accepted (path and query).
+pub const MAX_URI_BYTES: usize = 8192;
+
+/// The retry service the API runs on.
+pub type Service = RetryService<RqBackend>;
+
+/// Everything a handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub operations: Arc<Operations>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn new(service: Arc<Service>, config: Arc<Config>) -> Self {
+        Self {
+            operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
+            service,
+            config,
+        }
+    }
+
+    /// Connects to the configured Redis and builds the service over `policy`, with the
+    /// `[retry]` params (checked by the caller with `PolicyEngine::validate_params`).
+    pub async fn connect(
+        config: Arc<Config>,
+        engine: Arc<PolicyEngine>,
+        policy: Arc<Policy>,
+    ) -> Result<Self, QueueError> {
+        let backend = RqBackend::connect(&config.redis.url, config.redis_timeouts()).await?;
+        let conn = backend.connection();
+        let service = RetryService::new(
+            backend,
+            conn,
+            engine,
+            policy,
+            config.retry.params(),
+            ServiceConfig::default(),
+        );
+        Ok(Self::new(Arc::new(service), config))
+    }
+}
+
+/// The whole app: every route, JSON 404/405 fallbacks, and the per-request layers.
+pub fn router(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config.server.body_limit_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .merge(jobs::router())
+        .merge(operations::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), limits))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Refuses oversized URIs and bodies up front, and answers `503 timeout` for a request that
+/// takes longer than `request_timeout_seconds` (a retry-all goes on as an operation).
+async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path().len() + req.uri().query().map_or(0, str::len);
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    let limit = state.config.server.body_limit_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return ApiError::PayloadTooLarge(limit).into_response();
+    }
+    let timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives every request an id (the caller's `x-request-id` when sane, else a new one), logs
+/// the request in a span carrying it, and returns it in the response header.
+async fn request_id(req: Request, next: Next) -> Response {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            format!("req-{:x}-{n:x}", crate::retry::service::now_ms())
+        });
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request done"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}

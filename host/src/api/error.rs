@@ -1,0 +1,260 @@
+//! The API's one error type, its JSON body `{"error": {"code", "message"}}`, and extractors
+//! whose rejections are that type: malformed input is a JSON 4xx, never a 500 or plain text.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::queue::QueueError;
+use crate::retry::RetryError;
+
+/// Everything a request can fail with. 5xx details are logged, never sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a parameter is malformed or out of range.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 400: `force=true` without a `reason`.
+    #[error("force requires a reason (add reason=…): it is written to the audit trail")]
+    ForceRequiresReason,
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 413.
+    #[error("the request body is over the {0}-byte limit")]
+    PayloadTooLarge(u64),
+    /// 414.
+    #[error("the request URI is over the {0}-byte limit")]
+    UriTooLong(usize),
+    /// 429: too many retry-all operations running.
+    #[error("{running} retry-all operations are running, the most allowed at once: retry later")]
+    TooManyOperations { running: u32 },
+    /// 503: Redis did not answer. The detail is logged.
+    #[error("Redis is unavailable: retry later")]
+    RedisUnavailable(String),
+    /// 503: the request took longer than the server's request timeout.
+    #[error("the request did not finish within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// 500: anything else. The detail is logged.
+    #[error("internal error: see the server log")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } | Self::ForceRequiresReason => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::TooManyOperations { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RedisUnavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::ForceRequiresReason => "force_requires_reason",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UriTooLong(_) => "uri_too_long",
+            Self::TooManyOperations { .. } => "too_many_operations",
+            Self::RedisUnavailable(_) => "redis_unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Logs what a 5xx hides from the client (once, where the error is first turned into a
+    /// response or recorded).
+    pub fn log(&self) {
+        match self {
+            Self::RedisUnavailable(detail) => tracing::warn!(error = %detail, "redis unavailable"),
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::Timeout(after) => tracing::warn!(after_s = after.as_secs(), "request timed out"),
+            _ => {}
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = (self.status(), Json(self.body())).into_response();
+        let retry_after = match &self {
+            Self::TooManyOperations { .. } => Some("10"),
+            Self::RedisUnavailable(_) | Self::Timeout(_) => Some("5"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
+    }
+}
+
+impl From<RetryError> for ApiError {
+    fn from(e: RetryError) -> Self {
+        match e {
+            RetryError::ForceWithoutReason => Self::ForceRequiresReason,
+            RetryError::Queue(q) => q.into(),
+            RetryError::Engine(detail) => Self::Internal(format!("policy engine: {detail}")),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Unavailable(detail) => Self::RedisUnavailable(detail),
+            e @ (QueueError::Redis(_) | QueueError::Unsupported(_)) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is a JSON 400 naming the bad parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// `Path<T>` whose rejection is a JSON 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// `Json<T>` whose rejection is a JSON 4xx (400 malformed, 413 too large, 415 not JSON is a
+/// 400 here too: one shape for every bad body).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Self(v))
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::bad_request("payload_too_large", e.body_text())
+                } else {
+                    ApiError::bad_request("invalid_json", e.body_text())
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_json_body_is_a_json_400() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Body1 {
+            n: u32,
+        }
+        let request = |body: &'static str| {
+            Request::builder()
+                .method("POST")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let e = ApiJson::<Body1>::from_request(request("{\"n\": \"x\"}"), &())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.code(), "invalid_json");
+        assert!(e.to_string().contains('n'), "{e}");
+        let ok = ApiJson::<Body1>::from_request(request("{\"n\": 3}"), &()).await;
+        assert_eq!(ok.unwrap().0.n, 3);
+    }
+
+    #[test]
+    fn every_error_maps_to_its_status_and_hides_internals() {
+        let cases = [
+            (ApiError::bad_request("invalid_query", "x"), 400),
+            (ApiError::ForceRequiresReason, 400),
+            (ApiError::NotFound("no".into()), 404),
+            (ApiError::MethodNotAllowed, 405),
+            (ApiError::PayloadTooLarge(1), 413),
+            (ApiError::UriTooLong(1), 414),
+            (ApiError::TooManyOperations { running: 4 }, 429),
+            (ApiError::RedisUnavailable("secret-host:6379".into()), 503),
+            (ApiError::Timeout(Duration::from_secs(3)), 503),
+            (ApiError::Internal("secret detail".into()), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
+            let body = e.body().to_string();
+            assert!(!body.contains("secret"), "{body}");
+            assert!(body.contains(e.code()), "{body}");
+        }
+        assert_eq!(
+            ApiError::from(RetryError::Queue(QueueError::Unavailable("x".into()))).code(),
+            "redis_unavailable"
+        );
+        assert_eq!(
+            ApiError::from(RetryError::ForceWithoutReason).code(),
+            "force_requires_reason"
+        );
+        assert_eq!(
+            ApiError::from(RetryError::Queue(QueueError::Redis("WRONGTYPE".into()))).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

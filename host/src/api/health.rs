@@ -1,0 +1,138 @@
+//! `/healthz` (the process answers) and `/readyz` (Redis answers, and whether what it holds
+//! survives a restart and is never evicted).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::redact_url;
+use crate::retry::service::RedisStatus;
+
+/// How long `/readyz` waits for Redis.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let redis_url = redact_url(&state.config.redis.url);
+    let status = match tokio::time::timeout(READY_TIMEOUT, state.service.redis_status()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return not_ready(redis_url, ApiError::from(e)),
+        Err(_) => {
+            return not_ready(
+                redis_url,
+                ApiError::RedisUnavailable(format!("no answer within {READY_TIMEOUT:?}")),
+            );
+        }
+    };
+    let warnings = durability_warnings(&status);
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+    Json(json!({
+        "status": "ready",
+        "redis": {
+            "url": redis_url,
+            "ping_ms": status.ping_ms,
+            "appendonly": show(&status.appendonly),
+            "appendfsync": show(&status.appendfsync),
+            "maxmemory_policy": show(&status.maxmemory_policy),
+        },
+        "warnings": warnings,
+    }))
+    .into_response()
+}
+
+fn not_ready(redis_url: String, e: ApiError) -> Response {
+    e.log();
+    let mut body = e.body();
+    body["status"] = json!("not_ready");
+    body["redis"] = json!({"url": redis_url});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// Warnings unless Redis keeps what it acknowledged across a restart (`appendonly yes`) and
+/// never evicts keys (`noeviction`). Settings that could not be read are reported as unknown.
+pub fn durability_warnings(s: &RedisStatus) -> Vec<String> {
+    let mut warnings = Vec::new();
+    match s.appendonly.as_deref() {
+        Some("yes") => {
+            if s.appendfsync.as_deref() == Some("no") {
+                warnings.push(
+                    "appendfsync is `no`: the OS decides when the append-only file reaches the \
+                     disk, so a crash can lose recent retries and audit records; `everysec` or \
+                     `always` is safer"
+                        .to_string(),
+                );
+            }
+        }
+        Some(other) => warnings.push(format!(
+            "appendonly is `{other}`: a Redis restart loses what was written since the last \
+             snapshot (failed jobs, retry attempts, audit records not yet drained); set \
+             `appendonly yes`"
+        )),
+        None => warnings.push(
+            "appendonly is unknown (CONFIG GET is not allowed here): make sure this Redis \
+             persists with the append-only file"
+                .to_string(),
+        ),
+    }
+    match s.maxmemory_policy.as_deref() {
+        Some("noeviction") => {}
+        Some(other) => warnings.push(format!(
+            "maxmemory-policy is `{other}`: under memory pressure Redis may evict job hashes, \
+             retry state or the audit outbox; set `noeviction`"
+        )),
+        None => warnings.push(
+            "maxmemory-policy is unknown (CONFIG GET is not allowed here): make sure it is \
+             `noeviction`"
+                .to_string(),
+        ),
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(aof: Option<&str>, fsync: Option<&str>, policy: Option<&str>) -> RedisStatus {
+        RedisStatus {
+            ping_ms: 0,
+            appendonly: aof.map(str::to_string),
+            appendfsync: fsync.map(str::to_string),
+            maxmemory_policy: policy.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn durable_redis_has_no_warnings() {
+        let w = durability_warnings(&status(Some("yes"), Some("everysec"), Some("noeviction")));
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn each_risk_is_named() {
+        let w = durability_warnings(&status(Some("no"), Some("everysec"), Some("allkeys-lru")));
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("appendonly"));
+        assert!(w[1].contains("allkeys-lru"));
+        let w = durability_warnings(&status(None, None, None));
+        assert!(w.iter().all(|w| w.contains("unknown")), "{w:?}");
+        let w = durability_warnings(&status(Some("yes"), Some("no"), Some("noeviction")));
+        assert!(w[0].contains("appendfsync"));
+    }
+}

@@ -1,0 +1,301 @@
+//! `/api/v1/jobs/…`: list failed jobs with what their policy says, retry one, retry many,
+//! and counts. Each handler checks its input, calls one service function, shapes the JSON.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::views::{
+    JobJson, OutcomeJson, SummaryJson, decode_cursor, encode_cursor, parse_rfc3339,
+};
+use super::{ACTOR, AppState};
+use crate::retry::{JobFilter, Outcome, RetryOptions};
+
+/// Most jobs one page of a listing returns.
+pub const MAX_PAGE: u32 = 1000;
+/// Jobs a page returns when `limit` is not given.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Most failed jobs `stats` classifies to count them by failure type.
+pub const STATS_MAX_JOBS: usize = 100_000;
+/// Longest job id, queue name or job-type glob accepted.
+const MAX_NAME_BYTES: usize = 512;
+/// Longest `reason` accepted (it goes into every audit record).
+const MAX_REASON_BYTES: usize = 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs/failed", get(list))
+        .route("/api/v1/jobs/failed/retry-all", post(retry_all))
+        .route("/api/v1/jobs/failed/{id}", get(show))
+        .route("/api/v1/jobs/failed/{id}/retry", post(retry))
+        .route("/api/v1/jobs/stats", get(stats))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    queue: Option<String>,
+    job_type: Option<String>,
+    failure_type: Option<String>,
+    retryable: Option<bool>,
+    failed_after: Option<String>,
+    failed_before: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1..={MAX_PAGE}, not {limit}"),
+        ));
+    }
+    let filter = JobFilter {
+        queue: name("queue", q.queue)?,
+        job_type: name("job_type", q.job_type)?,
+        failure_type: failure_type(q.failure_type)?,
+        retryable: q.retryable,
+        failed_after_ms: time("failed_after", q.failed_after)?,
+        failed_before_ms: time("failed_before", q.failed_before)?,
+        limit: None,
+    };
+    let cursor = q
+        .cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_cursor(&c))
+        .transpose()?;
+    let page = state.service.list(&filter, cursor, limit as usize).await?;
+    let jobs: Vec<JobJson> = page
+        .jobs
+        .into_iter()
+        .map(|v| JobJson::new(v, false))
+        .collect();
+    Ok(Json(json!({
+        "jobs": jobs,
+        "next_cursor": page.next_cursor.as_ref().map(encode_cursor),
+    })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobJson>, ApiError> {
+    let id = job_id(id)?;
+    match state.service.get(&id).await? {
+        Some(view) => Ok(Json(JobJson::new(view, true))),
+        None => Err(ApiError::NotFound(format!("no failed job {id:?}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RetryQuery {
+    dry_run: bool,
+    force: bool,
+    retry_only_retryable: bool,
+    reason: Option<String>,
+}
+
+impl Default for RetryQuery {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            force: false,
+            retry_only_retryable: true,
+            reason: None,
+        }
+    }
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RetryQuery>,
+) -> Result<Json<OutcomeJson>, ApiError> {
+    let id = job_id(id)?;
+    let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
+    let outcome = state.service.retry(&id, &options, ACTOR).await?;
+    if outcome.outcome == Outcome::NotFound {
+        return Err(ApiError::NotFound(format!("no failed job {id:?}")));
+    }
+    Ok(Json(outcome.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RetryAllQuery {
+    dry_run: bool,
+    force: bool,
+    retry_only_retryable: bool,
+    queue: Option<String>,
+    job_type: Option<String>,
+    failure_type: Option<String>,
+    limit: Option<u64>,
+    reason: Option<String>,
+    wait_seconds: Option<u64>,
+}
+
+impl Default for RetryAllQuery {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            force: false,
+            retry_only_retryable: true,
+            queue: None,
+            job_type: None,
+            failure_type: None,
+            limit: None,
+            reason: None,
+            wait_seconds: None,
+        }
+    }
+}
+
+async fn retry_all(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<RetryAllQuery>,
+) -> Result<Response, ApiError> {
+    let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
+    if q.limit == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be at least 1",
+        ));
+    }
+    let server = &state.config.server;
+    // The answer must leave before the request timeout: the operation goes on regardless.
+    let max_wait = server.request_timeout_seconds.saturating_sub(1);
+    let wait = q.wait_seconds.unwrap_or(server.retry_all_wait_seconds);
+    if wait > max_wait {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("wait_seconds must be 0..={max_wait} (the request timeout less one)"),
+        ));
+    }
+    let filter = JobFilter {
+        queue: name("queue", q.queue)?,
+        job_type: name("job_type", q.job_type)?,
+        failure_type: failure_type(q.failure_type)?,
+        limit: q.limit,
+        ..JobFilter::default()
+    };
+    let operation = state
+        .operations
+        .start(state.service.clone(), filter, options)?;
+    match operation.wait(Duration::from_secs(wait)).await {
+        Some(Ok(summary)) => Ok(Json(SummaryJson::from(&summary)).into_response()),
+        Some(Err(e)) => Err(e),
+        None => {
+            let url = format!("/api/v1/operations/{}", operation.id());
+            let body = json!({"operation_id": operation.id(), "status_url": url});
+            Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
+        }
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = state.service.stats(STATS_MAX_JOBS).await?;
+    Ok(Json(json!({
+        "queues": s.queues,
+        "failed_by_type": s.failed_by_type,
+        "failed_by_type_examined": s.failed_examined,
+        "failed_by_type_complete": s.failed_complete,
+        "failed_by_type_limit": STATS_MAX_JOBS,
+        "audit_outbox_length": s.outbox_len,
+    })))
+}
+
+fn options(
+    dry_run: bool,
+    force: bool,
+    retry_only_retryable: bool,
+    reason: Option<String>,
+) -> Result<RetryOptions, ApiError> {
+    let reason = reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if let Some(r) = &reason
+        && (r.len() > MAX_REASON_BYTES || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("reason must be at most {MAX_REASON_BYTES} bytes without control characters"),
+        ));
+    }
+    if force && reason.is_none() {
+        return Err(ApiError::ForceRequiresReason);
+    }
+    Ok(RetryOptions {
+        dry_run,
+        force,
+        retry_only_retryable,
+        reason,
+        at_front: false,
+    })
+}
+
+/// A job id from the path: bounded, no control characters.
+fn job_id(id: String) -> Result<String, ApiError> {
+    if id.is_empty() || id.len() > MAX_NAME_BYTES || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_job_id",
+            format!("a job id is 1..={MAX_NAME_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(id)
+}
+
+/// A queue name or job-type glob: empty means unset.
+fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if v.len() > MAX_NAME_BYTES || v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{param} must be at most {MAX_NAME_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// A failure type: `[a-z0-9_]{1,64}`, as policies produce them.
+fn failure_type(value: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "failure_type is 1-64 characters of [a-z0-9_], e.g. network_error",
+        ));
+    }
+    Ok(Some(v))
+}
+
+fn time(param: &str, value: Option<String>) -> Result<Option<u64>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    parse_rfc3339(&v).map(Some).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{param} must be an RFC 3339 time such as 2026-11-29T12:00:00Z"),
+        )
+    })
+}

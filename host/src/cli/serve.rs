@@ -1,0 +1,170 @@
+//! `retryguard serve [--config PATH] [--check-config]`
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::api::{self, AppState};
+use crate::config::{self, Config, redact_url};
+use crate::policy::{EngineConfig, LoadOptions, PolicyEngine, builtin};
+
+/// How long shutdown waits for running retry-all operations to stop after their batch.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file (TOML). Default: ./retryguard.toml when it exists. Environment
+    /// variables RETRYGUARD_<SECTION>_<KEY> override it.
+    #[arg(long, env = "RETRYGUARD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Validate the configuration (and the [retry] params against the default policy),
+    /// then exit: 0 valid, 1 invalid. Connects to nothing.
+    #[arg(long)]
+    check_config: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let source = args.config.clone().or_else(|| {
+        Path::new(config::DEFAULT_PATH)
+            .is_file()
+            .then(|| PathBuf::from(config::DEFAULT_PATH))
+    });
+    let shown_source = source.as_ref().map_or_else(
+        || "defaults and RETRYGUARD_* environment".to_string(),
+        |p| format!("{} and RETRYGUARD_* environment", p.display()),
+    );
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration ({shown_source}): {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    let engine = Arc::new(PolicyEngine::new(EngineConfig::default())?);
+    let options = LoadOptions {
+        limits: config.policy_limits(),
+        allow_wasi: false,
+    };
+    let policy = engine
+        .load(builtin::DEFAULT_POLICY, &options)
+        .context("the built-in default policy did not load with the [policy] limits")?;
+    match engine.validate_params(&policy, &config.retry.params()) {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            eprintln!(
+                "error: invalid configuration ({shown_source}): [retry] is refused by the \
+                 default policy: {message}"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => anyhow::bail!("the default policy could not check the [retry] params: {e}"),
+    }
+    if args.check_config {
+        println!("configuration is valid ({shown_source})");
+        println!("  redis:  {}", redact_url(&config.redis.url));
+        println!("  listen: {}", config.server.listen);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(Arc::new(config), engine, policy))
+}
+
+async fn serve(
+    config: Arc<Config>,
+    engine: Arc<PolicyEngine>,
+    policy: Arc<crate::policy::Policy>,
+) -> anyhow::Result<ExitCode> {
+    let redis_url = redact_url(&config.redis.url);
+    let state = match AppState::connect(Arc::clone(&config), engine, Arc::clone(&policy)).await {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!(
+                "error: cannot use Redis at {redis_url} ([redis] url, or {}): {e}\n  \
+                 check that Redis is running and reachable from here, and the URL's host, \
+                 port, database number and password",
+                config::env_var("redis", "url")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let addr = config.listen_addr()?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {addr} ([server] listen, or RETRYGUARD_LISTEN): {e}"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("retryguard listening on http://{addr}");
+    println!("  redis:  {redis_url}");
+    println!("  policy: built-in default ({})", policy.digest());
+    match state.service.redis_status().await {
+        Ok(status) => {
+            for w in api::health::durability_warnings(&status) {
+                println!("  warning: {w}");
+                tracing::warn!(warning = %w, "redis durability");
+            }
+        }
+        Err(e) => println!("  warning: could not read Redis's durability settings: {e}"),
+    }
+    tracing::info!(%addr, redis = %redis_url, policy = %policy.digest(), "listening");
+
+    let operations = Arc::clone(&state.operations);
+    let stop_operations = Arc::clone(&operations);
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            stop_operations.cancel_all();
+        })
+        .await
+        .context("the HTTP server failed")?;
+    if !operations.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!("retry-all operations still running after {DRAIN_TIMEOUT:?}; exiting");
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON logs on stderr; `RETRYGUARD_LOG` filters them (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RETRYGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,78 @@
+-- Requeue one failed RQ job, exactly once, in one atomic step.
+--
+-- It first re-checks that the job is still the failure the decision was made about, then
+-- moves it back to its queue changing only what RQ's worker needs, and in the same step
+-- bumps retryguard's attempt counter and appends the audit record to the outbox.
+--
+-- KEYS[1] rq:failed:<queue>          the failed registry (ZSET)
+-- KEYS[2] rq:job:<id>                the job hash
+-- KEYS[3] rq:results:<id>            the job's results stream
+-- KEYS[4] rq:queue:<queue>           the queue list
+-- KEYS[5] rq:queues                  the set of queue keys
+-- KEYS[6] rq:job:<id>:dependents     the job's dependents set
+-- KEYS[7] retryguard:job:<id>        retryguard's retry state (hash)
+-- KEYS[8] retryguard:audit:outbox    the audit outbox (stream)
+-- ARGV[1] job id            ARGV[2] origin queue name   ARGV[3] newest results entry id seen ('' if none)
+-- ARGV[4] enqueued_at (RQ's format)                    ARGV[5] operation id
+-- ARGV[6] '1' to push at the front                      ARGV[7] state TTL in seconds
+-- ARGV[8] now (epoch ms)    ARGV[9] the job's created_at ARGV[10] first failure (epoch ms)
+-- ARGV[11] policy digest    ARGV[12..] audit record: field, value, field, value, ...
+--
+-- Returns {outcome, attempts_or_detail}: 'retried' (attempts after this retry),
+-- 'already_requeued', 'stale_decision' (why), 'not_found'.
+
+local job_id, origin, seen_result, op = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+
+-- The state belongs to this incarnation of the job id: a reused id starts afresh.
+if redis.call('HGET', KEYS[7], 'created_at') ~= ARGV[9] then
+  redis.call('DEL', KEYS[7])
+end
+
+-- A re-sent call of an operation that already requeued this job gets the same answer.
+if redis.call('HGET', KEYS[7], 'last_operation') == op then
+  return {'retried', redis.call('HGET', KEYS[7], 'attempts')}
+end
+
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- A dangling registry member: its job hash expired or was deleted.
+  redis.call('ZREM', KEYS[1], job_id)
+  return {'not_found', 'job hash is gone'}
+end
+if not redis.call('ZSCORE', KEYS[1], job_id) then
+  return {'already_requeued', 'not in the failed registry'}
+end
+local fields = redis.call('HMGET', KEYS[2], 'status', 'origin')
+if fields[2] ~= origin then
+  return {'stale_decision', 'origin changed'}
+end
+if fields[1] ~= 'failed' and fields[1] ~= 'stopped' then
+  return {'stale_decision', 'status is ' .. tostring(fields[1])}
+end
+local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local newest_id = ''
+if #newest > 0 then newest_id = newest[1][1] end
+if newest_id ~= seen_result then
+  return {'stale_decision', 'the job has a newer result: it ran again since the decision'}
+end
+
+redis.call('ZREM', KEYS[1], job_id)
+redis.call('HSET', KEYS[2], 'status', 'queued', 'started_at', '', 'ended_at', '', 'enqueued_at', ARGV[4])
+redis.call('PERSIST', KEYS[2])
+redis.call('PERSIST', KEYS[6])
+if ARGV[6] == '1' then
+  redis.call('LPUSH', KEYS[4], job_id)
+else
+  redis.call('RPUSH', KEYS[4], job_id)
+end
+redis.call('SADD', KEYS[5], KEYS[4])
+
+local attempts = redis.call('HINCRBY', KEYS[7], 'attempts', 1)
+redis.call('HSET', KEYS[7], 'created_at', ARGV[9], 'last_attempt_ms', ARGV[8],
+  'last_operation', op, 'last_decision', 'retried', 'policy_digest', ARGV[11])
+redis.call('HSETNX', KEYS[7], 'first_failed_ms', ARGV[10])
+redis.call('EXPIRE', KEYS[7], ARGV[7])
+
+local record = {'attempt_number', tostring(attempts)}
+for i = 12, #ARGV do record[#record + 1] = ARGV[i] end
+redis.call('XADD', KEYS[8], '*', unpack(record))
+return {'retried', tostring(attempts)}

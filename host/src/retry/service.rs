@@ -1,0 +1,943 @@
+//! The retry service: list failed jobs with their classification and decision, and retry
+//! one or many, exactly once. No HTTP types here: the API and the CLI call these functions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use super::audit;
+use super::filter::JobFilter;
+use super::outcome::{JobOutcome, Outcome};
+use super::state::{self, Keys, Recorded, RetryState};
+use crate::policy::types::derive_seed;
+use crate::policy::{
+    Classification, Decision, Digest, EvalError, Evaluation, FailureInput, HoldKind, Params,
+    Policy, PolicyEngine,
+};
+use crate::queue::{FailedJob, JobRef, QueueBackend, QueueError, Requeue, RequeueResult};
+
+/// How a retry is to be done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Compute outcomes and write `dry_run` audit records; change no queue key or state.
+    pub dry_run: bool,
+    /// Override the policy's decision (requires a reason); never the atomic checks.
+    pub force: bool,
+    /// When false, a `non-retryable` hold is let through (never max attempts or cooldown).
+    pub retry_only_retryable: bool,
+    /// Why, for the audit trail.
+    pub reason: Option<String>,
+    /// Push at the front of the queue.
+    pub at_front: bool,
+}
+
+impl RetryOptions {
+    /// The defaults of the API: retry only retryable failures, no force, no dry run.
+    pub fn new() -> Self {
+        Self {
+            retry_only_retryable: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Errors of the service itself (per-job problems are outcomes, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("{0}")]
+    Queue(#[from] QueueError),
+    #[error("force requires a reason")]
+    ForceWithoutReason,
+    #[error("the policy engine failed: {0}")]
+    Engine(String),
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Jobs read, evaluated and requeued per pipelined batch.
+    pub batch_size: usize,
+    /// How long retry state outlives the job's own failure TTL.
+    pub state_grace_seconds: u64,
+    /// RQ's default failure TTL (one year), for jobs that do not say.
+    pub default_failure_ttl_seconds: u64,
+    /// How long a retry-all's snapshot lives.
+    pub snapshot_ttl_seconds: u64,
+    /// How often a batch whose reply was lost is re-sent before its jobs are `unknown`.
+    pub requeue_resends: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            state_grace_seconds: 7 * 86_400,
+            default_failure_ttl_seconds: 365 * 86_400,
+            snapshot_ttl_seconds: 3600,
+            requeue_resends: 3,
+        }
+    }
+}
+
+/// A failed job with what its policy says now.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job: FailedJob,
+    pub attempts: u32,
+    pub policy_digest: String,
+    /// The classification, when the policy produced one.
+    pub classification: Option<Classification>,
+    /// The decision as an outcome (`retried` = would retry now).
+    pub outcome: Outcome,
+    pub reason: String,
+    pub retry_at_ms: Option<u64>,
+    pub hold_kind: Option<HoldKind>,
+}
+
+/// A page of failed jobs and the cursor of the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<JobRef>,
+}
+
+/// Progress and result of a retry-all, shared with whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total: AtomicU64,
+    pub processed: AtomicU64,
+    pub cancelled: AtomicBool,
+    counts: std::sync::Mutex<BTreeMap<Outcome, u64>>,
+}
+
+impl Progress {
+    pub fn counts(&self) -> BTreeMap<Outcome, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+    fn add(&self, outcomes: &[JobOutcome]) {
+        if let Ok(mut counts) = self.counts.lock() {
+            for o in outcomes {
+                *counts.entry(o.outcome).or_default() += 1;
+            }
+        }
+        self.processed
+            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The summary of a retry-all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub operation_id: String,
+    pub total: u64,
+    pub counts: BTreeMap<Outcome, u64>,
+    pub cancelled: bool,
+    pub dry_run: bool,
+}
+
+/// The retry service over one queue backend and the policy engine.
+pub struct RetryService<B> {
+    backend: B,
+    conn: ConnectionManager,
+    engine: Arc<PolicyEngine>,
+    policy: Arc<Policy>,
+    params: Params,
+    config: ServiceConfig,
+    cache: Arc<ClassificationCache>,
+}
+
+/// Classifications by (job id, results entry id, policy digest): a failure is classified
+/// once per policy, so listing 100,000 failed jobs again does not re-run `classify` for each
+/// (the decision still runs every time: it depends on the clock and the attempts).
+#[derive(Debug, Default)]
+pub struct ClassificationCache {
+    entries: std::sync::Mutex<std::collections::HashMap<(String, String, Digest), Classification>>,
+}
+
+impl ClassificationCache {
+    /// Most entries kept; the cache is emptied when it would grow past this.
+    pub const CAPACITY: usize = 200_000;
+
+    fn get(&self, key: &(String, String, Digest)) -> Option<Classification> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: (String, String, Digest), value: Classification) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+            entries.insert(key, value);
+        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<B> std::fmt::Debug for RetryService<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryService")
+            .field("policy", &self.policy.digest())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A new operation id: time-ordered and unique enough (ms + 64 random-ish bits).
+pub fn new_operation_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mix = derive_seed(&format!("{}:{n}", std::process::id()), n as u32)
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    format!("op-{:013x}-{mix:016x}", now_ms())
+}
+
+impl<B: QueueBackend> RetryService<B> {
+    pub fn new(
+        backend: B,
+        conn: ConnectionManager,
+        engine: Arc<PolicyEngine>,
+        policy: Arc<Policy>,
+        params: Params,
+        config: ServiceConfig,
+    ) -> Self {
+        Self {
+            backend,
+            conn,
+            engine,
+            policy,
+            params,
+            config,
+            cache: Arc::new(ClassificationCache::default()),
+        }
+    }
+
+    /// The classification cache (for stats and tests).
+    pub fn cache(&self) -> &ClassificationCache {
+        &self.cache
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Lists failed jobs matching `filter`, ordered by queue then (score, id), after `cursor`.
+    pub async fn list(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobRef>,
+        limit: usize,
+    ) -> Result<Page, RetryError> {
+        let mut queues = self.backend.failed_queues().await?;
+        if let Some(q) = &filter.queue {
+            queues.retain(|name| name == q);
+        }
+        if let Some(c) = &cursor {
+            queues.retain(|name| name.as_str() >= c.queue.as_str());
+        }
+        let now = now_ms();
+        // One job more than asked tells whether there is a next page.
+        let mut found: Vec<(JobRef, JobView)> = Vec::new();
+        'queues: for queue in queues {
+            let mut after = cursor.clone().filter(|c| c.queue == queue);
+            loop {
+                let batch = self.config.batch_size.min(limit.max(50));
+                let refs = self
+                    .backend
+                    .failed_page(&queue, after.as_ref(), batch)
+                    .await?;
+                if refs.is_empty() {
+                    break;
+                }
+                after = refs.last().cloned();
+                let views = self.evaluate_refs(&refs, filter, now).await?;
+                for (r, view) in refs.into_iter().zip(views) {
+                    if let Some(view) = view {
+                        found.push((r, view));
+                        if found.len() > limit {
+                            break 'queues;
+                        }
+                    }
+                }
+            }
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_cursor = if more {
+            found.last().map(|(r, _)| r.clone())
+        } else {
+            None
+        };
+        let jobs = found.into_iter().map(|(_, view)| view).collect();
+        Ok(Page { jobs, next_cursor })
+    }
+
+    /// One failed job, with what its policy says now.
+    pub async fn get(&self, id: &str) -> Result<Option<JobView>, RetryError> {
+        let Some(job) = self.backend.find_failed(id).await? else {
+            return Ok(None);
+        };
+        let mut conn = self.conn.clone();
+        let states = state::read_states(&mut conn, &[(&job.id, &job.created_at)]).await?;
+        let state = states.into_iter().next().unwrap_or_default();
+        let views = self
+            .evaluate_jobs(vec![(job, state)], &JobFilter::default(), now_ms())
+            .await?;
+        Ok(views.into_iter().next().flatten().map(|(view, _)| view))
+    }
+
+    /// Reads and evaluates a page of refs; `None` for jobs gone or filtered out.
+    async fn evaluate_refs(
+        &self,
+        refs: &[JobRef],
+        filter: &JobFilter,
+        now: u64,
+    ) -> Result<Vec<Option<JobView>>, RetryError> {
+        let (jobs, states) = self.read_with_state(refs).await?;
+        let pairs: Vec<_> = jobs
+            .into_iter()
+            .zip(states)
+            .map(|(job, state)| job.map(|j| (j, state)))
+            .collect();
+        let mut out = Vec::with_capacity(pairs.len());
+        let present: Vec<_> = pairs.iter().flatten().cloned().collect();
+        let mut evaluated = self.evaluate_jobs(present, filter, now).await?.into_iter();
+        for p in pairs {
+            out.push(match p {
+                Some(_) => evaluated.next().flatten().map(|(view, _)| view),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read_with_state(
+        &self,
+        refs: &[JobRef],
+    ) -> Result<(Vec<Option<FailedJob>>, Vec<RetryState>), RetryError> {
+        let jobs = self.backend.read_jobs(refs).await?;
+        let keys: Vec<(&str, &str)> = jobs
+            .iter()
+            .map(|j| match j {
+                Some(j) => (j.id.as_str(), j.created_at.as_str()),
+                None => ("", "\u{0}none"),
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        let states = state::read_states(&mut conn, &keys).await?;
+        Ok((jobs, states))
+    }
+
+    /// Evaluates jobs on the blocking pool (policies are CPU work); applies the filter.
+    async fn evaluate_jobs(
+        &self,
+        jobs: Vec<(FailedJob, RetryState)>,
+        filter: &JobFilter,
+        now: u64,
+    ) -> Result<Vec<Option<(JobView, FailureInput)>>, RetryError> {
+        let engine = Arc::clone(&self.engine);
+        let policy = Arc::clone(&self.policy);
+        let params = self.params.clone();
+        let filter = filter.clone();
+        let cache = Arc::clone(&self.cache);
+        tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|(job, state)| {
+                    if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms) {
+                        return None;
+                    }
+                    let input = failure_input(&job, &state);
+                    let key = (job.id.clone(), job.result_id.clone(), policy.digest());
+                    let known = (!job.result_id.is_empty())
+                        .then(|| cache.get(&key))
+                        .flatten();
+                    let eval = engine.evaluate_with(&policy, &input, &params, now, known.as_ref());
+                    if let (Ok(e), None, false) = (&eval, &known, job.result_id.is_empty()) {
+                        cache.put(key, e.classification.clone());
+                    }
+                    let view = view_of(job, state.attempts, &policy, eval, now);
+                    let matches = match &view.classification {
+                        Some(c) => filter.matches_classification(&c.failure_type, c.retryable),
+                        None => !filter.needs_classification(),
+                    };
+                    matches.then_some((view, input))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| RetryError::Engine(e.to_string()))
+    }
+
+    /// Retries one job.
+    pub async fn retry(
+        &self,
+        job_id: &str,
+        options: &RetryOptions,
+        actor: &str,
+    ) -> Result<JobOutcome, RetryError> {
+        check_options(options)?;
+        let operation_id = new_operation_id();
+        let Some(job) = self.backend.find_failed(job_id).await? else {
+            let outcome = self.not_failed(job_id, options).await?;
+            let mut conn = self.conn.clone();
+            let record = audit::record(&outcome, actor, options, &operation_id, None, now_ms());
+            state::append_audit(&mut conn, &record).await?;
+            return Ok(outcome);
+        };
+        let r = JobRef {
+            queue: job.queue.clone(),
+            id: job.id.clone(),
+            score: 0.0,
+        };
+        let mut outcomes = self
+            .process_batch(&[r], &JobFilter::default(), options, actor, &operation_id)
+            .await?;
+        Ok(outcomes
+            .pop()
+            .unwrap_or_else(|| not_found(job_id, options, &self.policy)))
+    }
+
+    /// Retries every failed job matching `filter`: snapshots each queue's failed registry,
+    /// then works through it in pipelined batches. Returns the per-outcome summary.
+    pub async fn retry_all(
+        &self,
+        filter: &JobFilter,
+        options: &RetryOptions,
+        actor: &str,
+        operation_id: &str,
+        progress: &Progress,
+    ) -> Result<Summary, RetryError> {
+        check_options(options)?;
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        state::append_audit(
+            &mut conn,
+            &audit::operation_started(operation_id, actor, options, filter, now),
+        )
+        .await?;
+        let mut queues = self.backend.failed_queues().await?;
+        if let Some(q) = &filter.queue {
+            queues.retain(|name| name == q);
+        }
+        let mut snapshots = Vec::new();
+        for queue in &queues {
+            let key = Keys::snapshot(operation_id, queue);
+            let size = self
+                .backend
+                .snapshot(queue, &key, self.config.snapshot_ttl_seconds)
+                .await?;
+            progress.total.fetch_add(size, Ordering::Relaxed);
+            snapshots.push((queue.clone(), key, size));
+        }
+        let mut matched: u64 = 0;
+        let limit = filter.limit.unwrap_or(u64::MAX);
+        'queues: for (queue, key, size) in &snapshots {
+            let mut start = 0;
+            while start < *size {
+                if progress.cancelled.load(Ordering::Relaxed) || matched >= limit {
+                    break 'queues;
+                }
+                let count = (self.config.batch_size as u64).min(size - start);
+                let refs = self.backend.snapshot_page(queue, key, start, count).await?;
+                start += count;
+                let outcomes = self
+                    .process_batch(&refs, filter, options, actor, operation_id)
+                    .await?;
+                let remaining = limit - matched;
+                let taken: Vec<_> = outcomes.into_iter().take(remaining as usize).collect();
+                matched += taken.len() as u64;
+                progress.add(&taken);
+            }
+        }
+        let summary = Summary {
+            operation_id: operation_id.to_string(),
+            total: matched,
+            counts: progress.counts(),
+            cancelled: progress.cancelled.load(Ordering::Relaxed),
+            dry_run: options.dry_run,
+        };
+        state::append_audit(
+            &mut conn,
+            &audit::operation_finished(&summary, actor, filter, now_ms()),
+        )
+        .await?;
+        Ok(summary)
+    }
+
+    /// Reads, evaluates and acts on one batch of jobs; returns the outcomes of the jobs the
+    /// filter matched (jobs no longer failed are `not_found`).
+    async fn process_batch(
+        &self,
+        refs: &[JobRef],
+        filter: &JobFilter,
+        options: &RetryOptions,
+        actor: &str,
+        operation_id: &str,
+    ) -> Result<Vec<JobOutcome>, RetryError> {
+        let now = now_ms();
+        let (jobs, states) = self.read_with_state(refs).await?;
+        let mut outcomes: Vec<JobOutcome> = Vec::new();
+        let mut present = Vec::new();
+        for (r, (job, state)) in refs.iter().zip(jobs.into_iter().zip(states)) {
+            match job {
+                Some(job) => present.push((job, state)),
+                // Gone since the snapshot (requeued by someone else, or deleted).
+                None if filter.queue.as_deref().is_none_or(|q| q == r.queue) => {
+                    outcomes.push(not_found(&r.id, options, &self.policy));
+                }
+                None => {}
+            }
+        }
+        let evaluated = self.evaluate_jobs(present, filter, now).await?;
+        let mut to_requeue: Vec<(JobView, FailureInput, u32)> = Vec::new();
+        let mut to_record: Vec<(JobOutcome, FailedJob, FailureInput)> = Vec::new();
+        for (view, input) in evaluated.into_iter().flatten() {
+            let (outcome, reason) = enforce(&view, options, now);
+            if outcome == Outcome::Retried && !options.dry_run {
+                let attempts = view.attempts;
+                to_requeue.push((view, input, attempts));
+                continue;
+            }
+            let job = view.job.clone();
+            let o = JobOutcome {
+                job_id: job.id.clone(),
+                queue: job.queue.clone(),
+                job_type: job.job_type.clone(),
+                outcome,
+                reason,
+                classification: view.classification.clone(),
+                attempt: if outcome == Outcome::Retried {
+                    view.attempts + 1
+                } else {
+                    view.attempts
+                },
+                policy_digest: view.policy_digest.clone(),
+                retry_at_ms: view.retry_at_ms,
+                dry_run: options.dry_run,
+                forced: options.force && outcome == Outcome::Retried,
+            };
+            to_record.push((o, job, input));
+        }
+
+        // Decisions that change nothing in the queue: state + audit, atomically per batch.
+        let records: Vec<Recorded<'_>> = to_record
+            .iter()
+            .map(|(o, job, input)| Recorded {
+                job_id: &job.id,
+                created_at: &job.created_at,
+                decision: o.outcome.as_str(),
+                policy_digest: &o.policy_digest,
+                first_failed_ms: input.first_failed_at_ms,
+                state_ttl_seconds: self.state_ttl(job),
+                dry_run: options.dry_run,
+                audit: audit::record(o, actor, options, operation_id, Some(input), now),
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        state::record_decisions(&mut conn, &records).await?;
+        outcomes.extend(to_record.into_iter().map(|(o, _, _)| o));
+
+        // Requeues: one atomic script per job, pipelined; a lost reply is re-sent with the
+        // same operation id, which the script recognises.
+        if !to_requeue.is_empty() {
+            outcomes.extend(
+                self.requeue(&to_requeue, options, actor, operation_id, now)
+                    .await,
+            );
+        }
+        Ok(outcomes)
+    }
+
+    async fn requeue(
+        &self,
+        jobs: &[(JobView, FailureInput, u32)],
+        options: &RetryOptions,
+        actor: &str,
+        operation_id: &str,
+        now: u64,
+    ) -> Vec<JobOutcome> {
+        let outcomes_if_retried: Vec<JobOutcome> = jobs
+            .iter()
+            .map(|(view, _, attempts)| JobOutcome {
+                job_id: view.job.id.clone(),
+                queue: view.job.queue.clone(),
+                job_type: view.job.job_type.clone(),
+                outcome: Outcome::Retried,
+                reason: if options.force {
+                    format!("forced: {}", options.reason.clone().unwrap_or_default())
+                } else {
+                    view.reason.clone()
+                },
+                classification: view.classification.clone(),
+                attempt: attempts + 1,
+                policy_digest: view.policy_digest.clone(),
+                retry_at_ms: None,
+                dry_run: false,
+                forced: options.force,
+            })
+            .collect();
+        let audits: Vec<Vec<(&'static str, String)>> = outcomes_if_retried
+            .iter()
+            .zip(jobs)
+            .map(|(o, (_, input, _))| {
+                let mut record = audit::record(o, actor, options, operation_id, Some(input), now);
+                record.retain(|(k, _)| *k != "attempt_number");
+                record
+            })
+            .collect();
+        let states: Vec<String> = jobs
+            .iter()
+            .map(|(v, _, _)| Keys::state(&v.job.id))
+            .collect();
+        let batch: Vec<Requeue<'_>> = jobs
+            .iter()
+            .zip(&audits)
+            .zip(&states)
+            .map(|(((view, input, _), audit), state_key)| Requeue {
+                job: &view.job,
+                operation_id,
+                state_key,
+                outbox_key: Keys::OUTBOX,
+                state_ttl_seconds: self.state_ttl(&view.job),
+                now_ms: now,
+                first_failed_ms: input.first_failed_at_ms,
+                policy_digest: &view.policy_digest,
+                at_front: options.at_front,
+                audit,
+            })
+            .collect();
+        let mut last_error = None;
+        for attempt in 0..=self.config.requeue_resends {
+            match self.backend.requeue(&batch).await {
+                Ok(results) => {
+                    return outcomes_if_retried
+                        .into_iter()
+                        .zip(results)
+                        .map(|(o, r)| apply_requeue_result(o, r))
+                        .collect();
+                }
+                Err(e @ QueueError::Unavailable(_)) => {
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 * (u64::from(attempt) + 1))).await;
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let why = last_error.map(|e| e.to_string()).unwrap_or_default();
+        outcomes_if_retried
+            .into_iter()
+            .map(|mut o| {
+                o.outcome = Outcome::Unknown;
+                o.reason = format!(
+                    "the requeue was sent but not confirmed ({why}); re-send operation {operation_id} to resolve it"
+                );
+                o
+            })
+            .collect()
+    }
+
+    fn state_ttl(&self, job: &FailedJob) -> u64 {
+        job.failure_ttl_seconds
+            .unwrap_or(self.config.default_failure_ttl_seconds)
+            .saturating_add(self.config.state_grace_seconds)
+    }
+}
+
+fn check_options(options: &RetryOptions) -> Result<(), RetryError> {
+    if options.force
+        && options
+            .reason
+            .as_deref()
+            .is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(RetryError::ForceWithoutReason);
+    }
+    Ok(())
+}
+
+fn not_found(job_id: &str, options: &RetryOptions, policy: &Policy) -> JobOutcome {
+    JobOutcome {
+        job_id: job_id.to_string(),
+        queue: String::new(),
+        job_type: String::new(),
+        outcome: Outcome::NotFound,
+        reason: "no such failed job".into(),
+        classification: None,
+        attempt: 0,
+        policy_digest: policy.digest().to_string(),
+        retry_at_ms: None,
+        dry_run: options.dry_run,
+        forced: false,
+    }
+}
+
+fn apply_requeue_result(mut o: JobOutcome, r: RequeueResult) -> JobOutcome {
+    match r {
+        RequeueResult::Retried { attempts } => o.attempt = attempts,
+        RequeueResult::AlreadyRequeued => {
+            o.outcome = Outcome::AlreadyRequeued;
+            o.reason = "already requeued by someone else".into();
+        }
+        RequeueResult::Stale { why } => {
+            o.outcome = Outcome::StaleDecision;
+            o.reason = format!("the decision is stale: {why}");
+        }
+        RequeueResult::NotFound => {
+            o.outcome = Outcome::NotFound;
+            o.reason = "the job is gone".into();
+        }
+    }
+    o
+}
+
+/// The policy's input for a job.
+fn failure_input(job: &FailedJob, state: &RetryState) -> FailureInput {
+    let failed_at = job.failed_at_ms.unwrap_or(0);
+    FailureInput {
+        job_id: job.id.clone(),
+        job_type: job.job_type.clone(),
+        queue: job.queue.clone(),
+        job_status: job.status.clone(),
+        exc_type: job.exc_type.clone(),
+        exc_message: job.exc_message.clone(),
+        traceback: job.traceback.clone(),
+        failed_at_ms: failed_at,
+        first_failed_at_ms: state.first_failed_ms.unwrap_or(failed_at),
+        attempts: state.attempts,
+        last_attempt_at_ms: state.last_attempt_ms,
+        queue_retries_left: job.retries_left,
+        seed: derive_seed(&job.id, state.attempts),
+        attributes: Vec::new(),
+    }
+}
+
+fn view_of(
+    job: FailedJob,
+    attempts: u32,
+    policy: &Policy,
+    eval: Result<Evaluation, EvalError>,
+    now: u64,
+) -> JobView {
+    let digest = policy.digest().to_string();
+    match eval {
+        Ok(eval) => {
+            let (outcome, reason, retry_at_ms, hold_kind) = match eval.decision {
+                Decision::RetryAt { at_ms } if at_ms <= now => {
+                    (Outcome::Retried, "due now".to_string(), Some(at_ms), None)
+                }
+                Decision::RetryAt { at_ms } => (
+                    Outcome::BlockedCooldown,
+                    format!("cooling down for {} s more", (at_ms - now).div_ceil(1000)),
+                    Some(at_ms),
+                    None,
+                ),
+                Decision::Hold { kind, reason } => {
+                    let outcome = match kind {
+                        HoldKind::MaxAttempts => Outcome::BlockedMaxAttempts,
+                        HoldKind::NonRetryable => Outcome::BlockedNonRetryable,
+                        HoldKind::UnknownFailure => Outcome::BlockedUnknown,
+                        HoldKind::PolicySaysNo => Outcome::BlockedByPolicy,
+                    };
+                    (outcome, reason, None, Some(kind))
+                }
+            };
+            JobView {
+                job,
+                attempts,
+                policy_digest: digest,
+                classification: Some(eval.classification),
+                outcome,
+                reason,
+                retry_at_ms,
+                hold_kind,
+            }
+        }
+        Err(e) => JobView {
+            job,
+            attempts,
+            policy_digest: digest,
+            classification: None,
+            outcome: Outcome::PolicyError,
+            reason: format!("policy error: {e}"),
+            retry_at_ms: None,
+            hold_kind: None,
+        },
+    }
+}
+
+/// The host enforces the policy's decision, with the operator's options.
+fn enforce(view: &JobView, options: &RetryOptions, _now: u64) -> (Outcome, String) {
+    if options.force {
+        return (
+            Outcome::Retried,
+            format!(
+                "forced over {}: {}",
+                view.outcome.as_str(),
+                options.reason.clone().unwrap_or_default()
+            ),
+        );
+    }
+    match view.outcome {
+        // Let a non-retryable hold through when asked; never max attempts or cooldown.
+        Outcome::BlockedNonRetryable if !options.retry_only_retryable => (
+            Outcome::Retried,
+            format!(
+                "retry_only_retryable=false lets a non-retryable failure through: {}",
+                view.reason
+            ),
+        ),
+        outcome => (outcome, view.reason.clone()),
+    }
+}
+
+/// Counts for `GET /api/v1/jobs/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub queues: Vec<crate::queue::QueueCounts>,
+    /// Failed jobs per failure type (`policy_error` when the policy failed).
+    pub failed_by_type: BTreeMap<String, u64>,
+    /// Failed jobs classified for `failed_by_type`.
+    pub failed_examined: u64,
+    /// False when more failed jobs exist than were examined.
+    pub failed_complete: bool,
+    /// Length of retryguard's audit outbox stream.
+    pub outbox_len: u64,
+}
+
+/// What Redis says about itself, for `/readyz`. `None`: `CONFIG GET` was refused (managed
+/// Redis often disables it) or the setting is unknown.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisStatus {
+    pub ping_ms: u64,
+    pub appendonly: Option<String>,
+    pub appendfsync: Option<String>,
+    pub maxmemory_policy: Option<String>,
+}
+
+impl<B: QueueBackend> RetryService<B> {
+    /// Counts per queue, failed jobs by failure type (classifying at most `max_jobs`), and
+    /// the audit outbox length.
+    pub async fn stats(&self, max_jobs: usize) -> Result<Stats, RetryError> {
+        let queues = self.backend.counts().await?;
+        let mut failed_by_type: BTreeMap<String, u64> = BTreeMap::new();
+        let mut examined: u64 = 0;
+        let mut cursor = None;
+        let mut complete = true;
+        loop {
+            let room = max_jobs.saturating_sub(examined as usize);
+            if room == 0 {
+                complete = false;
+                break;
+            }
+            let page = self
+                .list(&JobFilter::default(), cursor, room.min(1000))
+                .await?;
+            for view in &page.jobs {
+                let key = view
+                    .classification
+                    .as_ref()
+                    .map_or("policy_error", |c| c.failure_type.as_str());
+                *failed_by_type.entry(key.to_string()).or_default() += 1;
+            }
+            examined += page.jobs.len() as u64;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let mut conn = self.conn.clone();
+        let outbox_len = state::outbox_len(&mut conn).await?;
+        Ok(Stats {
+            queues,
+            failed_by_type,
+            failed_examined: examined,
+            failed_complete: complete,
+            outbox_len,
+        })
+    }
+
+    /// PINGs Redis and reads its durability settings (each `None` if `CONFIG` is refused).
+    pub async fn redis_status(&self) -> Result<RedisStatus, RetryError> {
+        let mut conn = self.conn.clone();
+        let started = std::time::Instant::now();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(crate::queue::rq::redis_error)?;
+        let ping_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut setting = async |name: &str| -> Result<Option<String>, RetryError> {
+            match redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+            {
+                Ok(pair) => Ok(pair.get(1).cloned()),
+                Err(e) => match crate::queue::rq::redis_error(e) {
+                    e @ QueueError::Unavailable(_) => Err(e.into()),
+                    _ => Ok(None),
+                },
+            }
+        };
+        Ok(RedisStatus {
+            ping_ms,
+            appendonly: setting("appendonly").await?,
+            appendfsync: setting("appendfsync").await?,
+            maxmemory_policy: setting("maxmemory-policy").await?,
+        })
+    }
+
+    /// The outcome of retrying a job that is not in a failed registry: `already_requeued`
+    /// when its hash is still there with another status, else `not_found`.
+    async fn not_failed(
+        &self,
+        job_id: &str,
+        options: &RetryOptions,
+    ) -> Result<JobOutcome, RetryError> {
+        let r = JobRef {
+            queue: String::new(),
+            id: job_id.to_string(),
+            score: 0.0,
+        };
+        let job = self.backend.read_jobs(&[r]).await?.pop().flatten();
+        Ok(match job {
+            Some(job) if job.status != "failed" && job.status != "stopped" => JobOutcome {
+                queue: job.queue,
+                job_type: job.job_type,
+                outcome: Outcome::AlreadyRequeued,
+                reason: format!(
+                    "not in the failed registry any more (status {}): already requeued",
+                    job.status
+                ),
+                ..not_found(job_id, options, &self.policy)
+            },
+            _ => not_found(job_id, options, &self.policy),
+        })
+    }
+}

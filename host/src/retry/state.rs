@@ -1,0 +1,158 @@
+//! retryguard's own per-job retry state and audit outbox, in Redis (never in RQ's `meta`).
+
+use redis::aio::ConnectionManager;
+
+use crate::queue::QueueError;
+use crate::queue::rq::redis_error;
+
+/// Key names of retryguard's own data.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys;
+
+impl Keys {
+    /// The audit outbox stream: every decision enters it in the step that makes it.
+    pub const OUTBOX: &'static str = "retryguard:audit:outbox";
+
+    /// A job's retry state (hash). Its `created_at` field ties it to one incarnation of
+    /// the job id: a reused id starts afresh.
+    pub fn state(job_id: &str) -> String {
+        format!("retryguard:job:{job_id}")
+    }
+
+    /// A retry-all's snapshot of one queue's failed registry.
+    pub fn snapshot(operation_id: &str, queue: &str) -> String {
+        format!("retryguard:snapshot:{operation_id}:{queue}")
+    }
+}
+
+/// What retryguard remembers about one job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryState {
+    /// Retries retryguard has made for this incarnation of the job.
+    pub attempts: u32,
+    pub first_failed_ms: Option<u64>,
+    pub last_attempt_ms: Option<u64>,
+}
+
+const STATE_FIELDS: [&str; 4] = [
+    "created_at",
+    "attempts",
+    "first_failed_ms",
+    "last_attempt_ms",
+];
+
+/// Reads the retry state of each `(job id, created_at)`, in one round trip. State written
+/// for another incarnation of the id counts as none.
+pub async fn read_states(
+    conn: &mut ConnectionManager,
+    jobs: &[(&str, &str)],
+) -> Result<Vec<RetryState>, QueueError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in jobs {
+        pipe.cmd("HMGET")
+            .arg(Keys::state(id))
+            .arg(&STATE_FIELDS[..]);
+    }
+    let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await.map_err(redis_error)?;
+    Ok(jobs
+        .iter()
+        .zip(rows)
+        .map(|((_, created_at), row)| {
+            let field = |i: usize| row.get(i).cloned().flatten();
+            if field(0).as_deref() != Some(*created_at) {
+                return RetryState::default();
+            }
+            RetryState {
+                attempts: field(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+                first_failed_ms: field(2).and_then(|v| v.parse().ok()),
+                last_attempt_ms: field(3).and_then(|v| v.parse().ok()),
+            }
+        })
+        .collect())
+}
+
+/// A decision that changes nothing in the queue: recorded in the job's state (unless a dry
+/// run) and in the audit outbox, in one MULTI so neither is written without the other.
+#[derive(Debug, Clone)]
+pub struct Recorded<'a> {
+    pub job_id: &'a str,
+    pub created_at: &'a str,
+    pub decision: &'a str,
+    pub policy_digest: &'a str,
+    pub first_failed_ms: u64,
+    pub state_ttl_seconds: u64,
+    pub dry_run: bool,
+    pub audit: Vec<(&'static str, String)>,
+}
+
+/// Writes a batch of decisions and their audit records.
+pub async fn record_decisions(
+    conn: &mut ConnectionManager,
+    batch: &[Recorded<'_>],
+) -> Result<(), QueueError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for r in batch {
+        if !r.dry_run {
+            let key = Keys::state(r.job_id);
+            // A state of another incarnation is replaced, never mixed.
+            pipe.cmd("EVAL")
+                .arg(RECORD_STATE_LUA)
+                .arg(1)
+                .arg(&key)
+                .arg(r.created_at)
+                .arg(r.decision)
+                .arg(r.policy_digest)
+                .arg(r.first_failed_ms)
+                .arg(r.state_ttl_seconds.max(1))
+                .ignore();
+        }
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(Keys::OUTBOX).arg("*");
+        for (field, value) in &r.audit {
+            cmd.arg(*field).arg(value);
+        }
+        pipe.add_command(cmd).ignore();
+    }
+    pipe.query_async::<()>(conn).await.map_err(redis_error)
+}
+
+const RECORD_STATE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'created_at') ~= ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'created_at', ARGV[1], 'last_decision', ARGV[2], 'policy_digest', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'first_failed_ms', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'attempts', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
+
+/// Appends free-standing audit records (operation started/finished).
+pub async fn append_audit(
+    conn: &mut ConnectionManager,
+    record: &[(&'static str, String)],
+) -> Result<(), QueueError> {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(Keys::OUTBOX).arg("*");
+    for (field, value) in record {
+        cmd.arg(*field).arg(value);
+    }
+    cmd.query_async::<String>(conn)
+        .await
+        .map(|_| ())
+        .map_err(redis_error)
+}
+
+/// Counts of the outbox (for stats until the audit writer exists).
+pub async fn outbox_len(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
+    redis::cmd("XLEN")
+        .arg(Keys::OUTBOX)
+        .query_async(conn)
+        .await
+        .map_err(redis_error)
+}

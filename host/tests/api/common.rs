@@ -1,0 +1,218 @@
+//! The app under test, requests, and failed RQ 2.x jobs written with raw Redis commands.
+
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use base64::Engine as _;
+use retryguard::api::{self, AppState};
+use retryguard::config::Config;
+use retryguard::policy::{EngineConfig, Policy, PolicyEngine};
+use retryguard::queue::rq::decode::format_rq_time;
+use tower::ServiceExt as _;
+
+pub use crate::redis_server::RedisServer;
+
+/// A network failure: retryable.
+pub const NETWORK_TB: &str = "Traceback (most recent call last):\n  File \"/app/tasks.py\", line 9, in charge\n    sock.connect(addr)\nConnectionRefusedError: [Errno 111] Connection refused\n";
+/// A validation failure: not retryable.
+pub const VALIDATION_TB: &str = "Traceback (most recent call last):\n  File \"/app/tasks.py\", line 3, in charge\n    raise ValueError(\"amount must be positive\")\nValueError: amount must be positive\n";
+
+/// One engine and the built-in policy for the whole test binary.
+fn engine() -> &'static (Arc<PolicyEngine>, Arc<Policy>) {
+    static ENGINE: OnceLock<(Arc<PolicyEngine>, Arc<Policy>)> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let engine = Arc::new(
+            PolicyEngine::new(EngineConfig {
+                max_concurrent_evaluations: 8,
+                ..EngineConfig::default()
+            })
+            .unwrap(),
+        );
+        let policy = engine.load_builtin().unwrap();
+        (engine, policy)
+    })
+}
+
+/// The config of a test against `redis`: short Redis timeouts.
+pub fn config(redis: &RedisServer) -> Config {
+    let mut c = Config::default();
+    c.redis.url = redis.url();
+    c.redis.connect_timeout_ms = 500;
+    c.redis.response_timeout_ms = 1000;
+    c
+}
+
+/// The app's state over `config`'s Redis.
+pub async fn state_with(config: Config) -> AppState {
+    let (engine, policy) = engine();
+    AppState::connect(Arc::new(config), Arc::clone(engine), Arc::clone(policy))
+        .await
+        .unwrap()
+}
+
+/// The router over a test Redis.
+pub async fn app(redis: &RedisServer) -> Router {
+    api::router(state_with(config(redis)).await)
+}
+
+/// A response: status, headers, JSON body (every answer of the API is JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: serde_json::Value,
+}
+
+impl Reply {
+    /// The error code of an error body.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+pub async fn send(app: &Router, method: &str, uri: &str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    send_request(app, request).await
+}
+
+pub async fn send_request(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{status}: body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{status} {json}"
+    );
+    Reply {
+        status,
+        headers,
+        json,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A failed job as RQ 2.x stores it.
+#[derive(Debug, Clone)]
+pub struct RawJob<'a> {
+    pub id: &'a str,
+    pub queue: &'a str,
+    pub func: &'a str,
+    pub traceback: &'a str,
+    /// When it failed (epoch ms).
+    pub ended_ms: u64,
+}
+
+impl<'a> RawJob<'a> {
+    pub fn new(id: &'a str, traceback: &'a str, ended_ms: u64) -> Self {
+        Self {
+            id,
+            queue: "default",
+            func: "app.tasks.charge",
+            traceback,
+            ended_ms,
+        }
+    }
+}
+
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// `pickle.dumps((func, None, (1,), {}), protocol=5)`, as RQ writes a job's `data`.
+fn pickled_call(func: &str) -> Vec<u8> {
+    let name = func.as_bytes();
+    let mut body = vec![b'(', 0x8c, u8::try_from(name.len()).unwrap()];
+    body.extend_from_slice(name);
+    body.extend_from_slice(b"\x94NK\x01\x85\x94}\x94t\x94.");
+    let mut p = vec![0x80, 0x05, 0x95];
+    p.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    p.extend_from_slice(&body);
+    p
+}
+
+/// Writes the job hash, its failed-registry member, its queue in `rq:queues`, and a failed
+/// entry in its results stream, as RQ 2.12 does.
+pub fn write_failed(con: &mut redis::Connection, jobs: &[RawJob<'_>]) {
+    let mut pipe = redis::pipe();
+    for j in jobs {
+        let created = format_rq_time(j.ended_ms.saturating_sub(60_000));
+        let ended = format_rq_time(j.ended_ms);
+        pipe.cmd("HSET")
+            .arg(format!("rq:job:{}", j.id))
+            .arg("status")
+            .arg("failed")
+            .arg("origin")
+            .arg(j.queue)
+            .arg("data")
+            .arg(zlib(&pickled_call(j.func)))
+            .arg("description")
+            .arg(format!("{}(1)", j.func))
+            .arg("created_at")
+            .arg(&created)
+            .arg("enqueued_at")
+            .arg(&created)
+            .arg("started_at")
+            .arg(&created)
+            .arg("ended_at")
+            .arg(&ended)
+            .arg("failure_ttl")
+            .arg(31_536_000)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(format!("rq:failed:{}", j.queue))
+            .arg(j.ended_ms / 1000 + 31_536_000)
+            .arg(j.id)
+            .ignore();
+        pipe.cmd("SADD")
+            .arg("rq:queues")
+            .arg(format!("rq:queue:{}", j.queue))
+            .ignore();
+        let exc = base64::engine::general_purpose::STANDARD.encode(zlib(j.traceback.as_bytes()));
+        pipe.cmd("XADD")
+            .arg(format!("rq:results:{}", j.id))
+            .arg("*")
+            .arg("type")
+            .arg(2)
+            .arg("exc_string")
+            .arg(exc)
+            .arg("created_at")
+            .arg(&ended)
+            .ignore();
+    }
+    pipe.query::<()>(con).unwrap();
+}
+
+pub fn connect(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .unwrap()
+}

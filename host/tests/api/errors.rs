@@ -1,0 +1,221 @@
+//! Bad input is a JSON 4xx naming the problem; Redis down is a JSON 503, quickly.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+
+use crate::common::{RedisServer, app, send, send_request};
+
+#[tokio::test]
+async fn bad_queries_are_json_400s() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    for (uri, needle) in [
+        ("/api/v1/jobs/failed?limit=abc", "limit"),
+        ("/api/v1/jobs/failed?limit=0", "limit"),
+        ("/api/v1/jobs/failed?limit=1001", "limit"),
+        ("/api/v1/jobs/failed?retryable=maybe", "retryable"),
+        ("/api/v1/jobs/failed?failed_after=yesterday", "failed_after"),
+        (
+            "/api/v1/jobs/failed?failed_before=2026-01-01",
+            "failed_before",
+        ),
+        (
+            "/api/v1/jobs/failed?failure_type=Network%20Error",
+            "failure_type",
+        ),
+        ("/api/v1/jobs/failed?cursor=%25%25", "cursor"),
+        ("/api/v1/jobs/failed?dryrun=true", "dryrun"),
+        ("/api/v1/jobs/failed?queue=a&queue=b", "queue"),
+        ("/api/v1/jobs/failed/x/retry?dry_run=yes", "dry_run"),
+        ("/api/v1/jobs/failed/retry-all?limit=0", "limit"),
+        (
+            "/api/v1/jobs/failed/retry-all?wait_seconds=3600",
+            "wait_seconds",
+        ),
+        ("/api/v1/jobs/failed/retry-all?dry-run=true", "dry-run"),
+    ] {
+        let method = if uri.contains("/retry") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let reply = send(&app, method, uri).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.json
+        );
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{uri}: {message}");
+        assert!(
+            reply.code() == "invalid_query" || reply.code() == "invalid_cursor",
+            "{uri}: {}",
+            reply.json
+        );
+    }
+}
+
+#[tokio::test]
+async fn force_without_reason_is_refused_before_anything_happens() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    for uri in [
+        "/api/v1/jobs/failed/job-1/retry?force=true",
+        "/api/v1/jobs/failed/job-1/retry?force=true&reason=%20%20",
+        "/api/v1/jobs/failed/retry-all?force=true",
+    ] {
+        let reply = send(&app, "POST", uri).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(reply.code(), "force_requires_reason", "{uri}");
+    }
+    let outbox: u64 = redis::cmd("XLEN")
+        .arg("retryguard:audit:outbox")
+        .query(&mut crate::common::connect(&redis))
+        .unwrap();
+    assert_eq!(outbox, 0, "a refused request writes no audit record");
+}
+
+#[tokio::test]
+async fn unknown_jobs_routes_and_methods_are_json() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let reply = send(&app, "GET", "/api/v1/jobs/failed/no-such-job").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.code(), "not_found");
+    let reply = send(&app, "POST", "/api/v1/jobs/failed/no-such-job/retry").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.code(), "not_found");
+    let reply = send(&app, "GET", "/api/v1/operations/op-nope").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = send(&app, "GET", "/api/v2/everything").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.code(), "not_found");
+    let reply = send(&app, "DELETE", "/api/v1/jobs/failed").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.code(), "method_not_allowed");
+    let long_id = "x".repeat(600);
+    let reply = send(&app, "GET", &format!("/api/v1/jobs/failed/{long_id}")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.code(), "invalid_job_id");
+    let reply = send(&app, "GET", "/api/v1/jobs/failed/a%00b").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn oversized_uris_and_bodies_are_refused() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let uri = format!("/api/v1/jobs/failed?queue={}", "q".repeat(9000));
+    let reply = send(&app, "GET", &uri).await;
+    assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(reply.code(), "uri_too_long");
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/jobs/failed/retry-all?dry_run=true")
+        .header("content-length", "100000000")
+        .body(Body::from(vec![b'x'; 10]))
+        .unwrap();
+    let reply = send_request(&app, request).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.code(), "payload_too_large");
+}
+
+#[tokio::test]
+async fn redis_down_is_a_quick_json_503() {
+    let mut redis = RedisServer::start();
+    let app = app(&redis).await;
+    assert_eq!(
+        send(&app, "GET", "/api/v1/jobs/failed").await.status,
+        StatusCode::OK
+    );
+    redis.stop();
+    for (method, uri) in [
+        ("GET", "/api/v1/jobs/failed"),
+        ("GET", "/api/v1/jobs/failed/some-job"),
+        ("POST", "/api/v1/jobs/failed/some-job/retry"),
+        ("GET", "/api/v1/jobs/stats"),
+        ("POST", "/api/v1/jobs/failed/retry-all?dry_run=true"),
+        ("GET", "/readyz"),
+    ] {
+        let started = Instant::now();
+        let reply = send(&app, method, uri).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{uri} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{uri}: {}",
+            reply.json
+        );
+        assert_eq!(reply.code(), "redis_unavailable", "{uri}");
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("os error"), "no internals: {message}");
+    }
+    let reply = send(&app, "GET", "/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK, "the process is up");
+}
+
+#[tokio::test]
+async fn a_redis_that_hangs_is_a_503_not_a_hang() {
+    let redis = RedisServer::start();
+    let mut cfg = crate::common::config(&redis);
+    cfg.redis.response_timeout_ms = 500;
+    let app = retryguard::api::router(crate::common::state_with(cfg).await);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .query(&mut crate::common::connect(&redis))
+        .unwrap();
+    let started = Instant::now();
+    let reply = send(&app, "GET", "/api/v1/jobs/failed").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.code(), "redis_unavailable");
+}
+
+#[tokio::test]
+async fn a_request_over_the_request_timeout_is_a_503() {
+    let redis = RedisServer::start();
+    let mut cfg = crate::common::config(&redis);
+    cfg.redis.response_timeout_ms = 10_000;
+    cfg.server.request_timeout_seconds = 1;
+    cfg.server.retry_all_wait_seconds = 0;
+    let app = retryguard::api::router(crate::common::state_with(cfg).await);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .query(&mut crate::common::connect(&redis))
+        .unwrap();
+    let started = Instant::now();
+    let reply = send(&app, "GET", "/api/v1/jobs/stats").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.code(), "timeout");
+    assert!(reply.headers.contains_key("retry-after"));
+}

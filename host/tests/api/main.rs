@@ -1,0 +1,20 @@
+//! Router tests of the HTTP API: `api::router` called with `oneshot` (no socket) against a
+//! throwaway `redis-server` per test, holding RQ 2.x jobs written with raw Redis commands.
+//!
+//! Needs `redis-server` on PATH (scripts/test.sh installs it); never touches port 6379.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+mod errors;
+mod health;
+mod jobs;
+mod operations;
+#[path = "../rq/support/redis_server.rs"]
+#[allow(dead_code, reason = "shared harness: not every helper is used here")]
+mod redis_server;
+mod serve;

@@ -1,0 +1,554 @@
+//! The retry service against real RQ 2.12 data and real workers: listing with
+//! classification, exactly-once requeue under concurrency, races with RQ itself, and the
+//! policy's decisions enforced.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use retryguard::policy::{EngineConfig, PolicyEngine};
+use retryguard::queue::rq::{RedisTimeouts, RqBackend};
+use retryguard::queue::{QueueBackend, Requeue, RequeueResult};
+use retryguard::retry::service::new_operation_id;
+use retryguard::retry::state::Keys;
+use retryguard::retry::{
+    JobFilter, Outcome, Progress, RetryError, RetryOptions, RetryService, ServiceConfig,
+};
+
+use crate::support::{JobHash, MakeFailed, Python, RedisServer, connect, query};
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
+    let backend = RqBackend::connect(url, RedisTimeouts::default())
+        .await
+        .expect("connects");
+    let conn = backend.connection();
+    let engine = Arc::new(
+        PolicyEngine::new(EngineConfig {
+            max_concurrent_evaluations: 8,
+            ..EngineConfig::default()
+        })
+        .expect("engine"),
+    );
+    let policy = engine.load_builtin().expect("builtin");
+    RetryService::new(
+        backend,
+        conn,
+        engine,
+        policy,
+        params(pairs),
+        ServiceConfig::default(),
+    )
+}
+
+/// Every job due now: the default policy with no cooldown.
+const NO_COOLDOWN: &[(&str, &str)] = &[("cooldown_seconds", "0")];
+
+fn runs_by_job(con: &mut redis::Connection, key: &str) -> BTreeMap<String, u64> {
+    query(con, &["HGETALL", &format!("{key}:by_job")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_real_failures_with_job_type_classification_and_decision() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    for (func, _) in FAMILIES {
+        python.make_failed(&url, "zoo", 2, &format!("jobs.{func}"), "");
+    }
+    let svc = service(&url, &[]).await;
+    let page = svc
+        .list(&JobFilter::default(), None, 1000)
+        .await
+        .expect("lists");
+    assert_eq!(page.jobs.len(), FAMILIES.len() * 2);
+    assert!(page.next_cursor.is_none());
+    for view in &page.jobs {
+        let func = view
+            .job
+            .job_type
+            .strip_prefix("jobs.")
+            .expect("job type decoded");
+        let (_, want) = FAMILIES
+            .iter()
+            .find(|(f, _)| *f == func)
+            .expect("a known family");
+        let c = view.classification.as_ref().expect("classified");
+        assert_eq!(&c.failure_type, want, "{func}: {}", c.reason);
+        assert!(!view.job.traceback.is_empty());
+        assert!(view.job.failed_at_ms.is_some());
+        let expected = if c.retryable {
+            Outcome::BlockedCooldown
+        } else if c.failure_type == "unknown" {
+            Outcome::BlockedUnknown
+        } else {
+            Outcome::BlockedNonRetryable
+        };
+        assert_eq!(view.outcome, expected, "{func}");
+    }
+
+    // Paging with (score, id) cursors visits every job once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = svc
+            .list(&JobFilter::default(), cursor, 3)
+            .await
+            .expect("page");
+        seen.extend(page.jobs.iter().map(|v| v.job.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), FAMILIES.len() * 2);
+    assert_eq!(unique.len(), seen.len());
+
+    // Filters by failure type and retryability.
+    let filter = JobFilter {
+        failure_type: Some("validation_error".into()),
+        ..JobFilter::default()
+    };
+    let page = svc.list(&filter, None, 100).await.expect("filtered");
+    assert_eq!(page.jobs.len(), 2);
+}
+
+const FAMILIES: &[(&str, &str)] = &[
+    ("network_error", "network_error"),
+    ("timeout", "timeout"),
+    ("rate_limit", "rate_limit"),
+    ("database_lock", "database_lock"),
+    ("validation_error", "validation_error"),
+    ("logic_error", "logic_error"),
+    ("data_not_found", "data_not_found"),
+    ("permission_error", "permission_error"),
+    ("custom_unknown", "unknown"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_job_runs_again_once_and_finishes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "once", 5, "jobs.fail_once", "runs");
+    let svc = service(&url, NO_COOLDOWN).await;
+    for id in &ids {
+        let o = svc
+            .retry(id, &RetryOptions::new(), "local")
+            .await
+            .expect("retries");
+        assert_eq!(o.outcome, Outcome::Retried, "{}", o.reason);
+        assert_eq!(o.attempt, 1);
+        // A second retry finds nothing to do.
+        let again = svc
+            .retry(id, &RetryOptions::new(), "local")
+            .await
+            .expect("answers");
+        assert!(
+            matches!(again.outcome, Outcome::NotFound | Outcome::AlreadyRequeued),
+            "{again:?}"
+        );
+    }
+    python.run_worker_burst(&url, &["once"]);
+    let mut con = connect(&url);
+    for id in &ids {
+        assert_eq!(
+            JobHash::read(&mut con, id).text("status").as_deref(),
+            Some("finished")
+        );
+    }
+    let runs = runs_by_job(&mut con, "runs");
+    assert!(ids.iter().all(|id| runs.get(id) == Some(&2)), "{runs:?}");
+    // Every decision reached the audit outbox.
+    let outbox: u64 = query(&mut con, &["XLEN", Keys::OUTBOX]);
+    assert_eq!(outbox, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_retry_alls_requeue_each_job_exactly_once() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "race", 200, "jobs.count_and_fail", "runs");
+    let svc = Arc::new(service(&url, NO_COOLDOWN).await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let svc = Arc::clone(&svc);
+        tasks.push(tokio::spawn(async move {
+            let progress = Progress::default();
+            svc.retry_all(
+                &JobFilter::default(),
+                &RetryOptions::new(),
+                "local",
+                &new_operation_id(),
+                &progress,
+            )
+            .await
+            .expect("retry-all")
+        }));
+    }
+    let mut retried = 0;
+    for t in tasks {
+        let summary = t.await.expect("task");
+        retried += summary.counts.get(&Outcome::Retried).copied().unwrap_or(0);
+        let others: u64 = summary
+            .counts
+            .iter()
+            .filter(|(o, _)| **o != Outcome::Retried)
+            .map(|(o, n)| {
+                assert!(
+                    matches!(
+                        o,
+                        Outcome::AlreadyRequeued | Outcome::NotFound | Outcome::StaleDecision
+                    ),
+                    "{o:?}"
+                );
+                *n
+            })
+            .sum();
+        assert_eq!(summary.counts.values().sum::<u64>(), summary.total);
+        let _ = others;
+    }
+    assert_eq!(
+        retried, 200,
+        "each job requeued exactly once across callers"
+    );
+    let mut con = connect(&url);
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:race"]);
+    assert_eq!(queued, 200, "no id pushed twice");
+
+    python.run_worker_burst(&url, &["race"]);
+    let runs = runs_by_job(&mut con, "runs");
+    assert_eq!(runs.len(), 200);
+    assert!(
+        ids.iter().all(|id| runs.get(id) == Some(&2)),
+        "every job ran exactly one more time: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_rq_requeued_and_that_failed_again_since_the_decision_is_stale() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "stale", 1, "jobs.count_and_fail", "runs");
+    let backend = RqBackend::connect(&url, RedisTimeouts::default())
+        .await
+        .expect("connects");
+    let decided = backend
+        .find_failed(&ids[0])
+        .await
+        .expect("reads")
+        .expect("failed");
+
+    // Between the decision and the requeue, RQ itself requeues it and it fails again.
+    python.rq(
+        &url,
+        &["requeue", "--all", "--queue", "stale", "--url", &url],
+    );
+    python.run_worker_burst(&url, &["stale"]);
+
+    let state_key = Keys::state(&decided.id);
+    let audit = [("decision", "retried".to_string())];
+    let requeue = Requeue {
+        job: &decided,
+        operation_id: "op-stale",
+        state_key: &state_key,
+        outbox_key: Keys::OUTBOX,
+        state_ttl_seconds: 60,
+        now_ms: 1,
+        first_failed_ms: 1,
+        policy_digest: "d",
+        at_front: false,
+        audit: &audit,
+    };
+    let result = backend.requeue(&[requeue]).await.expect("answers");
+    assert!(
+        matches!(&result[0], RequeueResult::Stale { .. }),
+        "{result:?}"
+    );
+    let mut con = connect(&url);
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:stale"]);
+    assert_eq!(queued, 0, "not requeued on a stale decision");
+    let runs: u64 = query(&mut con, &["GET", "runs"]);
+    assert_eq!(
+        runs, 2,
+        "the original run and RQ's own requeue, nothing more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_requeue_of_the_same_operation_is_answered_not_repeated() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "lost", 1, "jobs.count_and_fail", "runs");
+    let backend = RqBackend::connect(&url, RedisTimeouts::default())
+        .await
+        .expect("connects");
+    let job = backend.find_failed(&ids[0]).await.unwrap().unwrap();
+    let state_key = Keys::state(&job.id);
+    let audit = [("decision", "retried".to_string())];
+    let requeue = Requeue {
+        job: &job,
+        operation_id: "op-lost-reply",
+        state_key: &state_key,
+        outbox_key: Keys::OUTBOX,
+        state_ttl_seconds: 60,
+        now_ms: 1,
+        first_failed_ms: 1,
+        policy_digest: "d",
+        at_front: false,
+        audit: &audit,
+    };
+    let first = backend
+        .requeue(std::slice::from_ref(&requeue))
+        .await
+        .unwrap();
+    // The reply was "lost": the caller re-sends the same operation.
+    let second = backend
+        .requeue(std::slice::from_ref(&requeue))
+        .await
+        .unwrap();
+    assert_eq!(first, [RequeueResult::Retried { attempts: 1 }]);
+    assert_eq!(second, [RequeueResult::Retried { attempts: 1 }]);
+    // Another operation is told the truth.
+    let other = Requeue {
+        operation_id: "op-other",
+        ..requeue.clone()
+    };
+    let third = backend.requeue(&[other]).await.unwrap();
+    assert_eq!(third, [RequeueResult::AlreadyRequeued]);
+    let mut con = connect(&url);
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:lost"]);
+    assert_eq!(queued, 1);
+    let outbox: u64 = query(&mut con, &["XLEN", Keys::OUTBOX]);
+    assert_eq!(outbox, 1, "one audit record for one requeue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_decides_cooldown_max_attempts_non_retryable_and_force() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let net = python.make_failed(&url, "rules", 1, "jobs.count_and_fail", "runs");
+    let bad = python.make_failed(&url, "rules", 1, "jobs.validation_error", "");
+    let opts = RetryOptions::new();
+
+    // Default cooldown (60 s) counted from ended_at: blocked, with the time it opens.
+    let svc = service(&url, &[]).await;
+    let o = svc.retry(&net[0], &opts, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::BlockedCooldown);
+    let ended = JobHash::read(&mut connect(&url), &net[0])
+        .time_ms("ended_at")
+        .expect("ended_at");
+    assert_eq!(o.retry_at_ms, Some(ended + 60_000));
+
+    // max_attempts=1: one retry, then the job (failing again) is held.
+    let svc = service(&url, &[("cooldown_seconds", "0"), ("max_attempts", "1")]).await;
+    let o = svc.retry(&net[0], &opts, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::Retried);
+    python.run_worker_burst(&url, &["rules"]);
+    let o = svc.retry(&net[0], &opts, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::BlockedMaxAttempts, "{}", o.reason);
+    assert_eq!(o.attempt, 1);
+
+    // Non-retryable: held, unless retry_only_retryable=false lets it through.
+    let o = svc.retry(&bad[0], &opts, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::BlockedNonRetryable);
+    let dry_through = RetryOptions {
+        retry_only_retryable: false,
+        dry_run: true,
+        ..RetryOptions::new()
+    };
+    let o = svc.retry(&bad[0], &dry_through, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::Retried);
+    assert!(o.dry_run);
+
+    // force needs a reason; with one it overrides max attempts (never atomicity).
+    let force = RetryOptions {
+        force: true,
+        ..RetryOptions::new()
+    };
+    let err = svc.retry(&net[0], &force, "local").await.unwrap_err();
+    assert!(matches!(err, RetryError::ForceWithoutReason));
+    let force = RetryOptions {
+        force: true,
+        reason: Some("gateway fixed, ticket OPS-1".into()),
+        ..RetryOptions::new()
+    };
+    let o = svc.retry(&net[0], &force, "local").await.unwrap();
+    assert_eq!(o.outcome, Outcome::Retried);
+    assert!(o.forced);
+    assert_eq!(o.attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_no_rq_key_and_no_retry_state() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    python.make_failed(&url, "dry", 20, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    let dump = |con: &mut redis::Connection| {
+        let mut keys: Vec<String> = query(con, &["KEYS", "*"]);
+        keys.retain(|k| k != Keys::OUTBOX);
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let v: Option<Vec<u8>> = query(con, &["DUMP", &k]);
+                (k, v)
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = dump(&mut con);
+    let svc = service(&url, NO_COOLDOWN).await;
+    let options = RetryOptions {
+        dry_run: true,
+        ..RetryOptions::new()
+    };
+    let summary = svc
+        .retry_all(
+            &JobFilter::default(),
+            &options,
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.counts.get(&Outcome::Retried), Some(&20));
+    let mut after = dump(&mut con);
+    after.retain(|(k, _)| !k.starts_with("retryguard:snapshot:"));
+    assert_eq!(before, after, "no rq:* key and no retry state changed");
+    let records: Vec<(String, Vec<(String, String)>)> =
+        query(&mut con, &["XRANGE", Keys::OUTBOX, "-", "+"]);
+    assert_eq!(records.len(), 22, "20 decisions + started + finished");
+    assert!(records.iter().all(|(_, fields)| {
+        fields
+            .iter()
+            .any(|(k, v)| k == "dry_run_flag" && v == "true")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_short_failure_ttl_retried_behind_a_backlog_is_not_lost() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = MakeFailed::new("ttl", 1, "jobs.fail_once")
+        .arg("runs")
+        .failure_ttl(2)
+        .run(python, &url);
+    let svc = service(&url, NO_COOLDOWN).await;
+    let o = svc
+        .retry(&ids[0], &RetryOptions::new(), "local")
+        .await
+        .unwrap();
+    assert_eq!(o.outcome, Outcome::Retried);
+    // The backlog: nobody runs the queue for longer than the failure TTL.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let mut con = connect(&url);
+    assert!(
+        JobHash::read(&mut con, &ids[0]).exists(),
+        "the job hash survived"
+    );
+    python.run_worker_burst(&url, &["ttl"]);
+    assert_eq!(
+        JobHash::read(&mut con, &ids[0]).text("status").as_deref(),
+        Some("finished")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangling_members_and_deleted_jobs_are_not_found() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "gone", 3, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    let _: u64 = query(&mut con, &["DEL", &format!("rq:job:{}", ids[0])]);
+    let svc = service(&url, NO_COOLDOWN).await;
+    let page = svc.list(&JobFilter::default(), None, 100).await.unwrap();
+    assert_eq!(page.jobs.len(), 2);
+    let members: u64 = query(&mut con, &["ZCARD", "rq:failed:gone"]);
+    assert_eq!(members, 2, "the dangling member was pruned");
+    let o = svc
+        .retry(&ids[0], &RetryOptions::new(), "local")
+        .await
+        .unwrap();
+    assert_eq!(o.outcome, Outcome::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_a_clear_error_and_nothing_is_lost_or_duplicated_after_restart() {
+    let mut server = RedisServer::start_durable();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "down", 10, "jobs.count_and_fail", "runs");
+    let svc = service(&url, NO_COOLDOWN).await;
+    server.stop();
+    let started = std::time::Instant::now();
+    let err = svc
+        .retry_all(
+            &JobFilter::default(),
+            &RetryOptions::new(),
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RetryError::Queue(retryguard::queue::QueueError::Unavailable(_))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    server.restart();
+    let summary = svc
+        .retry_all(
+            &JobFilter::default(),
+            &RetryOptions::new(),
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .expect("works again after the restart");
+    assert_eq!(summary.counts.get(&Outcome::Retried), Some(&10));
+    python.run_worker_burst(&url, &["down"]);
+    let runs = runs_by_job(&mut connect(&url), "runs");
+    assert!(ids.iter().all(|id| runs.get(id) == Some(&2)), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classifications_are_cached_per_failure_and_policy() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    python.make_failed(&url, "cache", 5, "jobs.network_error", "");
+    let svc = service(&url, &[]).await;
+    assert!(svc.cache().is_empty());
+    let first = svc.list(&JobFilter::default(), None, 100).await.unwrap();
+    assert_eq!(svc.cache().len(), 5);
+    let second = svc.list(&JobFilter::default(), None, 100).await.unwrap();
+    assert_eq!(svc.cache().len(), 5, "the second listing hit the cache");
+    let classes = |p: &retryguard::retry::Page| {
+        p.jobs
+            .iter()
+            .map(|v| v.classification.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(classes(&first), classes(&second));
+}
