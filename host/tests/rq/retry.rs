@@ -46,6 +46,27 @@ async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
     )
 }
 
+/// A requeue of `job` straight through the backend, as the service would send it.
+fn raw_requeue<'a>(
+    job: &'a retryguard::queue::FailedJob,
+    operation_id: &'a str,
+    state_key: &'a str,
+) -> Requeue<'a> {
+    static AUDIT: [(&str, String); 0] = [];
+    Requeue {
+        job,
+        operation_id,
+        state_key,
+        outbox_key: Keys::OUTBOX,
+        state_ttl_seconds: 60,
+        now_ms: 1,
+        first_failed_ms: 1,
+        policy_digest: "d",
+        at_front: false,
+        audit: &AUDIT,
+    }
+}
+
 /// Every job due now: the default policy with no cooldown.
 const NO_COOLDOWN: &[(&str, &str)] = &[("cooldown_seconds", "0")];
 
@@ -257,19 +278,7 @@ async fn a_job_rq_requeued_and_that_failed_again_since_the_decision_is_stale() {
     python.run_worker_burst(&url, &["stale"]);
 
     let state_key = Keys::state(&decided.id);
-    let audit = [("decision", "retried".to_string())];
-    let requeue = Requeue {
-        job: &decided,
-        operation_id: "op-stale",
-        state_key: &state_key,
-        outbox_key: Keys::OUTBOX,
-        state_ttl_seconds: 60,
-        now_ms: 1,
-        first_failed_ms: 1,
-        policy_digest: "d",
-        at_front: false,
-        audit: &audit,
-    };
+    let requeue = raw_requeue(&decided, "op-stale", &state_key);
     let result = backend.requeue(&[requeue]).await.expect("answers");
     assert!(
         matches!(&result[0], RequeueResult::Stale { .. }),
@@ -296,19 +305,7 @@ async fn a_resent_requeue_of_the_same_operation_is_answered_not_repeated() {
         .expect("connects");
     let job = backend.find_failed(&ids[0]).await.unwrap().unwrap();
     let state_key = Keys::state(&job.id);
-    let audit = [("decision", "retried".to_string())];
-    let requeue = Requeue {
-        job: &job,
-        operation_id: "op-lost-reply",
-        state_key: &state_key,
-        outbox_key: Keys::OUTBOX,
-        state_ttl_seconds: 60,
-        now_ms: 1,
-        first_failed_ms: 1,
-        policy_digest: "d",
-        at_front: false,
-        audit: &audit,
-    };
+    let requeue = raw_requeue(&job, "op-lost-reply", &state_key);
     let first = backend
         .requeue(std::slice::from_ref(&requeue))
         .await
