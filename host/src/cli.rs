@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
+mod jobs;
 mod policy;
 mod serve;
 
@@ -22,6 +24,10 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Run the HTTP API over the RQ Redis (config: ./retryguard.toml, RETRYGUARD_* env).
     Serve(serve::ServeArgs),
+    /// Talk to a running `retryguard serve`: list, show, retry failed jobs, and counts.
+    Jobs(jobs::JobsArgs),
+    /// Write realistic failed RQ jobs into a Redis, to try retryguard without a deployment.
+    Demo(demo::DemoArgs),
 }
 
 /// Parses the command line and runs it. Exit codes: 0 success, 1 failure (an invalid
@@ -31,6 +37,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => cmd.run(),
         Command::Serve(args) => serve::run(args),
+        Command::Jobs(args) => jobs::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@
     reason = "tests fail loudly"
 )]
 
+mod cli_client;
 mod common;
 mod errors;
 mod health;
