@@ -549,3 +549,53 @@ async fn classifications_are_cached_per_failure_and_policy() {
     };
     assert_eq!(classes(&first), classes(&second));
 }
+
+/// Enqueues a parent that fails once and a child that depends on it, and runs a real worker:
+/// the parent fails, the child stays deferred.
+const PARENT_AND_CHILD: &str = r#"
+import json, os, sys
+from redis import Redis
+from rq import Queue, SimpleWorker
+conn = Redis.from_url(os.environ["RQ_TEST_REDIS_URL"])
+q = Queue("deps", connection=conn)
+parent = q.enqueue("jobs.fail_once", "runs", job_id="parent")
+child = q.enqueue("jobs.count_and_succeed", "runs", job_id="child", depends_on=parent)
+SimpleWorker([q], connection=conn).work(burst=True)
+print(json.dumps([parent.get_status(refresh=True), child.get_status(refresh=True)]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependents_of_a_retried_parent_are_released_when_it_finishes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let out = python
+        .command(&url)
+        .args(["-c", PARENT_AND_CHILD])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{out:?}");
+    // The worker logs to stdout too: the statuses are the last line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let statuses: Vec<String> = serde_json::from_str(last).expect("statuses");
+    assert_eq!(statuses, ["failed", "deferred"]);
+
+    let svc = service(&url, NO_COOLDOWN).await;
+    let o = svc
+        .retry("parent", &RetryOptions::new(), "local")
+        .await
+        .unwrap();
+    assert_eq!(o.outcome, Outcome::Retried, "{}", o.reason);
+    python.run_worker_burst(&url, &["deps"]);
+    let mut con = connect(&url);
+    assert_eq!(
+        JobHash::read(&mut con, "parent").text("status").as_deref(),
+        Some("finished")
+    );
+    assert_eq!(
+        JobHash::read(&mut con, "child").text("status").as_deref(),
+        Some("finished"),
+        "the dependent ran after its parent finished"
+    );
+}
