@@ -79,25 +79,33 @@ impl RqBackend {
         self.conn.clone()
     }
 
-    /// RQ 3.x makes the key prefix configurable and adds a rate limiter that a raw push
-    /// would bypass: refuse its data clearly until it is supported.
+    /// RQ 3.x makes the key prefix configurable and adds a rate limiter (keys
+    /// `rq:rl:<key>`, `…:allowed`, `…:rate_limited`; checked against rq 3.0.0) that a raw push
+    /// would bypass: refuse its data clearly until it is supported. The requeue script also
+    /// refuses any job hash that carries a `rate_limit_key`.
     async fn refuse_unsupported_layouts(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let (_, rate_limit_keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(0)
-            .arg("MATCH")
-            .arg("rq:rate_limit*")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        if !rate_limit_keys.is_empty() {
-            return Err(QueueError::Unsupported(
-                "this Redis holds RQ 3.x rate-limiter keys (rq:rate_limit*); retryguard supports RQ 2.x and would bypass 3.x rate limits".into(),
-            ));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("rq:rl:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if let Some(key) = found.first() {
+                return Err(QueueError::Unsupported(format!(
+                    "this Redis holds RQ 3.x rate-limiter keys ({key}); retryguard supports RQ 2.x and a raw requeue would bypass 3.x rate limits"
+                )));
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
         }
-        Ok(())
     }
 
     async fn load_script(&self) -> Result<(), QueueError> {

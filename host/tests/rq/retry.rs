@@ -599,3 +599,18 @@ async fn dependents_of_a_retried_parent_are_released_when_it_finishes() {
         "the dependent ran after its parent finished"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_3_rate_limiter_data_is_refused_clearly() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut con = connect(&url);
+    let _: () = query(&mut con, &["SET", "rq:rl:payments", "3"]);
+    let err = RqBackend::connect(&url, RedisTimeouts::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, retryguard::queue::QueueError::Unsupported(msg) if msg.contains("RQ 3.x")),
+        "{err:?}"
+    );
+}

@@ -41,7 +41,11 @@ end
 if not redis.call('ZSCORE', KEYS[1], job_id) then
   return {'already_requeued', 'not in the failed registry'}
 end
-local fields = redis.call('HMGET', KEYS[2], 'status', 'origin')
+local fields = redis.call('HMGET', KEYS[2], 'status', 'origin', 'rate_limit_key')
+if fields[3] then
+  -- RQ 3.x: a raw push would bypass the job's rate limit.
+  return {'stale_decision', 'an RQ 3.x rate-limited job: retryguard does not requeue those yet'}
+end
 if fields[2] ~= origin then
   return {'stale_decision', 'origin changed'}
 end
