@@ -20,7 +20,9 @@
 //!
 //! Prints a table with the targets (retry-all >= 10x `rq requeue`, listing >= 5x RQ's
 //! API, retryguard peak RSS < 100 MB). Exits 0 when a target is missed (it reports), 1 when a
-//! correctness check fails. `RETRY_BENCH_RUNS=R` times every contender R times (best kept).
+//! correctness check fails. `RETRY_BENCH_RUNS=R` times every contender R times (best kept);
+//! `RETRY_BENCH_BATCH=B` sets the in-process service's `ServiceConfig::batch_size` (the HTTP
+//! server keeps its default).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -900,14 +902,11 @@ fn child(mode: &str) {
         let engine = Arc::new(PolicyEngine::new(EngineConfig::default()).expect("engine"));
         let policy = engine.load_builtin().expect("the built-in policy");
         let params = vec![("cooldown_seconds".to_string(), "0".to_string())];
-        let svc = RetryService::new(
-            backend,
-            conn,
-            engine,
-            policy,
-            params,
-            ServiceConfig::default(),
-        );
+        let mut config = ServiceConfig::default();
+        if let Ok(n) = std::env::var("RETRY_BENCH_BATCH") {
+            config.batch_size = n.parse().expect("RETRY_BENCH_BATCH is a number");
+        }
+        let svc = RetryService::new(backend, conn, engine, policy, params, config);
         let setup_seconds = setup.elapsed().as_secs_f64();
         let started = Instant::now();
         let mut out = match mode {
