@@ -71,6 +71,8 @@ impl RqBackend {
             requeue: redis::Script::new(REQUEUE_LUA),
         };
         backend.refuse_unsupported_layouts().await?;
+        // Loaded up front, so the first batch is not sent twice (NOSCRIPT, then again).
+        backend.load_script().await?;
         Ok(backend)
     }
 

@@ -56,6 +56,14 @@ pub enum RetryError {
     Engine(String),
 }
 
+/// Jobs read for one batch, not yet evaluated.
+#[derive(Debug)]
+struct Loaded {
+    refs: Vec<JobRef>,
+    jobs: Vec<Option<FailedJob>>,
+    states: Vec<RetryState>,
+}
+
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -264,7 +272,8 @@ impl<B: QueueBackend> RetryService<B> {
         'queues: for queue in queues {
             let mut after = cursor.clone().filter(|c| c.queue == queue);
             loop {
-                let batch = self.config.batch_size.min(limit.max(50));
+                // One job more than asked tells whether there is a next page.
+                let batch = self.config.batch_size.min(limit + 1 - found.len()).max(1);
                 let refs = self
                     .backend
                     .failed_page(&queue, after.as_ref(), batch)
@@ -412,8 +421,16 @@ impl<B: QueueBackend> RetryService<B> {
             id: job.id.clone(),
             score: 0.0,
         };
+        let loaded = self.load(vec![r]).await?;
         let mut outcomes = self
-            .process_batch(&[r], &JobFilter::default(), options, actor, &operation_id)
+            .act(
+                loaded,
+                &JobFilter::default(),
+                options,
+                actor,
+                &operation_id,
+                usize::MAX,
+            )
             .await?;
         Ok(outcomes
             .pop()
@@ -454,22 +471,41 @@ impl<B: QueueBackend> RetryService<B> {
         }
         let mut matched: u64 = 0;
         let limit = filter.limit.unwrap_or(u64::MAX);
+        // Pages overlap: the next page is read while this one is evaluated and requeued.
+        // Safe because every requeue re-checks its job atomically.
         'queues: for (queue, key, size) in &snapshots {
+            let batch = self.config.batch_size as u64;
             let mut start = 0;
-            while start < *size {
+            let mut current = if *size > 0 {
+                start = batch.min(*size);
+                Some(self.load_page(queue, key, 0, start).await?)
+            } else {
+                None
+            };
+            while let Some(loaded) = current.take() {
                 if progress.cancelled.load(Ordering::Relaxed) || matched >= limit {
                     break 'queues;
                 }
-                let count = (self.config.batch_size as u64).min(size - start);
-                let refs = self.backend.snapshot_page(queue, key, start, count).await?;
+                let remaining = usize::try_from(limit - matched).unwrap_or(usize::MAX);
+                let next_start = start;
+                let count = batch.min(size - next_start);
                 start += count;
-                let outcomes = self
-                    .process_batch(&refs, filter, options, actor, operation_id)
-                    .await?;
-                let remaining = limit - matched;
-                let taken: Vec<_> = outcomes.into_iter().take(remaining as usize).collect();
-                matched += taken.len() as u64;
-                progress.add(&taken);
+                let prefetch = async {
+                    if count == 0 {
+                        return Ok(None);
+                    }
+                    self.load_page(queue, key, next_start, count)
+                        .await
+                        .map(Some)
+                };
+                let (outcomes, next) = tokio::join!(
+                    self.act(loaded, filter, options, actor, operation_id, remaining),
+                    prefetch
+                );
+                let outcomes = outcomes?;
+                current = next?;
+                matched += outcomes.len() as u64;
+                progress.add(&outcomes);
             }
         }
         let summary = Summary {
@@ -489,32 +525,63 @@ impl<B: QueueBackend> RetryService<B> {
 
     /// Reads, evaluates and acts on one batch of jobs; returns the outcomes of the jobs the
     /// filter matched (jobs no longer failed are `not_found`).
-    async fn process_batch(
+    /// Reads one page of a retry-all's snapshot, with the jobs and their retry state.
+    async fn load_page(
         &self,
-        refs: &[JobRef],
+        queue: &str,
+        key: &str,
+        start: u64,
+        count: u64,
+    ) -> Result<Loaded, RetryError> {
+        let refs = self.backend.snapshot_page(queue, key, start, count).await?;
+        self.load(refs).await
+    }
+
+    /// Reads jobs and their retry state in one pipelined step each.
+    async fn load(&self, refs: Vec<JobRef>) -> Result<Loaded, RetryError> {
+        let (jobs, states) = self.read_with_state(&refs).await?;
+        Ok(Loaded { refs, jobs, states })
+    }
+
+    /// Evaluates loaded jobs and acts on at most `max` of those the filter matches (jobs
+    /// gone since they were listed are `not_found`); returns their outcomes.
+    async fn act(
+        &self,
+        loaded: Loaded,
         filter: &JobFilter,
         options: &RetryOptions,
         actor: &str,
         operation_id: &str,
+        max: usize,
     ) -> Result<Vec<JobOutcome>, RetryError> {
         let now = now_ms();
-        let (jobs, states) = self.read_with_state(refs).await?;
-        let mut outcomes: Vec<JobOutcome> = Vec::new();
+        let Loaded { refs, jobs, states } = loaded;
+        let mut gone = Vec::new();
         let mut present = Vec::new();
         for (r, (job, state)) in refs.iter().zip(jobs.into_iter().zip(states)) {
             match job {
                 Some(job) => present.push((job, state)),
                 // Gone since the snapshot (requeued by someone else, or deleted).
                 None if filter.queue.as_deref().is_none_or(|q| q == r.queue) => {
-                    outcomes.push(not_found(&r.id, options, &self.policy));
+                    gone.push(r.id.clone());
                 }
                 None => {}
             }
         }
         let evaluated = self.evaluate_jobs(present, filter, now).await?;
+        // Never act on more jobs than asked: the limit counts every job with an outcome.
+        let mut budget = max;
+        let mut outcomes: Vec<JobOutcome> = Vec::new();
+        for id in gone {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            outcomes.push(not_found(&id, options, &self.policy));
+        }
         let mut to_requeue: Vec<(JobView, FailureInput, u32)> = Vec::new();
         let mut to_record: Vec<(JobOutcome, FailedJob, FailureInput)> = Vec::new();
-        for (view, input) in evaluated.into_iter().flatten() {
+        for (view, input) in evaluated.into_iter().flatten().take(budget) {
             let (outcome, reason) = enforce(&view, options, now);
             if outcome == Outcome::Retried && !options.dry_run {
                 let attempts = view.attempts;

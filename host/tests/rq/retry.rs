@@ -614,3 +614,32 @@ async fn rq_3_rate_limiter_data_is_refused_clearly() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_all_acts_on_no_more_jobs_than_its_limit() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    python.make_failed(&url, "limit", 10, "jobs.count_and_fail", "runs");
+    let svc = service(&url, NO_COOLDOWN).await;
+    let filter = JobFilter {
+        limit: Some(3),
+        ..JobFilter::default()
+    };
+    let summary = svc
+        .retry_all(
+            &filter,
+            &RetryOptions::new(),
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.total, 3);
+    assert_eq!(summary.counts.get(&Outcome::Retried), Some(&3));
+    let mut con = connect(&url);
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:limit"]);
+    let failed: u64 = query(&mut con, &["ZCARD", "rq:failed:limit"]);
+    assert_eq!((queued, failed), (3, 7));
+}
