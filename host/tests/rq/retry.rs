@@ -24,6 +24,14 @@ fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
+    service_with(url, pairs, ServiceConfig::default().batch_size).await
+}
+
+async fn service_with(
+    url: &str,
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+) -> RetryService<RqBackend> {
     let backend = RqBackend::connect(url, RedisTimeouts::default())
         .await
         .expect("connects");
@@ -42,7 +50,10 @@ async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
         engine,
         policy,
         params(pairs),
-        ServiceConfig::default(),
+        ServiceConfig {
+            batch_size,
+            ..ServiceConfig::default()
+        },
     )
 }
 
@@ -486,47 +497,89 @@ async fn dangling_members_and_deleted_jobs_are_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_is_a_clear_error_and_nothing_is_lost_or_duplicated_after_restart() {
+async fn redis_killed_mid_batch_loses_and_duplicates_nothing_after_restart() {
     let mut server = RedisServer::start_durable();
     let url = server.url();
     let python = Python::venv();
-    let ids = python.make_failed(&url, "down", 10, "jobs.count_and_fail", "runs");
-    let svc = service(&url, NO_COOLDOWN).await;
+    let ids = python.make_failed(&url, "down", 400, "jobs.count_and_fail", "runs");
+    // Small batches, so the kill lands between and inside pipelined batches.
+    let svc = Arc::new(service_with(&url, NO_COOLDOWN, 50).await);
+    let running = {
+        let svc = Arc::clone(&svc);
+        tokio::spawn(async move {
+            svc.retry_all(
+                &JobFilter::default(),
+                &RetryOptions::new(),
+                "local",
+                &new_operation_id(),
+                &Progress::default(),
+            )
+            .await
+        })
+    };
+    // Kill Redis (SIGKILL) as soon as the first requeues have landed.
+    let mut con = connect(&url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queued: u64 = query(&mut con, &["LLEN", "rq:queue:down"]);
+        if queued > 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     server.stop();
     let started = std::time::Instant::now();
-    let err = svc
-        .retry_all(
-            &JobFilter::default(),
-            &RetryOptions::new(),
-            "local",
-            &new_operation_id(),
-            &Progress::default(),
-        )
-        .await
-        .unwrap_err();
+    let first = running.await.expect("task");
     assert!(
         matches!(
-            err,
-            RetryError::Queue(retryguard::queue::QueueError::Unavailable(_))
+            first,
+            Err(RetryError::Queue(
+                retryguard::queue::QueueError::Unavailable(_)
+            ))
         ),
-        "{err:?}"
+        "a clear error, not a hang: {first:?}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
     server.restart();
-    let summary = svc
-        .retry_all(
-            &JobFilter::default(),
-            &RetryOptions::new(),
-            "local",
-            &new_operation_id(),
-            &Progress::default(),
-        )
-        .await
-        .expect("works again after the restart");
-    assert_eq!(summary.counts.get(&Outcome::Retried), Some(&10));
+    let mut con = connect(&url);
+    let before: u64 = query(&mut con, &["LLEN", "rq:queue:down"]);
+    assert!(
+        before > 0 && before < 400,
+        "the kill landed mid-run: {before} requeued"
+    );
+    // The connection re-establishes itself on the next calls, as an operator's retry would.
+    let mut attempt = 0;
+    let summary = loop {
+        let result = svc
+            .retry_all(
+                &JobFilter::default(),
+                &RetryOptions::new(),
+                "local",
+                &new_operation_id(),
+                &Progress::default(),
+            )
+            .await;
+        match result {
+            Err(RetryError::Queue(retryguard::queue::QueueError::Unavailable(_)))
+                if attempt < 10 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            other => break other.expect("works again after the restart"),
+        }
+    };
+    let retried = summary.counts.get(&Outcome::Retried).copied().unwrap_or(0);
+    assert_eq!(retried + before, 400, "{summary:?}");
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:down"]);
+    assert_eq!(queued, 400, "every job exactly once in the queue");
     python.run_worker_burst(&url, &["down"]);
     let runs = runs_by_job(&mut connect(&url), "runs");
-    assert!(ids.iter().all(|id| runs.get(id) == Some(&2)), "{runs:?}");
+    assert!(
+        ids.iter().all(|id| runs.get(id) == Some(&2)),
+        "each job ran exactly one more time"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
