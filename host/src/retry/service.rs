@@ -156,6 +156,8 @@ pub struct RetryService<B> {
     params: Params,
     config: ServiceConfig,
     cache: Arc<ClassificationCache>,
+    /// Queues found by the last discovery, and when (see `listed_queues`).
+    queues: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
 /// Classifications by (job id, results entry id, policy digest): a failure is classified
@@ -240,6 +242,7 @@ impl<B: QueueBackend> RetryService<B> {
             params,
             config,
             cache: Arc::new(ClassificationCache::default()),
+            queues: std::sync::Mutex::new(None),
         }
     }
 
@@ -259,7 +262,7 @@ impl<B: QueueBackend> RetryService<B> {
         cursor: Option<JobRef>,
         limit: usize,
     ) -> Result<Page, RetryError> {
-        let mut queues = self.backend.failed_queues().await?;
+        let mut queues = self.listed_queues().await?;
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);
         }
@@ -302,6 +305,25 @@ impl<B: QueueBackend> RetryService<B> {
         };
         let jobs = found.into_iter().map(|(_, view)| view).collect();
         Ok(Page { jobs, next_cursor })
+    }
+
+    /// The queues with failed jobs, for listings: discovery scans the whole keyspace, so
+    /// its result is reused for a few seconds (a retry-all always discovers afresh).
+    async fn listed_queues(&self) -> Result<Vec<String>, RetryError> {
+        const FRESH_FOR: Duration = Duration::from_secs(5);
+        if let Ok(cached) = self.queues.lock()
+            && let Some((at, queues)) = cached.as_ref()
+            && at.elapsed() < FRESH_FOR
+            // Nothing cached means nothing to read: ask Redis, so a down Redis is noticed.
+            && !queues.is_empty()
+        {
+            return Ok(queues.clone());
+        }
+        let queues = self.backend.failed_queues().await?;
+        if let Ok(mut cached) = self.queues.lock() {
+            *cached = Some((std::time::Instant::now(), queues.clone()));
+        }
+        Ok(queues)
     }
 
     /// One failed job, with what its policy says now.
