@@ -2,22 +2,11 @@
 //! `retryguard serve` runs on a free port over it, and `retryguard jobs …` talks to it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufRead as _;
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 
-use crate::common::RedisServer;
-
-fn retryguard() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryguard"));
-    cmd.current_dir(std::env::temp_dir());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RETRYGUARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+use crate::common::{RedisServer, retryguard, spawn_serve};
 
 /// `serve` on a free port, killed when dropped.
 struct Serve {
@@ -27,20 +16,7 @@ struct Serve {
 
 impl Serve {
     fn start(redis: &RedisServer) -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = retryguard()
-            .arg("serve")
-            .env("RETRYGUARD_REDIS_URL", redis.url())
-            .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (child, port, mut stdout) = spawn_serve(redis);
         let mut line = String::new();
         while stdout.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
             line.clear();

@@ -216,3 +216,42 @@ pub fn connect(redis: &RedisServer) -> redis::Connection {
         .and_then(|c| c.get_connection())
         .unwrap()
 }
+
+/// The `retryguard` binary, run where no retryguard.toml is and with none of the caller's
+/// RETRYGUARD_* settings.
+pub fn retryguard() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retryguard"));
+    cmd.current_dir(std::env::temp_dir());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RETRYGUARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `retryguard serve` over `redis` on a free port: the child, its port, and its stdout
+/// (the banner) for the caller to read.
+pub fn spawn_serve(
+    redis: &RedisServer,
+) -> (
+    std::process::Child,
+    u16,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let port = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = retryguard()
+        .arg("serve")
+        .env("RETRYGUARD_REDIS_URL", redis.url())
+        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, port, stdout)
+}

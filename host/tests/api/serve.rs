@@ -1,24 +1,12 @@
 //! The `retryguard serve` binary: `--check-config`, start-up errors, and a real socket with
 //! graceful shutdown on SIGTERM.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::common::RedisServer;
-
-fn retryguard() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryguard"));
-    // Run where no retryguard.toml is, with none of the caller's RETRYGUARD_* settings.
-    cmd.current_dir(std::env::temp_dir());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RETRYGUARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+use crate::common::{RedisServer, retryguard, spawn_serve};
 
 #[test]
 fn check_config_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
@@ -98,20 +86,7 @@ fn serve_says_which_redis_it_cannot_reach() {
 #[test]
 fn serve_answers_on_its_socket_and_stops_cleanly_on_sigterm() {
     let redis = RedisServer::start();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = retryguard()
-        .arg("serve")
-        .env("RETRYGUARD_REDIS_URL", redis.url())
-        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, port, mut stdout) = spawn_serve(&redis);
     let mut banner = String::new();
     for _ in 0..20 {
         let mut line = String::new();
