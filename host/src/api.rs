@@ -1,7 +1,7 @@
 //! The HTTP API of `retryguard serve` (axum). `router(state)` builds the whole app, so tests
 //! call it with `tower::ServiceExt::oneshot` and no socket.
 //!
-//! Layers: handlers (`jobs`, `operations`, `health`) extract and check input, call one
+//! Layers: handlers (`jobs`, `operations`, `health`, `audit`) extract and check input, call one
 //! function of the retry service, and shape the JSON; they never touch Redis or wasmtime.
 //! Every route gets a request id, a timeout, and limits on URI and body size.
 
@@ -16,12 +16,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
+use crate::audit::AuditDir;
 use crate::config::Config;
 use crate::policy::{Policy, PolicyEngine};
 use crate::queue::QueueError;
 use crate::queue::rq::RqBackend;
 use crate::retry::{RetryService, ServiceConfig};
 
+pub mod audit;
 pub mod error;
 pub mod health;
 pub mod jobs;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub operations: Arc<Operations>,
     pub config: Arc<Config>,
+    /// The audit directory the queries read (`None`: the audit endpoints answer 503).
+    pub audit_dir: Option<Arc<AuditDir>>,
 }
 
 impl AppState {
@@ -54,7 +58,14 @@ impl AppState {
             operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
             service,
             config,
+            audit_dir: None,
         }
+    }
+
+    /// The same state, with audit queries over `dir`.
+    pub fn with_audit_dir(mut self, dir: Arc<AuditDir>) -> Self {
+        self.audit_dir = Some(dir);
+        self
     }
 
     /// Connects to the configured Redis and builds the service over `policy`, with the
@@ -85,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(operations::router())
         .merge(health::router())
+        .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

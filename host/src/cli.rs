@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod demo;
 mod jobs;
 mod policy;
@@ -26,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running `retryguard serve`: list, show, retry failed jobs, and counts.
     Jobs(jobs::JobsArgs),
+    /// The audit trail: run a writer on its own.
+    Audit(audit::AuditArgs),
     /// Write realistic failed RQ jobs into a Redis, to try retryguard without a deployment.
     Demo(demo::DemoArgs),
 }
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,

@@ -20,7 +20,10 @@ pub const ENV_PREFIX: &str = "RETRYGUARD_";
 
 /// Top-level shorthands: `RETRYGUARD_LISTEN` is `[server] listen`. (`RETRYGUARD_REDIS_URL`
 /// is `[redis] url` by the general rule.)
-const SHORTHANDS: &[(&str, &str, &str)] = &[("LISTEN", "server", "listen")];
+const SHORTHANDS: &[(&str, &str, &str)] = &[
+    ("LISTEN", "server", "listen"),
+    ("AUDIT_DIR", "audit", "path"),
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +33,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub retry: RetryConfig,
     pub policy: PolicyConfig,
+    pub audit: AuditConfig,
 }
 
 /// `[redis]`: the Redis the job queue uses.
@@ -140,6 +144,54 @@ impl Default for PolicyConfig {
     }
 }
 
+/// `[audit]`: the durable audit trail (`docs/audit.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The audit directory (`AUDIT_DIR`). Instances sharing one Redis must share it too.
+    pub path: String,
+    /// Whether this instance takes part in writing (one writer at a time holds a lease).
+    pub writer: bool,
+    /// A batch is written when its oldest record is this old…
+    pub flush_interval_ms: u64,
+    /// …or when it holds this many records.
+    pub batch_size: u64,
+    /// Partitions older than this many days are deleted; 0 keeps everything.
+    pub retention_days: u32,
+    /// How long the writer lease lasts without renewal.
+    pub lease_ttl_seconds: u64,
+    /// `/readyz` reports the audit degraded when a record waits longer than this.
+    pub max_lag_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let w = crate::audit::WriterConfig::default();
+        Self {
+            path: "./audit".into(),
+            writer: true,
+            flush_interval_ms: duration_ms(w.flush_interval),
+            batch_size: w.batch_size as u64,
+            retention_days: w.retention_days,
+            lease_ttl_seconds: w.lease_ttl.as_secs(),
+            max_lag_seconds: 30,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The writer's settings.
+    pub fn writer_config(&self) -> crate::audit::WriterConfig {
+        crate::audit::WriterConfig {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            batch_size: usize::try_from(self.batch_size).unwrap_or(usize::MAX),
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            retention_days: self.retention_days,
+            ..crate::audit::WriterConfig::default()
+        }
+    }
+}
+
 /// The type of a key, for reading it from an environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -167,6 +219,13 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("policy", "fuel", Kind::Integer),
     ("policy", "deadline_ms", Kind::Integer),
     ("policy", "memory_bytes", Kind::Integer),
+    ("audit", "path", Kind::Text),
+    ("audit", "writer", Kind::Bool),
+    ("audit", "flush_interval_ms", Kind::Integer),
+    ("audit", "batch_size", Kind::Integer),
+    ("audit", "retention_days", Kind::Integer),
+    ("audit", "lease_ttl_seconds", Kind::Integer),
+    ("audit", "max_lag_seconds", Kind::Integer),
 ];
 
 /// The environment variable of a key: `RETRYGUARD_SERVER_LISTEN`.
@@ -311,6 +370,37 @@ impl Config {
         if let Err(e) = self.policy_limits().validate(&EngineConfig::default()) {
             return invalid("policy", e.to_string());
         }
+        let a = &self.audit;
+        if a.path.trim().is_empty() {
+            return invalid("audit.path", "must not be empty".into());
+        }
+        for (key, value, range) in [
+            ("audit.flush_interval_ms", a.flush_interval_ms, 10..=60_000),
+            ("audit.batch_size", a.batch_size, 1..=100_000),
+            ("audit.lease_ttl_seconds", a.lease_ttl_seconds, 3..=600),
+            ("audit.max_lag_seconds", a.max_lag_seconds, 1..=86_400),
+            (
+                "audit.retention_days",
+                u64::from(a.retention_days),
+                0..=36_500,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return invalid(
+                    key,
+                    format!("must be {}..={}, not {value}", range.start(), range.end()),
+                );
+            }
+        }
+        if a.flush_interval_ms >= a.lease_ttl_seconds * 1000 / 3 {
+            return invalid(
+                "audit.flush_interval_ms",
+                format!(
+                    "must be below a third of audit.lease_ttl_seconds ({} s), not {}",
+                    a.lease_ttl_seconds, a.flush_interval_ms
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -390,7 +480,7 @@ fn apply_env(
         {
             Some((*section, *key))
         } else {
-            let section = ["redis", "server", "retry", "policy"]
+            let section = ["redis", "server", "retry", "policy", "audit"]
                 .into_iter()
                 .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));
             match section {

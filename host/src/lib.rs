@@ -5,6 +5,7 @@
 //! own Redis; the command line is in `cli`.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod policy;

@@ -54,13 +54,18 @@ pub struct Requeue<'a> {
     /// retryguard's own state and audit keys, written in the same atomic step.
     pub state_key: &'a str,
     pub outbox_key: &'a str,
+    /// The set of requeued jobs whose outcome is still to be recorded.
+    pub watch_key: &'a str,
     pub state_ttl_seconds: u64,
     pub now_ms: u64,
     pub first_failed_ms: u64,
     pub policy_digest: &'a str,
     /// Push at the front of the queue instead of the back.
     pub at_front: bool,
-    /// The audit record's fields (the attempt number is added by the backend).
+    /// Why it is retried (the record's `error_message` when it is).
+    pub reason: &'a str,
+    /// The audit record's fields but decision, success, error message and attempt number,
+    /// which the backend sets from what the atomic step finds.
     pub audit: &'a [(&'static str, String)],
 }
 

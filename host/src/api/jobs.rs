@@ -207,6 +207,22 @@ async fn retry_all(
 
 async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.service.stats(STATS_MAX_JOBS).await?;
+    // Today's retry metrics from the audit trail; `null` when the audit is not configured
+    // or cannot be read (logged): the queue counts still answer.
+    let retries = match &state.audit_dir {
+        Some(dir) => {
+            let mut conn = state.service.backend().connection();
+            let now = crate::retry::service::now_ms();
+            match crate::audit::stats::retry_stats(&mut conn, dir, now).await {
+                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                Err(e) => {
+                    ApiError::from(e).log();
+                    serde_json::Value::Null
+                }
+            }
+        }
+        None => serde_json::Value::Null,
+    };
     Ok(Json(json!({
         "queues": s.queues,
         "failed_by_type": s.failed_by_type,
@@ -214,6 +230,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         "failed_by_type_complete": s.failed_complete,
         "failed_by_type_limit": STATS_MAX_JOBS,
         "audit_outbox_length": s.outbox_len,
+        "retries": retries,
     })))
 }
 

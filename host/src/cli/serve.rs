@@ -97,6 +97,14 @@ async fn serve(
             return Ok(ExitCode::FAILURE);
         }
     };
+    let background = match crate::audit::background::Background::start(&config).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let state = state.with_audit_dir(Arc::clone(&background.dir));
     let addr = config.listen_addr()?;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -110,6 +118,15 @@ async fn serve(
     println!("retryguard listening on http://{addr}");
     println!("  redis:  {redis_url}");
     println!("  policy: built-in default ({})", policy.digest());
+    println!(
+        "  audit:  {}{}",
+        background.dir.root().display(),
+        if config.audit.writer {
+            ""
+        } else {
+            " (writer off in this instance)"
+        }
+    );
     match state.service.redis_status().await {
         Ok(status) => {
             for w in api::health::durability_warnings(&status) {
@@ -134,12 +151,15 @@ async fn serve(
     if !operations.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("retry-all operations still running after {DRAIN_TIMEOUT:?}; exiting");
     }
+    // Last: the operations above may still have appended records.
+    tracing::info!("flushing the audit outbox");
+    background.stop().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// JSON logs on stderr; `RETRYGUARD_LOG` filters them (default `info`).
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RETRYGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -151,7 +171,7 @@ fn init_logging() {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let terminate = async {
         #[cfg(unix)]
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

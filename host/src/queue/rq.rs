@@ -408,7 +408,7 @@ fn requeue_command(hash: &str, r: &Requeue<'_>) -> redis::Cmd {
     let job = r.job;
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(hash)
-        .arg(8)
+        .arg(9)
         .arg(RqKeys::failed(&job.queue))
         .arg(RqKeys::job(&job.id))
         .arg(RqKeys::results(&job.id))
@@ -417,6 +417,7 @@ fn requeue_command(hash: &str, r: &Requeue<'_>) -> redis::Cmd {
         .arg(RqKeys::dependents(&job.id))
         .arg(r.state_key)
         .arg(r.outbox_key)
+        .arg(r.watch_key)
         .arg(&job.id)
         .arg(&job.queue)
         .arg(&job.result_id)
@@ -427,7 +428,8 @@ fn requeue_command(hash: &str, r: &Requeue<'_>) -> redis::Cmd {
         .arg(r.now_ms)
         .arg(&job.created_at)
         .arg(r.first_failed_ms)
-        .arg(r.policy_digest);
+        .arg(r.policy_digest)
+        .arg(r.reason);
     for (field, value) in r.audit {
         cmd.arg(*field).arg(value);
     }

@@ -1,8 +1,6 @@
 //! Audit records as they enter the outbox stream `retryguard:audit:outbox`, under the seed's
-//! column names plus what a replay needs (DESIGN.md §8). The durable parquet writer that
-//! drains the outbox is a separate component.
-
-use sha2::{Digest as _, Sha256};
+//! column names plus what a replay needs (DESIGN.md §8). The record's time is its stream
+//! id; `crate::audit` moves the outbox into parquet.
 
 use super::filter::JobFilter;
 use super::outcome::JobOutcome;
@@ -23,10 +21,10 @@ pub fn record(
     options: &RetryOptions,
     operation_id: &str,
     failure: Option<&FailureInput>,
+    params_json: &str,
     now_ms: u64,
 ) -> Vec<(&'static str, String)> {
     let mut r = vec![
-        ("timestamp", rfc3339(now_ms)),
         ("job_id", o.job_id.clone()),
         ("job_type", o.job_type.clone()),
         ("queue", o.queue.clone()),
@@ -60,20 +58,16 @@ pub fn record(
         ("now_ms", now_ms.to_string()),
     ];
     if let Some(f) = failure {
-        r.extend([
-            ("seed", f.seed.to_string()),
-            ("exc_type", f.exc_type.clone()),
-            ("failed_at_ms", f.failed_at_ms.to_string()),
-            ("first_failed_at_ms", f.first_failed_at_ms.to_string()),
-            ("prior_attempts", f.attempts.to_string()),
-            (
-                "traceback_sha256",
-                hex::encode(Sha256::digest(f.traceback.as_bytes())),
-            ),
-        ]);
+        r.push(("params", params_json.to_string()));
+        r.extend(crate::audit::schema::failure_fields(f));
     }
     r
 }
+
+/// The fields the requeue script writes itself, from what it finds: a record for a
+/// requeue carries every other field.
+pub const SET_BY_REQUEUE_SCRIPT: [&str; 4] =
+    ["decision", "success", "error_message", "attempt_number"];
 
 /// The record written before a retry-all changes anything.
 pub fn operation_started(
@@ -84,7 +78,6 @@ pub fn operation_started(
     now_ms: u64,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("timestamp", rfc3339(now_ms)),
         ("decision", "operation_started".into()),
         ("operation_id", operation_id.to_string()),
         ("user_or_system", actor.to_string()),
@@ -104,7 +97,6 @@ pub fn operation_finished(
     now_ms: u64,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("timestamp", rfc3339(now_ms)),
         ("decision", "operation_finished".into()),
         ("operation_id", summary.operation_id.clone()),
         ("user_or_system", actor.to_string()),

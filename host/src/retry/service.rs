@@ -154,6 +154,8 @@ pub struct RetryService<B> {
     engine: Arc<PolicyEngine>,
     policy: Arc<Policy>,
     params: Params,
+    /// The params as the JSON object audit records carry.
+    params_json: String,
     config: ServiceConfig,
     cache: Arc<ClassificationCache>,
     /// Queues found by the last discovery, and when (see `listed_queues`).
@@ -234,12 +236,16 @@ impl<B: QueueBackend> RetryService<B> {
         params: Params,
         config: ServiceConfig,
     ) -> Self {
+        let params_json =
+            serde_json::to_string(&params.iter().cloned().collect::<BTreeMap<String, String>>())
+                .unwrap_or_else(|_| "{}".into());
         Self {
             backend,
             conn,
             engine,
             policy,
             params,
+            params_json,
             config,
             cache: Arc::new(ClassificationCache::default()),
             queues: std::sync::Mutex::new(None),
@@ -434,7 +440,15 @@ impl<B: QueueBackend> RetryService<B> {
         let Some(job) = self.backend.find_failed(job_id).await? else {
             let outcome = self.not_failed(job_id, options).await?;
             let mut conn = self.conn.clone();
-            let record = audit::record(&outcome, actor, options, &operation_id, None, now_ms());
+            let record = audit::record(
+                &outcome,
+                actor,
+                options,
+                &operation_id,
+                None,
+                &self.params_json,
+                now_ms(),
+            );
             state::append_audit(&mut conn, &record).await?;
             return Ok(outcome);
         };
@@ -642,10 +656,29 @@ impl<B: QueueBackend> RetryService<B> {
                 first_failed_ms: input.first_failed_at_ms,
                 state_ttl_seconds: self.state_ttl(job),
                 dry_run: options.dry_run,
-                audit: audit::record(o, actor, options, operation_id, Some(input), now),
+                audit: audit::record(
+                    o,
+                    actor,
+                    options,
+                    operation_id,
+                    Some(input),
+                    &self.params_json,
+                    now,
+                ),
             })
             .collect();
         let mut conn = self.conn.clone();
+        // Tracebacks go in by digest: stored before any record that names them.
+        let blobs: Vec<&str> = to_record
+            .iter()
+            .map(|(_, _, input)| input.traceback.as_str())
+            .chain(
+                to_requeue
+                    .iter()
+                    .map(|(_, input, _)| input.traceback.as_str()),
+            )
+            .collect();
+        state::stash_blobs(&mut conn, &blobs).await?;
         state::record_decisions(&mut conn, &records).await?;
         outcomes.extend(to_record.into_iter().map(|(o, _, _)| o));
 
@@ -692,8 +725,16 @@ impl<B: QueueBackend> RetryService<B> {
             .iter()
             .zip(jobs)
             .map(|(o, (_, input, _))| {
-                let mut record = audit::record(o, actor, options, operation_id, Some(input), now);
-                record.retain(|(k, _)| *k != "attempt_number");
+                let mut record = audit::record(
+                    o,
+                    actor,
+                    options,
+                    operation_id,
+                    Some(input),
+                    &self.params_json,
+                    now,
+                );
+                record.retain(|(k, _)| !audit::SET_BY_REQUEUE_SCRIPT.contains(k));
                 record
             })
             .collect();
@@ -705,11 +746,14 @@ impl<B: QueueBackend> RetryService<B> {
             .iter()
             .zip(&audits)
             .zip(&states)
-            .map(|(((view, input, _), audit), state_key)| Requeue {
+            .zip(&outcomes_if_retried)
+            .map(|((((view, input, _), audit), state_key), o)| Requeue {
                 job: &view.job,
                 operation_id,
                 state_key,
                 outbox_key: Keys::OUTBOX,
+                watch_key: Keys::WATCH,
+                reason: &o.reason,
                 state_ttl_seconds: self.state_ttl(&view.job),
                 now_ms: now,
                 first_failed_ms: input.first_failed_at_ms,

@@ -11,7 +11,10 @@ pub struct Keys;
 
 impl Keys {
     /// The audit outbox stream: every decision enters it in the step that makes it.
-    pub const OUTBOX: &'static str = "retryguard:audit:outbox";
+    pub const OUTBOX: &'static str = crate::audit::Keys::OUTBOX;
+
+    /// Requeued jobs whose outcome is still to be recorded (ZSET, score = requeue ms).
+    pub const WATCH: &'static str = "retryguard:outcomes:watch";
 
     /// A job's retry state (hash). Its `created_at` field ties it to one incarnation of
     /// the job id: a reused id starts afresh.
@@ -131,6 +134,29 @@ redis.call('HSETNX', KEYS[1], 'attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 "#;
+
+/// Stores texts that audit records name by sha256 (tracebacks) until the audit writer
+/// moves them to `blobs/`. Called before the records are written, so a record never
+/// names a text that is nowhere.
+pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result<(), QueueError> {
+    use sha2::{Digest as _, Sha256};
+    let mut seen = std::collections::HashSet::new();
+    let mut pipe = redis::pipe();
+    for text in texts {
+        let sha = hex::encode(Sha256::digest(text.as_bytes()));
+        if seen.insert(sha.clone()) {
+            pipe.cmd("HSETNX")
+                .arg(crate::audit::Keys::BLOBS)
+                .arg(sha)
+                .arg(*text)
+                .ignore();
+        }
+    }
+    if seen.is_empty() {
+        return Ok(());
+    }
+    pipe.query_async::<()>(conn).await.map_err(redis_error)
+}
 
 /// Appends free-standing audit records (operation started/finished).
 pub async fn append_audit(

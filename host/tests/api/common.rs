@@ -248,6 +248,10 @@ pub fn spawn_serve(
         .arg("serve")
         .env("RETRYGUARD_REDIS_URL", redis.url())
         .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "RETRYGUARD_AUDIT_DIR",
+            std::env::temp_dir().join(format!("retryguard-test-audit-{port}")),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -9,6 +9,7 @@
     reason = "tests fail loudly"
 )]
 
+mod audit;
 mod cli_client;
 mod common;
 mod errors;

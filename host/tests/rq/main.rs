@@ -11,6 +11,7 @@
     reason = "tests fail loudly"
 )]
 
+mod audit;
 mod counting;
 mod harness;
 mod http;

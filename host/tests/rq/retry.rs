@@ -69,6 +69,8 @@ fn raw_requeue<'a>(
         operation_id,
         state_key,
         outbox_key: Keys::OUTBOX,
+        watch_key: Keys::WATCH,
+        reason: "test",
         state_ttl_seconds: 60,
         now_ms: 1,
         first_failed_ms: 1,
@@ -339,7 +341,10 @@ async fn a_resent_requeue_of_the_same_operation_is_answered_not_repeated() {
     let queued: u64 = query(&mut con, &["LLEN", "rq:queue:lost"]);
     assert_eq!(queued, 1);
     let outbox: u64 = query(&mut con, &["XLEN", Keys::OUTBOX]);
-    assert_eq!(outbox, 1, "one audit record for one requeue");
+    assert_eq!(
+        outbox, 2,
+        "one audit record for the requeue (not for its re-send), one for the refusal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,7 +413,8 @@ async fn a_dry_run_changes_no_rq_key_and_no_retry_state() {
     let mut con = connect(&url);
     let dump = |con: &mut redis::Connection| {
         let mut keys: Vec<String> = query(con, &["KEYS", "*"]);
-        keys.retain(|k| k != Keys::OUTBOX);
+        // The audit's own keys: the outbox and the tracebacks it names.
+        keys.retain(|k| k != Keys::OUTBOX && k != retryguard::audit::Keys::BLOBS);
         keys.sort();
         keys.into_iter()
             .map(|k| {

@@ -12,16 +12,34 @@
 -- KEYS[6] rq:job:<id>:dependents     the job's dependents set
 -- KEYS[7] retryguard:job:<id>        retryguard's retry state (hash)
 -- KEYS[8] retryguard:audit:outbox    the audit outbox (stream)
+-- KEYS[9] retryguard:outcomes:watch  requeued jobs whose outcome is not recorded yet (ZSET)
 -- ARGV[1] job id            ARGV[2] origin queue name   ARGV[3] newest results entry id seen ('' if none)
 -- ARGV[4] enqueued_at (RQ's format)                    ARGV[5] operation id
 -- ARGV[6] '1' to push at the front                      ARGV[7] state TTL in seconds
 -- ARGV[8] now (epoch ms)    ARGV[9] the job's created_at ARGV[10] first failure (epoch ms)
--- ARGV[11] policy digest    ARGV[12..] audit record: field, value, field, value, ...
+-- ARGV[11] policy digest    ARGV[12] why it is retried (the record's error_message)
+-- ARGV[13..] audit record without decision/success/error_message/attempt_number:
+--            field, value, field, value, ...
 --
 -- Returns {outcome, attempts_or_detail}: 'retried' (attempts after this retry),
--- 'already_requeued', 'stale_decision' (why), 'not_found'.
+-- 'already_requeued', 'stale_decision' (why), 'not_found'. Every outcome but the answer to
+-- a re-sent call appends exactly one audit record, in this same step.
 
 local job_id, origin, seen_result, op = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+
+-- Appends the audit record with the script's own verdict.
+local function audit(decision, success, message, attempt)
+  local record = {'decision', decision, 'success', success, 'error_message', message,
+    'attempt_number', tostring(attempt)}
+  for i = 13, #ARGV do record[#record + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[8], '*', unpack(record))
+end
+
+-- Refuses the requeue: the record says why.
+local function refuse(outcome, why)
+  audit(outcome, 'false', why, redis.call('HGET', KEYS[7], 'attempts') or '0')
+  return {outcome, why}
+end
 
 -- The state belongs to this incarnation of the job id: a reused id starts afresh.
 if redis.call('HGET', KEYS[7], 'created_at') ~= ARGV[9] then
@@ -36,27 +54,27 @@ end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   -- A dangling registry member: its job hash expired or was deleted.
   redis.call('ZREM', KEYS[1], job_id)
-  return {'not_found', 'job hash is gone'}
+  return refuse('not_found', 'job hash is gone')
 end
 if not redis.call('ZSCORE', KEYS[1], job_id) then
-  return {'already_requeued', 'not in the failed registry'}
+  return refuse('already_requeued', 'not in the failed registry')
 end
 local fields = redis.call('HMGET', KEYS[2], 'status', 'origin', 'rate_limit_key')
 if fields[3] then
   -- RQ 3.x: a raw push would bypass the job's rate limit.
-  return {'stale_decision', 'an RQ 3.x rate-limited job: retryguard does not requeue those yet'}
+  return refuse('stale_decision', 'an RQ 3.x rate-limited job: retryguard does not requeue those yet')
 end
 if fields[2] ~= origin then
-  return {'stale_decision', 'origin changed'}
+  return refuse('stale_decision', 'origin changed')
 end
 if fields[1] ~= 'failed' and fields[1] ~= 'stopped' then
-  return {'stale_decision', 'status is ' .. tostring(fields[1])}
+  return refuse('stale_decision', 'status is ' .. tostring(fields[1]))
 end
 local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local newest_id = ''
 if #newest > 0 then newest_id = newest[1][1] end
 if newest_id ~= seen_result then
-  return {'stale_decision', 'the job has a newer result: it ran again since the decision'}
+  return refuse('stale_decision', 'the job has a newer result: it ran again since the decision')
 end
 
 redis.call('ZREM', KEYS[1], job_id)
@@ -74,9 +92,15 @@ local attempts = redis.call('HINCRBY', KEYS[7], 'attempts', 1)
 redis.call('HSET', KEYS[7], 'created_at', ARGV[9], 'last_attempt_ms', ARGV[8],
   'last_operation', op, 'last_decision', 'retried', 'policy_digest', ARGV[11])
 redis.call('HSETNX', KEYS[7], 'first_failed_ms', ARGV[10])
+-- What the outcome record of this retry will need (audit/outcomes.rs).
+for i = 13, #ARGV - 1, 2 do
+  local f = ARGV[i]
+  if f == 'job_type' or f == 'queue' or f == 'failure_type' or f == 'retry_reason' then
+    redis.call('HSET', KEYS[7], f, ARGV[i + 1])
+  end
+end
 redis.call('EXPIRE', KEYS[7], ARGV[7])
+redis.call('ZADD', KEYS[9], ARGV[8], job_id)
 
-local record = {'attempt_number', tostring(attempts)}
-for i = 12, #ARGV do record[#record + 1] = ARGV[i] end
-redis.call('XADD', KEYS[8], '*', unpack(record))
+audit('retried', 'true', ARGV[12], attempts)
 return {'retried', tostring(attempts)}

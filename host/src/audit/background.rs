@@ -1,0 +1,76 @@
+//! The audit's background work of one process: the writer (when `[audit] writer`) and the
+//! outcome tracker, each over its own Redis connection, stopped together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{AuditDir, AuditWriter, WriterStatus, outcomes};
+use crate::config::Config;
+
+/// How often the outcome tracker looks at requeued jobs.
+const TRACK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a graceful stop keeps flushing the outbox.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Running background tasks; `stop` flushes and waits for them.
+#[derive(Debug)]
+pub struct Background {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pub dir: Arc<AuditDir>,
+    pub status: Arc<WriterStatus>,
+}
+
+impl Background {
+    /// Opens the audit directory and starts the tasks. A directory that cannot be created
+    /// is an error here (start-up), while write errors later only degrade the audit.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let dir = Arc::new(AuditDir::open(&config.audit.path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use the audit directory {} ([audit] path, or RETRYGUARD_AUDIT_DIR): {e}",
+                config.audit.path
+            )
+        })?);
+        let (shutdown, rx) = watch::channel(false);
+        let status = Arc::new(WriterStatus::default());
+        let mut tasks = Vec::new();
+        let writer_config = config.audit.writer_config();
+        if config.audit.writer {
+            // Its reads block for up to the flush interval: a connection of its own.
+            let conn = connect(config, writer_config.flush_interval).await?;
+            let writer = AuditWriter::new(conn, dir.clone(), writer_config, status.clone());
+            tasks.push(tokio::spawn(writer.run(rx.clone(), DRAIN_TIMEOUT)));
+        }
+        let conn = connect(config, Duration::ZERO).await?;
+        tasks.push(tokio::spawn(outcomes::run(conn, TRACK_EVERY, rx)));
+        Ok(Self {
+            shutdown,
+            tasks,
+            dir,
+            status,
+        })
+    }
+
+    /// Stops the tasks; the writer first flushes what the outbox holds.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn connect(config: &Config, extra: Duration) -> anyhow::Result<ConnectionManager> {
+    let t = config.redis_timeouts();
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(t.connect))
+        .set_response_timeout(Some(t.response + extra))
+        .set_number_of_retries(1);
+    Ok(ConnectionManager::new_with_config(client, manager).await?)
+}

@@ -1,0 +1,480 @@
+//! The audit directory: hive-partitioned parquet files, written crash-safely.
+//!
+//! ```text
+//! AUDIT_DIR/date=2026-11-30/part-<first id>_<last id>.parquet   records, one stream id range a file
+//! AUDIT_DIR/_blobs/ab/ab12….txt                                  large texts (tracebacks) by sha256
+//! AUDIT_DIR/.staging/                                            work in progress; never read
+//! ```
+//!
+//! A file appears only complete: it is written under `.staging/`, fsynced, renamed into its
+//! partition, and the partition directory fsynced. Its name carries the first and last
+//! outbox stream ids it holds, and a file holds *every* outbox entry in that range (the
+//! writer works through the stream in order), so "is entry X already durable?" is answered by
+//! the file names alone. Readers glob `date=*/*.parquet`, which never matches `.staging/`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::schema::{self, AuditRecord, StreamId};
+
+const STAGING: &str = ".staging";
+/// `_`-prefixed, so pyarrow's dataset discovery skips it (as it skips `.staging`).
+const BLOBS: &str = "_blobs";
+
+/// One finished parquet file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub date: String,
+    pub first: StreamId,
+    pub last: StreamId,
+    pub path: PathBuf,
+}
+
+impl Part {
+    /// `part-<first>_<last>.parquet`.
+    pub fn file_name(first: StreamId, last: StreamId) -> String {
+        format!("part-{first}_{last}.parquet")
+    }
+
+    fn parse(date: &str, path: PathBuf) -> Option<Self> {
+        let name = path.file_name()?.to_str()?;
+        let ids = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+        let (first, last) = ids.split_once('_')?;
+        Some(Self {
+            date: date.to_string(),
+            first: StreamId::parse(first)?,
+            last: StreamId::parse(last)?,
+            path,
+        })
+    }
+}
+
+/// Which stream id ranges are durable, from the file names.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// first id → last id, of every finished file.
+    ranges: BTreeMap<StreamId, StreamId>,
+}
+
+impl Written {
+    pub fn insert(&mut self, first: StreamId, last: StreamId) {
+        self.ranges.insert(first, last);
+    }
+
+    /// Whether entry `id` is inside a finished file.
+    pub fn contains(&self, id: StreamId) -> bool {
+        self.ranges
+            .range(..=id)
+            .next_back()
+            .is_some_and(|(_, last)| id <= *last)
+    }
+
+    /// The newest durable id.
+    pub fn newest(&self) -> Option<StreamId> {
+        self.ranges.values().max().copied()
+    }
+}
+
+/// The audit directory.
+#[derive(Debug, Clone)]
+pub struct AuditDir {
+    root: PathBuf,
+}
+
+/// Writer settings of the parquet files.
+fn writer_properties(rows: usize) -> WriterProperties {
+    let sorting = vec![SortingColumn {
+        column_idx: 1, // timestamp
+        descending: false,
+        nulls_first: false,
+    }];
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(sorting))
+        .set_column_bloom_filter_enabled("job_id".into(), true)
+        .set_column_bloom_filter_max_ndv("job_id".into(), rows.max(1) as u64)
+        .set_column_bloom_filter_fpp("job_id".into(), 0.01)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build()
+}
+
+impl AuditDir {
+    /// Opens (creating) the directory, and clears `.staging/` of anything a crash left.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = Self { root: root.into() };
+        fs::create_dir_all(dir.root.join(STAGING))?;
+        fs::create_dir_all(dir.root.join(BLOBS))?;
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes what a crashed writer or compaction left in `.staging/`: half-written files
+    /// (never renamed, so never visible) and the inputs of a finished compaction.
+    pub fn clear_staging(&self) -> io::Result<()> {
+        for entry in fs::read_dir(self.root.join(STAGING))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every finished file, oldest first.
+    pub fn parts(&self) -> io::Result<Vec<Part>> {
+        let mut parts = Vec::new();
+        for date in self.dates()? {
+            parts.extend(self.parts_of(&date)?);
+        }
+        parts.sort_by_key(|p| p.first);
+        Ok(parts)
+    }
+
+    /// The partitions (`YYYY-MM-DD`), oldest first.
+    pub fn dates(&self) -> io::Result<Vec<String>> {
+        let mut dates = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if let Some(date) = name.to_str().and_then(|n| n.strip_prefix("date="))
+                && schema::ms_of_date(date).is_some()
+                && entry.file_type()?.is_dir()
+            {
+                dates.push(date.to_string());
+            }
+        }
+        dates.sort();
+        Ok(dates)
+    }
+
+    /// The finished files of one partition.
+    pub fn parts_of(&self, date: &str) -> io::Result<Vec<Part>> {
+        let dir = self.partition(date);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            // A partition compacted or expired while we listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut parts = Vec::new();
+        for entry in entries {
+            if let Some(p) = Part::parse(date, entry?.path()) {
+                parts.push(p);
+            }
+        }
+        parts.sort_by_key(|p| p.first);
+        Ok(parts)
+    }
+
+    /// The ranges every finished file covers.
+    pub fn written(&self) -> io::Result<Written> {
+        let mut w = Written::default();
+        for p in self.parts()? {
+            w.insert(p.first, p.last);
+        }
+        Ok(w)
+    }
+
+    fn partition(&self, date: &str) -> PathBuf {
+        self.root.join(format!("date={date}"))
+    }
+
+    /// Writes `records` (all of one date, in stream order, the whole range `first..=last`)
+    /// as one file: staging, fsync, rename, fsync of the partition. `before_rename` runs
+    /// right before the file becomes visible and may veto it (the writer checks its lease).
+    pub fn write_part(
+        &self,
+        date: &str,
+        records: &[AuditRecord],
+        before_rename: &dyn Fn() -> bool,
+    ) -> io::Result<Option<Part>> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(None);
+        };
+        let (Some(first), Some(last)) = (
+            StreamId::parse(&first.record_id),
+            StreamId::parse(&last.record_id),
+        ) else {
+            return Err(io::Error::other("a record without a stream id"));
+        };
+        let name = Part::file_name(first, last);
+        let staged = self.root.join(STAGING).join(format!("{name}.tmp"));
+        write_parquet(&staged, records)?;
+        let partition = self.partition(date);
+        if !partition.exists() {
+            fs::create_dir_all(&partition)?;
+            sync_dir(&self.root)?;
+        }
+        if !before_rename() {
+            fs::remove_file(&staged)?;
+            return Ok(None);
+        }
+        let path = partition.join(&name);
+        fs::rename(&staged, &path)?;
+        sync_dir(&partition)?;
+        Ok(Some(Part {
+            date: date.to_string(),
+            first,
+            last,
+            path,
+        }))
+    }
+
+    /// Merges the files of one partition into one, crash-safely: the merged file is built
+    /// in a staging partition which is then swapped with the live one in one atomic
+    /// `renameat2(RENAME_EXCHANGE)`, so readers see either the inputs or the output, never
+    /// both. Returns the number of files merged (0 when there was nothing to do).
+    pub fn compact(&self, date: &str) -> io::Result<usize> {
+        let parts = self.parts_of(date)?;
+        if parts.len() < 2 {
+            return Ok(0);
+        }
+        let mut records = Vec::new();
+        for p in &parts {
+            records.extend(read_all(&p.path)?);
+        }
+        records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return Ok(0);
+        };
+        let work = self.root.join(STAGING).join(format!("compact-{date}"));
+        if work.exists() {
+            fs::remove_dir_all(&work)?;
+        }
+        fs::create_dir(&work)?;
+        let merged = work.join(Part::file_name(first.first, last.last));
+        write_parquet(&merged, &records)?;
+        // Files written to the partition after we listed it must not be swapped away.
+        let now = self.parts_of(date)?;
+        if now != parts {
+            fs::remove_dir_all(&work)?;
+            return Ok(0);
+        }
+        sync_dir(&work)?;
+        exchange(&self.partition(date), &work)?;
+        sync_dir(&self.root)?;
+        sync_dir(&self.root.join(STAGING))?;
+        fs::remove_dir_all(&work)?;
+        Ok(parts.len())
+    }
+
+    /// Deletes the partitions older than `keep_from` (`YYYY-MM-DD`); each disappears whole.
+    pub fn expire_before(&self, keep_from: &str) -> io::Result<Vec<String>> {
+        let mut expired = Vec::new();
+        for date in self.dates()? {
+            if date.as_str() >= keep_from {
+                break;
+            }
+            let gone = self.root.join(STAGING).join(format!("expired-{date}"));
+            fs::rename(self.partition(&date), &gone)?;
+            sync_dir(&self.root)?;
+            fs::remove_dir_all(&gone)?;
+            expired.push(date);
+        }
+        Ok(expired)
+    }
+
+    fn blob_path(&self, sha256: &str) -> Option<PathBuf> {
+        let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| {
+            self.root
+                .join(BLOBS)
+                .join(&sha256[..2])
+                .join(format!("{sha256}.txt"))
+        })
+    }
+
+    /// Stores a text by its sha256 (once; a second store of the same text is a no-op).
+    pub fn put_blob(&self, sha256: &str, text: &[u8]) -> io::Result<()> {
+        let path = self
+            .blob_path(sha256)
+            .ok_or_else(|| io::Error::other("not a sha256"))?;
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let staged = self.root.join(STAGING).join(format!("{sha256}.blob.tmp"));
+        let mut f = File::create(&staged)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        fs::rename(&staged, &path)?;
+        sync_dir(&dir)
+    }
+
+    /// A stored text, if present.
+    pub fn blob(&self, sha256: &str) -> io::Result<Option<String>> {
+        let Some(path) = self.blob_path(sha256) else {
+            return Ok(None);
+        };
+        match fs::read(path) {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes on disk of every finished file.
+    pub fn size_bytes(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for p in self.parts()? {
+            total += fs::metadata(&p.path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+/// Writes one parquet file and fsyncs it.
+fn write_parquet(path: &Path, records: &[AuditRecord]) -> io::Result<()> {
+    let batch = schema::to_batch(records).map_err(io::Error::other)?;
+    let file = File::create(path)?;
+    let mut writer = ArrowWriter::try_new(
+        file.try_clone()?,
+        schema::schema(),
+        Some(writer_properties(records.len())),
+    )
+    .map_err(io::Error::other)?;
+    writer.write(&batch).map_err(io::Error::other)?;
+    writer.close().map_err(io::Error::other)?;
+    file.sync_all()
+}
+
+/// Reads every record of a file.
+pub fn read_all(path: &Path) -> io::Result<Vec<AuditRecord>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(io::Error::other)?
+        .with_batch_size(8192)
+        .build()
+        .map_err(io::Error::other)?;
+    let mut out = Vec::new();
+    for batch in reader {
+        out.extend(schema::from_batch(&batch.map_err(io::Error::other)?));
+    }
+    Ok(out)
+}
+
+/// fsync of a directory, so a rename or create inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Atomically swaps two directories (Linux `renameat2(RENAME_EXCHANGE)`). The one
+/// `unsafe` block of the host: std has no atomic exchange, and without it a compaction
+/// could not make its output visible and its inputs invisible in one step.
+#[allow(unsafe_code)]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt as _;
+    let a = CString::new(a.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let b = CString::new(b.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Shared handle, so the writer and the query side agree on one directory.
+pub type SharedDir = Arc<AuditDir>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ms: u64, seq: u64, job: &str) -> AuditRecord {
+        AuditRecord::from_entry(
+            StreamId { ms, seq },
+            &[
+                ("job_id".into(), job.into()),
+                ("decision".into(), "retried".into()),
+                ("user_or_system".into(), "t".into()),
+            ],
+        )
+    }
+
+    #[test]
+    fn written_ranges_answer_membership() {
+        let mut w = Written::default();
+        let id = |ms, seq| StreamId { ms, seq };
+        w.insert(id(10, 0), id(20, 3));
+        w.insert(id(30, 0), id(30, 0));
+        assert!(w.contains(id(10, 0)));
+        assert!(w.contains(id(20, 3)));
+        assert!(!w.contains(id(20, 4)));
+        assert!(w.contains(id(30, 0)));
+        assert!(!w.contains(id(9, 9)));
+        assert_eq!(w.newest(), Some(id(30, 0)));
+    }
+
+    #[test]
+    fn parts_are_written_listed_compacted_and_expired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = AuditDir::open(tmp.path()).unwrap();
+        let day = schema::ms_of_date("2026-11-30").unwrap();
+        let a: Vec<_> = (0..3)
+            .map(|i| record(day + i, 0, &format!("a{i}")))
+            .collect();
+        let b: Vec<_> = (3..5)
+            .map(|i| record(day + i, 0, &format!("b{i}")))
+            .collect();
+        dir.write_part("2026-11-30", &a, &|| true).unwrap().unwrap();
+        dir.write_part("2026-11-30", &b, &|| true).unwrap().unwrap();
+        assert!(
+            dir.write_part("2026-11-30", &a, &|| false)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(dir.parts().unwrap().len(), 2);
+        assert!(dir.written().unwrap().contains(StreamId {
+            ms: day + 4,
+            seq: 0
+        }));
+        assert_eq!(dir.compact("2026-11-30").unwrap(), 2);
+        let parts = dir.parts().unwrap();
+        assert_eq!(parts.len(), 1);
+        let all = read_all(&parts[0].path).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0].job_id.as_deref(), Some("a0"));
+        assert_eq!(fs::read_dir(tmp.path().join(STAGING)).unwrap().count(), 0);
+        assert_eq!(dir.expire_before("2026-12-01").unwrap(), vec!["2026-11-30"]);
+        assert!(dir.parts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn blobs_are_stored_once_by_digest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = AuditDir::open(tmp.path()).unwrap();
+        let sha = "ab".repeat(32);
+        dir.put_blob(&sha, b"Traceback").unwrap();
+        dir.put_blob(&sha, b"Traceback").unwrap();
+        assert_eq!(dir.blob(&sha).unwrap().as_deref(), Some("Traceback"));
+        assert_eq!(dir.blob(&"cd".repeat(32)).unwrap(), None);
+        assert!(dir.put_blob("../../etc/passwd", b"x").is_err());
+    }
+}

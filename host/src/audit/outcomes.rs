@@ -1,0 +1,223 @@
+//! Outcome tracking: what became of each job retryguard requeued.
+//!
+//! The requeue script adds the job to `retryguard:outcomes:watch` (score: when it was
+//! requeued). The tracker looks at the watched jobs' RQ status and, once a job has finished
+//! (`succeeded`), failed again (`failed_again`) or vanished (`lost`), records that outcome
+//! with a script that removes the job from the watch set and appends the record in one step
+//! — so with several instances tracking, each outcome is recorded once.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+
+use crate::queue::rq::RqKeys;
+use crate::queue::rq::decode::parse_rq_time;
+use crate::retry::service::now_ms;
+use crate::retry::state::Keys as StateKeys;
+
+/// Jobs looked at per turn.
+const BATCH: usize = 1000;
+
+/// Records one outcome if the job is still watched for the same requeue.
+/// KEYS[1] watch, KEYS[2] outbox; ARGV[1] job id, ARGV[2] the requeue's score as read,
+/// ARGV[3..] the record.
+const RECORD_LUA: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or score ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local record = {}
+for i = 3, #ARGV do record[#record + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(record))
+return 1
+"#;
+
+/// What became of a requeued job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Succeeded,
+    FailedAgain,
+    Lost,
+}
+
+impl RetryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::FailedAgain => "failed_again",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+/// Decides a watched job's outcome from its RQ status, or `None` while it has none yet.
+/// `job_created_at` is the job hash's, `state_created_at` the one retryguard requeued.
+pub fn outcome_of(
+    status: Option<&str>,
+    job_created_at: Option<&str>,
+    state_created_at: Option<&str>,
+) -> Option<(RetryOutcome, &'static str)> {
+    let Some(status) = status else {
+        return Some((RetryOutcome::Lost, "the job hash is gone"));
+    };
+    if let (Some(job), Some(state)) = (job_created_at, state_created_at)
+        && job != state
+    {
+        return Some((RetryOutcome::Lost, "the job id now belongs to another job"));
+    }
+    match status {
+        "finished" => Some((RetryOutcome::Succeeded, "")),
+        "failed" | "stopped" => Some((RetryOutcome::FailedAgain, "it failed again")),
+        "canceled" => Some((RetryOutcome::Lost, "the job was canceled")),
+        _ => None,
+    }
+}
+
+/// Looks at the watched jobs once; returns the outcomes recorded.
+pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+    let watched: Vec<(String, String)> = redis::cmd("ZRANGE")
+        .arg(StateKeys::WATCH)
+        .arg(0)
+        .arg(BATCH as i64 - 1)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await?;
+    if watched.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in &watched {
+        pipe.cmd("HMGET")
+            .arg(RqKeys::job(id))
+            .arg(&["status", "created_at", "ended_at"]);
+        pipe.cmd("HMGET").arg(StateKeys::state(id)).arg(&[
+            "created_at",
+            "attempts",
+            "policy_digest",
+            "job_type",
+            "queue",
+            "failure_type",
+            "last_operation",
+            "retry_reason",
+        ]);
+    }
+    let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
+    let now = now_ms();
+    let script = redis::Script::new(RECORD_LUA);
+    let mut record_pipe = redis::pipe();
+    let mut decided = 0;
+    for ((id, score), pair) in watched.iter().zip(rows.chunks(2)) {
+        let (Some(job), Some(state)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        let get = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten();
+        let Some((outcome, why)) = outcome_of(
+            get(job, 0).as_deref(),
+            get(job, 1).as_deref(),
+            get(state, 0).as_deref(),
+        ) else {
+            continue;
+        };
+        let requeued_ms = score.parse::<f64>().map(|s| s as u64).unwrap_or(now);
+        let ended_ms = get(job, 2)
+            .and_then(|t| parse_rq_time(&t))
+            .filter(|t| *t >= requeued_ms)
+            .unwrap_or(now);
+        let mut fields: Vec<(&str, String)> = vec![
+            ("job_id", id.clone()),
+            ("decision", outcome.as_str().into()),
+            ("user_or_system", "retryguard".into()),
+            ("success", (outcome == RetryOutcome::Succeeded).to_string()),
+            ("dry_run_flag", "false".into()),
+            ("forced", "false".into()),
+            (
+                "time_to_outcome_ms",
+                ended_ms.saturating_sub(requeued_ms).to_string(),
+            ),
+            ("now_ms", now.to_string()),
+        ];
+        if !why.is_empty() {
+            fields.push(("error_message", why.into()));
+        }
+        for (i, name) in [
+            (1, "attempt_number"),
+            (2, "policy_digest"),
+            (3, "job_type"),
+            (4, "queue"),
+            (5, "failure_type"),
+            (6, "operation_id"),
+            (7, "retry_reason"),
+        ] {
+            if let Some(v) = get(state, i).filter(|v| !v.is_empty()) {
+                fields.push((name, v));
+            }
+        }
+        let mut invocation = script.key(StateKeys::WATCH);
+        invocation.key(StateKeys::OUTBOX).arg(id).arg(score);
+        for (k, v) in &fields {
+            invocation.arg(*k).arg(v);
+        }
+        record_pipe.invoke_script(&invocation);
+        decided += 1;
+    }
+    if decided == 0 {
+        return Ok(0);
+    }
+    // The pipeline sends EVALSHA: make sure Redis has the script (it may have restarted).
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(RECORD_LUA)
+        .query_async::<String>(conn)
+        .await?;
+    let recorded: Vec<i64> = record_pipe.query_async(conn).await?;
+    Ok(recorded.iter().filter(|r| **r == 1).count())
+}
+
+/// Tracks outcomes every `interval` until `shutdown`.
+pub async fn run(
+    mut conn: ConnectionManager,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = track_once(&mut conn).await {
+            tracing::warn!(error = %e, "outcome tracking failed; will retry");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_rq_status() {
+        let o = |s, j, st| outcome_of(s, j, st).map(|(o, _)| o);
+        assert_eq!(
+            o(Some("finished"), Some("a"), Some("a")),
+            Some(RetryOutcome::Succeeded)
+        );
+        assert_eq!(
+            o(Some("failed"), Some("a"), Some("a")),
+            Some(RetryOutcome::FailedAgain)
+        );
+        assert_eq!(
+            o(Some("stopped"), None, None),
+            Some(RetryOutcome::FailedAgain)
+        );
+        assert_eq!(o(None, None, Some("a")), Some(RetryOutcome::Lost));
+        assert_eq!(
+            o(Some("queued"), Some("b"), Some("a")),
+            Some(RetryOutcome::Lost)
+        );
+        assert_eq!(o(Some("queued"), Some("a"), Some("a")), None);
+        assert_eq!(o(Some("started"), Some("a"), Some("a")), None);
+    }
+}

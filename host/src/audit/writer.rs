@@ -1,0 +1,701 @@
+//! The audit writer: moves records from the Redis outbox stream into durable parquet files.
+//!
+//! One writer at a time holds the lease `retryguard:audit:lease`; every instance runs the
+//! loop and the others wait. The outbox is read through the consumer group
+//! `retryguard-audit`, so entries a writer read but never acknowledged stay pending; a new
+//! lease holder claims them (`XAUTOCLAIM`). The order of one flush:
+//!
+//! 1. tracebacks waiting in `retryguard:audit:blobs` are written to `blobs/` (fsynced);
+//! 2. entries already inside a finished file (by the stream ids in its name) are only
+//!    acknowledged: the crash came after the rename and before the acknowledgement;
+//! 3. the rest become one file per UTC date, each written to `.staging/`, fsynced, renamed
+//!    into `date=…/` and the directory fsynced;
+//! 4. only then are the entries acknowledged and deleted from the stream, by a script that
+//!    first checks the lease is still ours.
+//!
+//! A failure at any step acknowledges nothing: the entries stay in Redis and are written
+//! by the next attempt (or the next lease holder). Exactly one copy follows from the file
+//! names; see `files.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{Value, from_redis_value};
+use tokio::sync::watch;
+
+use super::Keys;
+use super::files::{AuditDir, Written};
+use super::schema::{self, AuditRecord, StreamId};
+
+/// Settings of the writer (config section `[audit]`).
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// A batch is written when it is this old…
+    pub flush_interval: Duration,
+    /// …or this large.
+    pub batch_size: usize,
+    /// How long the lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Partitions older than this many days are deleted (0: keep everything).
+    pub retention_days: u32,
+    /// A partition with this many small files is compacted (closed days: 2).
+    pub compact_min_files: usize,
+    /// How often compaction and retention run.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(1),
+            batch_size: 10_000,
+            lease_ttl: Duration::from_secs(15),
+            retention_days: 0,
+            compact_min_files: 16,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the writer of this process is doing, for `/readyz`, stats and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStatus {
+    pub holds_lease: AtomicBool,
+    pub records_written: AtomicU64,
+    pub files_written: AtomicU64,
+    pub last_flush_ms: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterStatus {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = e;
+        }
+    }
+}
+
+/// Errors of one flush; none of them acknowledges anything.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("audit directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the audit lease was lost")]
+    LeaseLost,
+}
+
+/// Acknowledges and deletes entries, only while the lease is ours.
+/// KEYS[1] lease, KEYS[2] outbox; ARGV[1] our token, ARGV[2] group, ARGV[3..] ids.
+const ACK_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+redis.call('XACK', KEYS[2], ARGV[2], unpack(ids))
+return redis.call('XDEL', KEYS[2], unpack(ids))
+"#;
+
+/// Renews the lease if it is ours. KEYS[1] lease; ARGV[1] token, ARGV[2] ttl ms.
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// Releases the lease if it is ours.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Ids per acknowledgement call.
+const ACK_CHUNK: usize = 1000;
+
+/// The writer of one process.
+pub struct AuditWriter {
+    conn: ConnectionManager,
+    dir: Arc<AuditDir>,
+    config: WriterConfig,
+    /// Our consumer name and lease token.
+    token: String,
+    status: Arc<WriterStatus>,
+    /// Until when our lease is certainly valid (renewal time + ttl − margin).
+    lease_until: Option<Instant>,
+    last_renew: Instant,
+    written: Written,
+    last_maintenance: Instant,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    /// A writer over its own connection (it blocks on `XREADGROUP`, which would stall
+    /// other users of a shared one).
+    pub fn new(
+        conn: ConnectionManager,
+        dir: Arc<AuditDir>,
+        config: WriterConfig,
+        status: Arc<WriterStatus>,
+    ) -> Self {
+        let token = format!(
+            "{}-{}-{:08x}",
+            hostname(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        Self {
+            conn,
+            dir,
+            config,
+            token,
+            status,
+            lease_until: None,
+            last_renew: Instant::now(),
+            written: Written::default(),
+            last_maintenance: Instant::now(),
+        }
+    }
+
+    pub fn status(&self) -> Arc<WriterStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown` turns true, then flushes what the outbox holds (up to
+    /// `drain_timeout`) and releases the lease.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, drain_timeout: Duration) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let step = tokio::select! {
+                r = self.step() => r,
+                _ = shutdown.changed() => continue,
+            };
+            match step {
+                Ok(_) => {
+                    backoff = Duration::from_millis(200);
+                    if !self.holds_lease() {
+                        // Another instance writes; check again in a while.
+                        let wait = (self.config.lease_ttl / 3).min(Duration::from_secs(2));
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.report_error(&e).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let deadline = Instant::now() + drain_timeout;
+        while self.holds_lease() && Instant::now() < deadline {
+            match self.flush_now().await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.report_error(&e).await;
+                    break;
+                }
+            }
+        }
+        self.release().await;
+    }
+
+    fn holds_lease(&self) -> bool {
+        self.lease_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    async fn report_error(&mut self, e: &WriteError) {
+        tracing::error!(error = %e, "audit writer: nothing was acknowledged; will retry");
+        self.status.set_error(Some(e.to_string()));
+        let _ = self.publish_status(Some(&e.to_string())).await;
+        if matches!(e, WriteError::LeaseLost) {
+            self.lease_until = None;
+        }
+    }
+
+    /// One turn of the loop: take or keep the lease, then write one batch (waiting up to
+    /// the flush interval for it to fill). Returns the records written.
+    pub async fn step(&mut self) -> Result<usize, WriteError> {
+        if !self.ensure_lease().await? {
+            return Ok(0);
+        }
+        let entries = self.read_batch(true).await?;
+        let n = self.write(entries).await?;
+        self.maintain().await;
+        Ok(n)
+    }
+
+    /// Writes whatever the outbox holds now, without waiting (shutdown, tests). Returns
+    /// the records written; 0 when the outbox had nothing left (or the lease is not ours).
+    pub async fn flush_now(&mut self) -> Result<usize, WriteError> {
+        if !self.ensure_lease().await? {
+            return Ok(0);
+        }
+        let entries = self.read_batch(false).await?;
+        let empty = entries.is_empty();
+        let n = self.write(entries).await?;
+        Ok(if empty { 0 } else { n.max(1) })
+    }
+
+    /// Takes the lease if free, renews it if ours. On taking it, prepares: clears staging,
+    /// reads which ranges are durable, claims every pending entry of earlier writers.
+    async fn ensure_lease(&mut self) -> Result<bool, WriteError> {
+        let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(15_000);
+        let margin = self.config.lease_ttl / 5;
+        if self.holds_lease() {
+            if self.last_renew.elapsed() < self.config.lease_ttl / 3 {
+                return Ok(true);
+            }
+            let started = Instant::now();
+            let renewed: i64 = redis::Script::new(RENEW_LUA)
+                .key(Keys::LEASE)
+                .arg(&self.token)
+                .arg(ttl_ms)
+                .invoke_async(&mut self.conn)
+                .await?;
+            if renewed == 1 {
+                self.last_renew = started;
+                self.lease_until = Some(started + self.config.lease_ttl - margin);
+                return Ok(true);
+            }
+            tracing::warn!("audit writer: lost the lease");
+            self.lease_until = None;
+            self.status.holds_lease.store(false, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(Keys::LEASE)
+            .arg(&self.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut self.conn)
+            .await?;
+        if taken.is_none() {
+            self.status.holds_lease.store(false, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.last_renew = started;
+        self.lease_until = Some(started + self.config.lease_ttl - margin);
+        if let Err(e) = self.take_over().await {
+            self.release().await;
+            return Err(e);
+        }
+        self.status.holds_lease.store(true, Ordering::Relaxed);
+        tracing::info!(writer = %self.token, "audit writer: took the lease");
+        Ok(true)
+    }
+
+    async fn take_over(&mut self) -> Result<(), WriteError> {
+        let dir = self.dir.clone();
+        self.written = tokio::task::spawn_blocking(move || {
+            dir.clear_staging()?;
+            dir.written()
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(Keys::OUTBOX)
+            .arg(Keys::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e.into());
+        }
+        // Claim every entry another consumer read and never acknowledged.
+        let mut cursor = "0-0".to_string();
+        loop {
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(Keys::OUTBOX)
+                .arg(Keys::GROUP)
+                .arg(&self.token)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID")
+                .query_async(&mut self.conn)
+                .await?;
+            let next = match &reply {
+                Value::Array(items) => items
+                    .first()
+                    .and_then(|v| from_redis_value::<String>(v.clone()).ok()),
+                _ => None,
+            };
+            match next {
+                Some(n) if n != "0-0" => cursor = n,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one batch: our pending entries first (claimed or left by a failed flush),
+    /// else new ones, waiting up to the flush interval for the batch to fill when `wait`.
+    async fn read_batch(&mut self, wait: bool) -> Result<Vec<Entry>, WriteError> {
+        let pending = self.read_group("0", self.config.batch_size, None).await?;
+        if !pending.is_empty() {
+            return Ok(pending);
+        }
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        loop {
+            let left = self.config.flush_interval.saturating_sub(started.elapsed());
+            let block = (wait && !left.is_zero()).then_some(left);
+            let want = self.config.batch_size - batch.len();
+            let got = self.read_group(">", want, block).await?;
+            let empty = got.is_empty();
+            batch.extend(got);
+            if batch.len() >= self.config.batch_size || !wait || left.is_zero() {
+                break;
+            }
+            if empty && block.is_some() {
+                // Blocked for the rest of the interval and nothing came.
+                if batch.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            // Renewal must not wait for a long fill.
+            if self.last_renew.elapsed() >= self.config.lease_ttl / 3 {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn read_group(
+        &mut self,
+        from: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, WriteError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(Keys::GROUP)
+            .arg(&self.token)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(Keys::OUTBOX).arg(from);
+        let reply: Value = cmd.query_async(&mut self.conn).await?;
+        Ok(parse_xread(reply))
+    }
+
+    /// Writes one batch durably and acknowledges it (see the module docs for the order).
+    async fn write(&mut self, entries: Vec<Entry>) -> Result<usize, WriteError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.drain_blobs().await?;
+        let mut ack: Vec<String> = Vec::with_capacity(entries.len());
+        let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match (e.id, e.fields) {
+                (Some(id), Some(fields)) if !self.written.contains(id) => {
+                    fresh.push(AuditRecord::from_entry(id, &fields));
+                }
+                // Already durable (a crash before the acknowledgement), or deleted.
+                _ => {}
+            }
+            ack.push(e.raw_id);
+        }
+        let runs = split_by_date(fresh);
+        let mut written = 0;
+        for (date, records) in runs {
+            let dir = self.dir.clone();
+            let valid_until = self.lease_until;
+            let n = records.len();
+            let part = tokio::task::spawn_blocking(move || {
+                let lease_ok = move || valid_until.is_some_and(|t| Instant::now() < t);
+                dir.write_part(&date, &records, &lease_ok)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            let Some(part) = part else {
+                return Err(WriteError::LeaseLost);
+            };
+            self.written.insert(part.first, part.last);
+            self.status.files_written.fetch_add(1, Ordering::Relaxed);
+            written += n;
+        }
+        for chunk in ack.chunks(ACK_CHUNK) {
+            let acked: i64 = redis::Script::new(ACK_LUA)
+                .key(Keys::LEASE)
+                .key(Keys::OUTBOX)
+                .arg(&self.token)
+                .arg(Keys::GROUP)
+                .arg(chunk)
+                .invoke_async(&mut self.conn)
+                .await?;
+            if acked < 0 {
+                // The files stay; the next lease holder finds them by name and only acks.
+                return Err(WriteError::LeaseLost);
+            }
+        }
+        self.status
+            .records_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        self.status
+            .last_flush_ms
+            .store(crate::retry::service::now_ms(), Ordering::Relaxed);
+        if self.status.last_error().is_some() {
+            tracing::info!("audit writer: recovered");
+        }
+        self.status.set_error(None);
+        self.publish_status(None).await?;
+        Ok(written)
+    }
+
+    /// Moves tracebacks from Redis to `blobs/` (before any record that names them).
+    async fn drain_blobs(&mut self) -> Result<(), WriteError> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(Keys::BLOBS)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut self.conn)
+                .await?;
+            if !pairs.is_empty() {
+                let dir = self.dir.clone();
+                let shas: Vec<String> = pairs.iter().map(|(s, _)| s.clone()).collect();
+                tokio::task::spawn_blocking(move || {
+                    pairs
+                        .iter()
+                        .try_for_each(|(sha, text)| dir.put_blob(sha, text))
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+                redis::cmd("HDEL")
+                    .arg(Keys::BLOBS)
+                    .arg(&shas)
+                    .query_async::<()>(&mut self.conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Shares this writer's state with every instance (`/readyz`, stats).
+    async fn publish_status(&mut self, error: Option<&str>) -> Result<(), WriteError> {
+        let ttl = (self.config.lease_ttl.as_secs() * 4).max(10);
+        redis::pipe()
+            .cmd("HSET")
+            .arg(Keys::WRITER_STATUS)
+            .arg("writer")
+            .arg(&self.token)
+            .arg("updated_ms")
+            .arg(crate::retry::service::now_ms())
+            .arg("last_flush_ms")
+            .arg(self.status.last_flush_ms.load(Ordering::Relaxed))
+            .arg("last_error")
+            .arg(error.unwrap_or(""))
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(Keys::WRITER_STATUS)
+            .arg(ttl)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Compaction and retention, at most once per maintenance interval; failures are
+    /// logged (they never put a record at risk).
+    async fn maintain(&mut self) {
+        if self.last_maintenance.elapsed() < self.config.maintenance_interval {
+            return;
+        }
+        self.last_maintenance = Instant::now();
+        let dir = self.dir.clone();
+        let config = self.config.clone();
+        let valid_until = self.lease_until;
+        let result =
+            tokio::task::spawn_blocking(move || maintain(&dir, &config, valid_until)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "audit maintenance failed"),
+            Err(e) => tracing::warn!(error = %e, "audit maintenance panicked"),
+        }
+        if let Ok(w) = self.dir.written() {
+            self.written = w;
+        }
+    }
+
+    async fn release(&mut self) {
+        let _: redis::RedisResult<i64> = redis::Script::new(RELEASE_LUA)
+            .key(Keys::LEASE)
+            .arg(&self.token)
+            .invoke_async(&mut self.conn)
+            .await;
+        self.lease_until = None;
+        self.status.holds_lease.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Compacts partitions with many small files (closed days: any two) and deletes expired
+/// partitions.
+fn maintain(
+    dir: &AuditDir,
+    config: &WriterConfig,
+    valid_until: Option<Instant>,
+) -> std::io::Result<()> {
+    let today = schema::date_of_ms(crate::retry::service::now_ms());
+    for date in dir.dates()? {
+        if valid_until.is_none_or(|t| Instant::now() >= t) {
+            return Ok(());
+        }
+        let files = dir.parts_of(&date)?.len();
+        let threshold = if date < today {
+            2
+        } else {
+            config.compact_min_files
+        };
+        if files >= threshold {
+            let merged = dir.compact(&date)?;
+            if merged > 0 {
+                tracing::info!(%date, files = merged, "audit: compacted a partition");
+            }
+        }
+    }
+    if config.retention_days > 0 {
+        let keep_from_ms = crate::retry::service::now_ms()
+            .saturating_sub(u64::from(config.retention_days) * 86_400_000);
+        for date in dir.expire_before(&schema::date_of_ms(keep_from_ms))? {
+            tracing::info!(%date, "audit: deleted an expired partition");
+        }
+    }
+    Ok(())
+}
+
+/// One outbox entry as read. `fields` is `None` for an entry deleted while pending.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub raw_id: String,
+    pub id: Option<StreamId>,
+    pub fields: Option<Vec<(String, String)>>,
+}
+
+/// Parses an `XREADGROUP`/`XRANGE` reply into entries.
+pub fn parse_xread(reply: Value) -> Vec<Entry> {
+    let streams = match reply {
+        Value::Array(s) => s,
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(k, v)| Value::Array(vec![k, v]))
+            .collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        if let Some(entries) = parts.pop() {
+            out.extend(parse_entries(entries));
+        }
+    }
+    out
+}
+
+/// Parses an array of `[id, [field, value, …]]` (an `XRANGE` reply).
+pub fn parse_entries(entries: Value) -> Vec<Entry> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let Value::Array(mut pair) = e else {
+                return None;
+            };
+            let fields_v = if pair.len() > 1 { pair.pop() } else { None };
+            let raw_id: String = from_redis_value(pair.pop()?).ok()?;
+            let fields = match fields_v {
+                Some(Value::Array(kv)) => Some(
+                    kv.chunks(2)
+                        .filter_map(|c| {
+                            let k = from_redis_value::<String>(c.first()?.clone()).ok()?;
+                            let v = from_redis_value::<String>(c.get(1)?.clone()).ok()?;
+                            Some((k, v))
+                        })
+                        .collect(),
+                ),
+                Some(Value::Map(kv)) => Some(
+                    kv.into_iter()
+                        .filter_map(|(k, v)| {
+                            Some((from_redis_value(k).ok()?, from_redis_value(v).ok()?))
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            };
+            Some(Entry {
+                id: StreamId::parse(&raw_id),
+                raw_id,
+                fields,
+            })
+        })
+        .collect()
+}
+
+/// Splits records (in stream order) into runs of one UTC date each.
+fn split_by_date(records: Vec<AuditRecord>) -> Vec<(String, Vec<AuditRecord>)> {
+    let mut runs: Vec<(String, Vec<AuditRecord>)> = Vec::new();
+    for r in records {
+        let date = r.date();
+        match runs.last_mut() {
+            Some((d, run)) if *d == date => run.push(r),
+            _ => runs.push((date, vec![r])),
+        }
+    }
+    runs
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
