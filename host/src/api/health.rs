@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (Redis answers, and whether what it holds
-//! survives a restart and is never evicted).
+//! `/healthz` (the process answers) and `/readyz` (Redis answers, whether what it holds
+//! survives a restart and is never evicted, and whether the audit trail keeps up).
 
 use std::time::Duration;
 
@@ -40,10 +40,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
             );
         }
     };
-    let warnings = durability_warnings(&status);
+    let mut warnings = durability_warnings(&status);
+    // A degraded audit does not stop retries (their records wait in the outbox), so the
+    // instance stays ready; the status and a warning say so.
+    let audit = super::jobs::audit_health(&state).await;
+    let degraded = audit["status"] == "degraded";
+    if degraded {
+        warnings.push(format!(
+            "audit degraded: {}",
+            audit["reason"].as_str().unwrap_or("unknown")
+        ));
+    }
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
     Json(json!({
-        "status": "ready",
+        "status": if degraded { "degraded" } else { "ready" },
+        "audit": audit,
         "redis": {
             "url": redis_url,
             "ping_ms": status.ping_ms,

@@ -223,6 +223,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         }
         None => serde_json::Value::Null,
     };
+    let audit = audit_health(&state).await;
     Ok(Json(json!({
         "queues": s.queues,
         "failed_by_type": s.failed_by_type,
@@ -231,7 +232,22 @@ async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         "failed_by_type_limit": STATS_MAX_JOBS,
         "audit_outbox_length": s.outbox_len,
         "retries": retries,
+        "audit": audit,
     })))
+}
+
+/// Whether the audit trail keeps up (`crate::audit::health`), as JSON; `null` when it
+/// cannot be read (logged).
+pub(super) async fn audit_health(state: &AppState) -> serde_json::Value {
+    let mut conn = state.service.backend().connection();
+    let max_lag_ms = state.config.audit.max_lag_seconds.saturating_mul(1000);
+    match crate::audit::health(&mut conn, max_lag_ms).await {
+        Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit health");
+            serde_json::Value::Null
+        }
+    }
 }
 
 fn options(

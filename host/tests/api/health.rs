@@ -71,3 +71,52 @@ async fn readyz_reports_unknown_when_config_is_disabled() {
     assert_eq!(reply.json["redis"]["maxmemory_policy"], "unknown");
     assert_eq!(reply.json["warnings"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn readyz_and_stats_report_an_audit_that_falls_behind() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let reply = send(&app, "GET", "/readyz").await;
+    assert_eq!(reply.json["audit"]["status"], "ok", "{}", reply.json);
+    // A record waiting for a minute, and no writer: degraded (still ready: retries keep
+    // their records in the outbox).
+    let mut con = crate::common::connect(&redis);
+    let old = format!("{}-0", retryguard::retry::service::now_ms() - 60_000);
+    let _: String = redis::cmd("XADD")
+        .arg("retryguard:audit:outbox")
+        .arg(&old)
+        .arg("decision")
+        .arg("retried")
+        .query(&mut con)
+        .unwrap();
+    let reply = send(&app, "GET", "/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["status"], "degraded", "{}", reply.json);
+    assert_eq!(reply.json["audit"]["status"], "degraded");
+    assert_eq!(reply.json["audit"]["backlog"], 1);
+    assert!(
+        reply.json["audit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no audit writer"),
+        "{}",
+        reply.json
+    );
+    // A writer that reports a write error.
+    let _: () = redis::cmd("HSET")
+        .arg("retryguard:audit:writer")
+        .arg("last_error")
+        .arg("audit directory: No space left on device (os error 28)")
+        .query(&mut con)
+        .unwrap();
+    let reply = send(&app, "GET", "/api/v1/jobs/stats").await;
+    assert_eq!(reply.json["audit"]["status"], "degraded");
+    assert!(
+        reply.json["audit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{}",
+        reply.json
+    );
+}

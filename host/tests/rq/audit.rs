@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use retryguard::audit::files::read_all;
+use retryguard::audit::query::{AuditQuery, query as audit_query};
 use retryguard::audit::{AuditDir, AuditRecord, Keys as AuditKeys, outcomes};
 use retryguard::policy::{Decision, EngineConfig, HoldKind, PolicyEngine};
 use retryguard::queue::rq::{RedisTimeouts, RqBackend};
@@ -41,9 +42,32 @@ async fn service(url: &str, params: &[(&str, &str)], batch: usize) -> RetryServi
     )
 }
 
+/// A writer process, killed when dropped (a failing test leaves none behind).
+struct Writer(Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Writer {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// `retryguard audit writer` over `url` writing into `dir`, with small batches and a short
 /// lease so kills and take-overs happen quickly.
-fn spawn_writer(url: &str, dir: &Path) -> Child {
+fn spawn_writer(url: &str, dir: &Path) -> Writer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryguard"));
     for (k, _) in std::env::vars() {
         if k.starts_with("RETRYGUARD_") {
@@ -65,6 +89,7 @@ fn spawn_writer(url: &str, dir: &Path) -> Child {
                 .map_or_else(Stdio::null, |_| Stdio::inherit()),
         )
         .spawn()
+        .map(Writer)
         .expect("retryguard audit writer starts")
 }
 
@@ -226,6 +251,34 @@ async fn writers_killed_mid_retry_all_lose_and_duplicate_no_record() {
     }
     assert!(schema.contains_key("date"), "the hive partition column");
     assert_eq!(schema["timestamp"], "timestamp[us, tz=UTC]");
+    // And retryguard's own query answers the same, paging with its cursor.
+    let backend = RqBackend::connect(&url, RedisTimeouts::default())
+        .await
+        .unwrap();
+    let mut conn = backend.connection();
+    let dir = Arc::new(AuditDir::open(audit.path()).unwrap());
+    let mut seen = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let q = AuditQuery {
+            limit: 1000,
+            cursor,
+            ..AuditQuery::default()
+        };
+        let page = audit_query(&mut conn, &dir, &q).await.expect("queries");
+        for r in &page.records {
+            assert!(
+                seen.insert(r.record_id.clone()),
+                "paged twice: {}",
+                r.record_id
+            );
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len() as u64, report["duckdb_count"].as_u64().unwrap());
 }
 
 fn read_with_python(python: &Python, url: &str, dir: &Path) -> serde_json::Value {
@@ -518,4 +571,43 @@ async fn every_outcome_has_one_record_and_replays_to_the_same_decision() {
         replayed += 1;
     }
     assert_eq!(replayed, 5, "every policy decision replays");
+
+    // The CLI reads the same trail without a server.
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_retryguard"))
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .env_remove("RETRYGUARD_CONFIG")
+            .env("RETRYGUARD_REDIS_URL", &url)
+            .env("RETRYGUARD_AUDIT_DIR", audit.path())
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let page = cli(&["audit", "query", "--job-id", &net[0], "--json"]);
+    let decisions: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            "retried",
+            "blocked_max_attempts",
+            "retried",
+            "blocked_cooldown"
+        ],
+        "newest first"
+    );
+    let stats = cli(&["audit", "stats", "--json"]);
+    assert_eq!(stats["retries_today"], 2, "{stats}");
+    assert_eq!(stats["blocked_cooldown"], 1);
+    assert_eq!(stats["blocked_max_attempts"], 1);
 }
