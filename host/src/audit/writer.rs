@@ -115,6 +115,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// Longest single blocking read of the outbox.
+const MAX_BLOCK: Duration = Duration::from_millis(250);
+
 /// Ids per acknowledgement call.
 const ACK_CHUNK: usize = 1000;
 
@@ -371,7 +374,9 @@ impl AuditWriter {
         let started = Instant::now();
         loop {
             let left = self.config.flush_interval.saturating_sub(started.elapsed());
-            let block = (wait && !left.is_zero()).then_some(left);
+            // Short blocks: a cancelled read (shutdown) still occupies the connection
+            // until its block ends, and the final flush waits behind it.
+            let block = (wait && !left.is_zero()).then_some(left.min(MAX_BLOCK));
             let want = self.config.batch_size - batch.len();
             let got = self.read_group(">", want, block).await?;
             let empty = got.is_empty();

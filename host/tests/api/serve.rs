@@ -132,3 +132,99 @@ fn serve_answers_on_its_socket_and_stops_cleanly_on_sigterm() {
     let _ = child.kill();
     panic!("serve did not stop within 10 s of SIGTERM");
 }
+
+/// One request over a fresh connection; the status and the JSON body.
+fn http(port: u16, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Bodies are small: one chunk at most when chunked.
+    let body = match body.find('{') {
+        Some(start) => &body[start..=body.rfind('}').unwrap_or(start)],
+        None => "null",
+    };
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm() {
+    let redis = RedisServer::start();
+    let now = retryguard::retry::service::now_ms();
+    crate::common::write_failed(
+        &mut crate::common::connect(&redis),
+        &[crate::common::RawJob::new(
+            "paid-1",
+            crate::common::NETWORK_TB,
+            now - 3_600_000,
+        )],
+    );
+    let audit = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A flush interval far longer than the test: only the shutdown flush can write the file.
+    let mut child = retryguard()
+        .arg("serve")
+        .env("RETRYGUARD_REDIS_URL", redis.url())
+        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RETRYGUARD_AUDIT_DIR", audit.path())
+        .env("RETRYGUARD_AUDIT_FLUSH_INTERVAL_MS", "30000")
+        .env("RETRYGUARD_AUDIT_LEASE_TTL_SECONDS", "120")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
+    }
+    let (status, body) = http(port, "POST", "/api/v1/jobs/failed/paid-1/retry");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "retried", "{body}");
+    let (status, body) = http(port, "GET", "/api/v1/jobs/retry-audit?job_id=paid-1");
+    assert_eq!(status, 200, "{body}");
+    let records = body["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{body}");
+    assert_eq!(records[0]["decision"], "retried");
+    assert_eq!(records[0]["user_or_system"], "local");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    let Some(exit) = exited else {
+        let _ = child.kill();
+        panic!("serve did not stop within 30 s of SIGTERM");
+    };
+    assert!(exit.success(), "{exit}");
+    let dir = retryguard::audit::AuditDir::open(audit.path()).unwrap();
+    let parts = dir.parts().unwrap();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let written = retryguard::audit::files::read_all(&parts[0].path).unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].job_id.as_deref(), Some("paid-1"));
+    assert_eq!(written[0].record_id, records[0]["record_id"]);
+    let outbox: u64 = redis::cmd("XLEN")
+        .arg("retryguard:audit:outbox")
+        .query(&mut crate::common::connect(&redis))
+        .unwrap();
+    assert_eq!(outbox, 0, "acknowledged and trimmed");
+}
