@@ -31,7 +31,7 @@ impl Keys {
     pub const GROUP: &'static str = "retryguard-audit";
     /// The writer lease (a string holding the holder's token).
     pub const LEASE: &'static str = "retryguard:audit:lease";
-    /// Tracebacks waiting to be written to `blobs/` (hash: sha256 → text).
+    /// Tracebacks waiting to be written to `_blobs/` (hash: sha256 → text).
     pub const BLOBS: &'static str = "retryguard:audit:blobs";
     /// The lease holder's last report (hash).
     pub const WRITER_STATUS: &'static str = "retryguard:audit:writer";

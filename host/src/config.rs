@@ -34,6 +34,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
+    pub guard: GuardConfig,
 }
 
 /// `[redis]`: the Redis the job queue uses.
@@ -192,6 +193,31 @@ impl AuditConfig {
     }
 }
 
+/// `[guard]`: the idempotency guard job code calls around its side effects (DESIGN.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// How long a key is remembered after its last change (completed results included).
+    pub ttl_seconds: u64,
+    /// The lease of a `begin` that names none: RQ's default job timeout (180 s) + 60 s.
+    pub default_lease_seconds: u64,
+    /// Longest lease a `begin` may ask for.
+    pub max_lease_seconds: u64,
+    /// Largest result `complete` stores.
+    pub max_result_bytes: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 72 * 3600,
+            default_lease_seconds: 240,
+            max_lease_seconds: 24 * 3600,
+            max_result_bytes: 64 << 10,
+        }
+    }
+}
+
 /// The type of a key, for reading it from an environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -226,6 +252,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("audit", "retention_days", Kind::Integer),
     ("audit", "lease_ttl_seconds", Kind::Integer),
     ("audit", "max_lag_seconds", Kind::Integer),
+    ("guard", "ttl_seconds", Kind::Integer),
+    ("guard", "default_lease_seconds", Kind::Integer),
+    ("guard", "max_lease_seconds", Kind::Integer),
+    ("guard", "max_result_bytes", Kind::Integer),
 ];
 
 /// The environment variable of a key: `RETRYGUARD_SERVER_LISTEN`.
@@ -392,6 +422,32 @@ impl Config {
                 );
             }
         }
+        let g = &self.guard;
+        for (key, value, range) in [
+            ("guard.ttl_seconds", g.ttl_seconds, 60..=365 * 86_400),
+            (
+                "guard.max_lease_seconds",
+                g.max_lease_seconds,
+                1..=7 * 86_400,
+            ),
+            ("guard.max_result_bytes", g.max_result_bytes, 1..=(16 << 20)),
+        ] {
+            if !range.contains(&value) {
+                return invalid(
+                    key,
+                    format!("must be {}..={}, not {value}", range.start(), range.end()),
+                );
+            }
+        }
+        if !(1..=g.max_lease_seconds).contains(&g.default_lease_seconds) {
+            return invalid(
+                "guard.default_lease_seconds",
+                format!(
+                    "must be 1..=guard.max_lease_seconds ({}), not {}",
+                    g.max_lease_seconds, g.default_lease_seconds
+                ),
+            );
+        }
         if a.flush_interval_ms >= a.lease_ttl_seconds * 1000 / 3 {
             return invalid(
                 "audit.flush_interval_ms",
@@ -480,7 +536,7 @@ fn apply_env(
         {
             Some((*section, *key))
         } else {
-            let section = ["redis", "server", "retry", "policy", "audit"]
+            let section = ["redis", "server", "retry", "policy", "audit", "guard"]
                 .into_iter()
                 .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));
             match section {

@@ -26,6 +26,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::schema::{self, AuditRecord, StreamId};
 
 const STAGING: &str = ".staging";
+
+/// Files of this size or more are left as they are by compaction.
+const COMPACT_BELOW_BYTES: u64 = 32 << 20;
 /// `_`-prefixed, so pyarrow's dataset discovery skips it (as it skips `.staging`).
 const BLOBS: &str = "_blobs";
 
@@ -234,30 +237,67 @@ impl AuditDir {
         }))
     }
 
-    /// Merges the files of one partition into one, crash-safely: the merged file is built
-    /// in a staging partition which is then swapped with the live one in one atomic
+    /// The files of a partition small enough to be merged by `compact`.
+    pub fn small_parts_of(&self, date: &str) -> io::Result<Vec<Part>> {
+        let mut small = Vec::new();
+        for p in self.parts_of(date)? {
+            if fs::metadata(&p.path)?.len() < COMPACT_BELOW_BYTES {
+                small.push(p);
+            }
+        }
+        Ok(small)
+    }
+
+    /// Merges runs of consecutive small files of one partition, crash-safely: the new
+    /// partition (one file per run, plus hard links to the files left as they are) is built
+    /// under `.staging/` and swapped with the live one in one atomic
     /// `renameat2(RENAME_EXCHANGE)`, so readers see either the inputs or the output, never
-    /// both. Returns the number of files merged (0 when there was nothing to do).
+    /// both. Only consecutive files are merged, so the files' id ranges stay disjoint; files
+    /// of `COMPACT_BELOW_BYTES` or more are not rewritten, so compacting a busy day costs at
+    /// most that much I/O per run. Returns the number of files merged (0: nothing to do).
     pub fn compact(&self, date: &str) -> io::Result<usize> {
         let parts = self.parts_of(date)?;
-        if parts.len() < 2 {
-            return Ok(0);
-        }
-        let mut records = Vec::new();
+        let small = self.small_parts_of(date)?;
+        // Runs of consecutive small files (parts are sorted by first id).
+        let mut runs: Vec<Vec<&Part>> = vec![Vec::new()];
         for p in &parts {
-            records.extend(read_all(&p.path)?);
+            if small.contains(p) {
+                if let Some(run) = runs.last_mut() {
+                    run.push(p);
+                }
+            } else {
+                runs.push(Vec::new());
+            }
         }
-        records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
-        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        runs.retain(|r| r.len() >= 2);
+        if runs.is_empty() {
             return Ok(0);
-        };
+        }
         let work = self.root.join(STAGING).join(format!("compact-{date}"));
         if work.exists() {
             fs::remove_dir_all(&work)?;
         }
         fs::create_dir(&work)?;
-        let merged = work.join(Part::file_name(first.first, last.last));
-        write_parquet(&merged, &records)?;
+        let merged_parts: Vec<&Part> = runs.iter().flatten().copied().collect();
+        for p in parts.iter().filter(|p| !merged_parts.contains(p)) {
+            if let Some(name) = p.path.file_name() {
+                fs::hard_link(&p.path, work.join(name))?;
+            }
+        }
+        for run in &runs {
+            let mut records = Vec::new();
+            for p in run {
+                records.extend(read_all(&p.path)?);
+            }
+            records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                continue;
+            };
+            write_parquet(
+                &work.join(Part::file_name(first.first, last.last)),
+                &records,
+            )?;
+        }
         // Files written to the partition after we listed it must not be swapped away.
         let now = self.parts_of(date)?;
         if now != parts {
@@ -269,7 +309,7 @@ impl AuditDir {
         sync_dir(&self.root)?;
         sync_dir(&self.root.join(STAGING))?;
         fs::remove_dir_all(&work)?;
-        Ok(parts.len())
+        Ok(merged_parts.len())
     }
 
     /// Deletes the partitions older than `keep_from` (`YYYY-MM-DD`); each disappears whole.

@@ -73,17 +73,39 @@ pub fn outcome_of(
     }
 }
 
-/// Looks at the watched jobs once; returns the outcomes recorded.
+/// Pages looked at per turn (so one turn stays bounded however large the backlog).
+const MAX_PAGES: usize = 50;
+
+/// Looks at every watched job once (up to `MAX_PAGES` pages); returns the outcomes recorded.
 pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+    let mut recorded = 0;
+    let mut offset = 0;
+    for _ in 0..MAX_PAGES {
+        let (seen, n) = track_page(conn, offset).await?;
+        recorded += n;
+        if seen < BATCH {
+            break;
+        }
+        // Recorded jobs left the set: the next page starts that much earlier.
+        offset += seen - n;
+    }
+    Ok(recorded)
+}
+
+/// One page of the watch set, from rank `offset`: (jobs looked at, outcomes recorded).
+async fn track_page(
+    conn: &mut ConnectionManager,
+    offset: usize,
+) -> Result<(usize, usize), redis::RedisError> {
     let watched: Vec<(String, String)> = redis::cmd("ZRANGE")
         .arg(StateKeys::WATCH)
-        .arg(0)
-        .arg(BATCH as i64 - 1)
+        .arg(offset)
+        .arg(offset + BATCH - 1)
         .arg("WITHSCORES")
         .query_async(conn)
         .await?;
     if watched.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let mut pipe = redis::pipe();
     for (id, _) in &watched {
@@ -161,7 +183,7 @@ pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::Re
         decided += 1;
     }
     if decided == 0 {
-        return Ok(0);
+        return Ok((watched.len(), 0));
     }
     // The pipeline sends EVALSHA: make sure Redis has the script (it may have restarted).
     redis::cmd("SCRIPT")
@@ -170,7 +192,7 @@ pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::Re
         .query_async::<String>(conn)
         .await?;
     let recorded: Vec<i64> = record_pipe.query_async(conn).await?;
-    Ok(recorded.iter().filter(|r| **r == 1).count())
+    Ok((watched.len(), recorded.iter().filter(|r| **r == 1).count()))
 }
 
 /// Tracks outcomes every `interval` until `shutdown`.

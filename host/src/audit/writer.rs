@@ -5,7 +5,7 @@
 //! `retryguard-audit`, so entries a writer read but never acknowledged stay pending; a new
 //! lease holder claims them (`XAUTOCLAIM`). The order of one flush:
 //!
-//! 1. tracebacks waiting in `retryguard:audit:blobs` are written to `blobs/` (fsynced);
+//! 1. tracebacks waiting in `retryguard:audit:blobs` are written to `_blobs/` (fsynced);
 //! 2. entries already inside a finished file (by the stream ids in its name) are only
 //!    acknowledged: the crash came after the rename and before the acknowledgement;
 //! 3. the rest become one file per UTC date, each written to `.staging/`, fsynced, renamed
@@ -484,7 +484,7 @@ impl AuditWriter {
         Ok(written)
     }
 
-    /// Moves tracebacks from Redis to `blobs/` (before any record that names them).
+    /// Moves tracebacks from Redis to `_blobs/` (before any record that names them).
     async fn drain_blobs(&mut self) -> Result<(), WriteError> {
         let mut cursor: u64 = 0;
         loop {
@@ -587,16 +587,19 @@ fn maintain(
         if valid_until.is_none_or(|t| Instant::now() >= t) {
             return Ok(());
         }
-        let files = dir.parts_of(&date)?.len();
+        let small = dir.small_parts_of(&date)?.len();
         let threshold = if date < today {
             2
         } else {
             config.compact_min_files
         };
-        if files >= threshold {
-            let merged = dir.compact(&date)?;
-            if merged > 0 {
-                tracing::info!(%date, files = merged, "audit: compacted a partition");
+        if small >= threshold {
+            // One partition failing (e.g. a filesystem without RENAME_EXCHANGE) must not
+            // stop the others, nor retention.
+            match dir.compact(&date) {
+                Ok(0) => {}
+                Ok(merged) => tracing::info!(%date, files = merged, "audit: compacted a partition"),
+                Err(e) => tracing::warn!(%date, error = %e, "audit: compaction failed"),
             }
         }
     }

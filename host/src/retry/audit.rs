@@ -107,6 +107,14 @@ pub fn operation_finished(
             serde_json::to_string(&summary.counts).unwrap_or_default(),
         ),
         ("cancelled", summary.cancelled.to_string()),
+        (
+            "error_message",
+            if summary.cancelled {
+                "cancelled before it finished".to_string()
+            } else {
+                String::new()
+            },
+        ),
         ("now_ms", now_ms.to_string()),
     ]
 }

@@ -668,6 +668,22 @@ impl<B: QueueBackend> RetryService<B> {
             })
             .collect();
         let mut conn = self.conn.clone();
+        // Jobs gone since the snapshot: nothing to change, but each outcome is recorded.
+        let gone_records: Vec<Vec<(&'static str, String)>> = outcomes
+            .iter()
+            .map(|o| {
+                audit::record(
+                    o,
+                    actor,
+                    options,
+                    operation_id,
+                    None,
+                    &self.params_json,
+                    now,
+                )
+            })
+            .collect();
+        state::append_audits(&mut conn, &gone_records).await?;
         // Tracebacks go in by digest: stored before any record that names them.
         let blobs: Vec<&str> = to_record
             .iter()
@@ -788,7 +804,7 @@ impl<B: QueueBackend> RetryService<B> {
             .map(|mut o| {
                 o.outcome = Outcome::Unknown;
                 o.reason = format!(
-                    "the requeue was sent but not confirmed ({why}); re-send operation {operation_id} to resolve it"
+                    "the requeue was sent but not confirmed ({why}); retry the job again to resolve it: the requeue re-checks atomically, so it answers `already_requeued` if this one happened"
                 );
                 o
             })

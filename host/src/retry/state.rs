@@ -136,7 +136,7 @@ return 1
 "#;
 
 /// Stores texts that audit records name by sha256 (tracebacks) until the audit writer
-/// moves them to `blobs/`. Called before the records are written, so a record never
+/// moves them to `_blobs/`. Called before the records are written, so a record never
 /// names a text that is nowhere.
 pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result<(), QueueError> {
     use sha2::{Digest as _, Sha256};
@@ -172,6 +172,26 @@ pub async fn append_audit(
         .await
         .map(|_| ())
         .map_err(redis_error)
+}
+
+/// Appends several free-standing audit records in one round trip.
+pub async fn append_audits(
+    conn: &mut ConnectionManager,
+    records: &[Vec<(&'static str, String)>],
+) -> Result<(), QueueError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for record in records {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(Keys::OUTBOX).arg("*");
+        for (field, value) in record {
+            cmd.arg(*field).arg(value);
+        }
+        pipe.add_command(cmd).ignore();
+    }
+    pipe.query_async::<()>(conn).await.map_err(redis_error)
 }
 
 /// Counts of the outbox (for stats until the audit writer exists).
