@@ -24,6 +24,7 @@ use crate::queue::rq::RqBackend;
 use crate::retry::{RetryService, ServiceConfig};
 
 pub mod audit;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
@@ -33,7 +34,7 @@ pub mod views;
 pub use error::ApiError;
 pub use operations::Operations;
 
-/// Who every retry is attributed to, until the API has authentication.
+/// Who requests act as when no token is configured (the API then listens on loopback only).
 pub const ACTOR: &str = "local";
 
 /// Longest request URI accepted (path and query).
@@ -50,11 +51,14 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The audit directory the queries read (`None`: the audit endpoints answer 503).
     pub audit_dir: Option<Arc<AuditDir>>,
+    /// The bearer tokens of `[auth]` (none: open to loopback callers, actor `local`).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
     pub fn new(service: Arc<Service>, config: Arc<Config>) -> Self {
         Self {
+            auth: Arc::new(auth::Auth::from_config(&config.auth.tokens)),
             operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
             service,
             config,
@@ -100,6 +104,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

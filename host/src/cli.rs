@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod auth;
 mod demo;
 mod jobs;
 mod policy;
@@ -27,6 +28,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running `retryguard serve`: list, show, retry failed jobs, and counts.
     Jobs(jobs::JobsArgs),
+    /// Make bearer tokens for `[auth] tokens`.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// The audit trail: run a writer on its own.
     Audit(audit::AuditArgs),
     /// Write realistic failed RQ jobs into a Redis, to try retryguard without a deployment.
@@ -43,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(args) => jobs::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Auth(cmd) => cmd.run(),
     };
     match result {
         Ok(code) => code,

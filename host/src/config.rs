@@ -35,6 +35,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
     pub guard: GuardConfig,
+    pub auth: AuthConfig,
 }
 
 /// `[redis]`: the Redis the job queue uses.
@@ -218,12 +219,24 @@ impl Default for GuardConfig {
     }
 }
 
+/// `[auth]`: bearer tokens with roles (`docs/operations.md`). With none, the API listens on
+/// loopback only and every request acts as `local`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `name:role:sha256-of-token` entries (`retryguard auth new-token` makes one); the
+    /// name is the actor in the audit trail, the role one of `read`, `operate`, `admin`.
+    pub tokens: Vec<String>,
+}
+
 /// The type of a key, for reading it from an environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
     Integer,
     Bool,
+    /// A list of texts; in an environment variable, comma-separated.
+    List,
 }
 
 /// Every key: section, key, type. The README's table and the env mapping follow it (a test
@@ -256,6 +269,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("guard", "default_lease_seconds", Kind::Integer),
     ("guard", "max_lease_seconds", Kind::Integer),
     ("guard", "max_result_bytes", Kind::Integer),
+    ("auth", "tokens", Kind::List),
 ];
 
 /// The environment variable of a key: `RETRYGUARD_SERVER_LISTEN`.
@@ -359,12 +373,13 @@ impl Config {
                     ),
                 );
             }
-            Ok(addr) if !addr.ip().is_loopback() => {
+            Ok(addr) if !addr.ip().is_loopback() && self.auth.tokens.is_empty() => {
                 return invalid(
                     "server.listen",
                     format!(
-                        "{addr} is not a loopback address: the API has no authentication yet, \
-                         so it listens on 127.0.0.1 or ::1 only (put a proxy with auth in front)"
+                        "{addr} is not a loopback address, and no [auth] tokens are configured: \
+                         without tokens the API listens on 127.0.0.1 or ::1 only (add tokens \
+                         with `retryguard auth new-token`)"
                     ),
                 );
             }
@@ -419,6 +434,20 @@ impl Config {
                 return invalid(
                     key,
                     format!("must be {}..={}, not {value}", range.start(), range.end()),
+                );
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for entry in &self.auth.tokens {
+            let token =
+                crate::api::auth::Token::parse(entry).map_err(|message| ConfigError::Invalid {
+                    key: "auth.tokens".into(),
+                    message,
+                })?;
+            if !names.insert(token.name.clone()) {
+                return invalid(
+                    "auth.tokens",
+                    format!("two tokens are named {:?}", token.name),
                 );
             }
         }
@@ -536,9 +565,11 @@ fn apply_env(
         {
             Some((*section, *key))
         } else {
-            let section = ["redis", "server", "retry", "policy", "audit", "guard"]
-                .into_iter()
-                .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));
+            let section = [
+                "redis", "server", "retry", "policy", "audit", "guard", "auth",
+            ]
+            .into_iter()
+            .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));
             match section {
                 None => None,
                 Some(section) => {
@@ -615,6 +646,14 @@ fn parse_env_value(kind: Kind, value: &str) -> Result<toml::Value, String> {
             "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
             _ => Err(format!("expected true or false, got {value:?}")),
         },
+        Kind::List => Ok(toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_string()))
+                .collect(),
+        )),
     }
 }
 
@@ -793,6 +832,9 @@ mod tests {
     #[test]
     fn keys_table_matches_the_structs() {
         let full = toml::Table::try_from(Config {
+            auth: AuthConfig {
+                tokens: vec!["t:read:00".into()],
+            },
             retry: RetryConfig {
                 max_attempts: Some(1),
                 cooldown_seconds: Some(1),

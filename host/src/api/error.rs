@@ -23,6 +23,12 @@ pub enum ApiError {
     /// 400: `force=true` without a `reason`.
     #[error("force requires a reason (add reason=…): it is written to the audit trail")]
     ForceRequiresReason,
+    /// 401: no valid bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token whose role is too low.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +66,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } | Self::ForceRequiresReason => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,6 +83,8 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } => code,
             Self::ForceRequiresReason => "force_requires_reason",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",

@@ -11,11 +11,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
+use super::auth::Actor;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::views::{
     JobJson, OutcomeJson, SummaryJson, decode_cursor, encode_cursor, parse_rfc3339,
 };
-use super::{ACTOR, AppState};
 use crate::retry::{JobFilter, Outcome, RetryOptions};
 
 /// Most jobs one page of a listing returns.
@@ -121,12 +122,13 @@ impl Default for RetryQuery {
 
 async fn retry(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<RetryQuery>,
 ) -> Result<Json<OutcomeJson>, ApiError> {
     let id = job_id(id)?;
     let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
-    let outcome = state.service.retry(&id, &options, ACTOR).await?;
+    let outcome = state.service.retry(&id, &options, &actor).await?;
     if outcome.outcome == Outcome::NotFound {
         return Err(ApiError::NotFound(format!("no failed job {id:?}")));
     }
@@ -165,6 +167,7 @@ impl Default for RetryAllQuery {
 
 async fn retry_all(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiQuery(q): ApiQuery<RetryAllQuery>,
 ) -> Result<Response, ApiError> {
     let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
@@ -193,7 +196,7 @@ async fn retry_all(
     };
     let operation = state
         .operations
-        .start(state.service.clone(), filter, options)?;
+        .start(state.service.clone(), filter, options, actor)?;
     match operation.wait(Duration::from_secs(wait)).await {
         Some(Ok(summary)) => Ok(Json(SummaryJson::from(&summary)).into_response()),
         Some(Err(e)) => Err(e),

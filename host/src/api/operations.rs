@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::error::{ApiError, ApiPath};
 use super::views::{SummaryJson, all_counts};
-use super::{ACTOR, AppState, Service};
+use super::{AppState, Service};
 use crate::queue::rq::decode::format_rq_time;
 use crate::retry::service::{new_operation_id, now_ms};
 use crate::retry::{JobFilter, Progress, RetryOptions, Summary};
@@ -143,6 +143,7 @@ impl Operations {
         service: Arc<Service>,
         filter: JobFilter,
         options: RetryOptions,
+        actor: String,
     ) -> Result<Arc<Operation>, ApiError> {
         let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
             ApiError::TooManyOperations {
@@ -165,7 +166,7 @@ impl Operations {
             // The work runs in a task of its own so that even a panic ends the operation.
             let run = tokio::spawn(async move {
                 service
-                    .retry_all(&filter, &options, ACTOR, &run_op.id, &run_op.progress)
+                    .retry_all(&filter, &options, &actor, &run_op.id, &run_op.progress)
                     .await
             });
             let ended = match run.await {

@@ -42,6 +42,10 @@ pub struct JobsArgs {
     /// Print the API's JSON as is.
     #[arg(long, global = true)]
     json: bool,
+    /// The bearer token, when the server has `[auth] tokens` (prefer the variable: a flag
+    /// shows in `ps`).
+    #[arg(long, global = true, env = "RETRYGUARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +225,7 @@ impl Client {
 
 pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let server = match Server::parse(&args.server) {
-        Ok(s) => s,
+        Ok(s) => s.with_token(args.token.clone()),
         Err(e) => {
             eprintln!("error: --server {e}");
             return Ok(ExitCode::from(2));

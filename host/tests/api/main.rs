@@ -10,6 +10,7 @@
 )]
 
 mod audit;
+mod auth;
 mod cli_client;
 mod common;
 mod errors;

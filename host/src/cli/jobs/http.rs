@@ -30,6 +30,8 @@ pub struct Server {
     host: String,
     port: u16,
     prefix: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    token: Option<String>,
 }
 
 impl Server {
@@ -89,7 +91,14 @@ impl Server {
             host,
             port,
             prefix,
+            token: None,
         })
+    }
+
+    /// The same server, with a bearer token on every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub fn shown(&self) -> &str {
@@ -126,10 +135,15 @@ impl Server {
         } else {
             format!("{}:{}", self.host, self.port)
         };
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "{method} {}{path_and_query} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: \
-             retryguard/{}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: \
-             close\r\n\r\n",
+             retryguard/{}\r\nAccept: application/json\r\n{auth}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n",
             self.prefix,
             env!("CARGO_PKG_VERSION"),
         );
