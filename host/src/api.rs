@@ -28,6 +28,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod operations;
 pub mod views;
 
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(operations::router())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -136,6 +138,30 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resp
     }
 }
 
+/// The route a path belongs to, with its variable segments as `{name}`, for metric labels
+/// (bounded: any path that is no route is `other`).
+pub fn route_template(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        ["api", "v1", "jobs", "failed"] => "/api/v1/jobs/failed",
+        ["api", "v1", "jobs", "failed", "retry-all"] => "/api/v1/jobs/failed/retry-all",
+        ["api", "v1", "jobs", "failed", _] => "/api/v1/jobs/failed/{id}",
+        ["api", "v1", "jobs", "failed", _, "retry"] => "/api/v1/jobs/failed/{id}/retry",
+        ["api", "v1", "jobs", "stats"] => "/api/v1/jobs/stats",
+        ["api", "v1", "jobs", "retry-audit"] => "/api/v1/jobs/retry-audit",
+        ["api", "v1", "operations", _] => "/api/v1/operations/{id}",
+        ["api", "v1", "idempotency", _] => "/api/v1/idempotency/{key}",
+        ["api", "v1", "idempotency", _, "begin"] => "/api/v1/idempotency/{key}/begin",
+        ["api", "v1", "idempotency", _, "complete"] => "/api/v1/idempotency/{key}/complete",
+        ["api", "v1", "idempotency", _, "release"] => "/api/v1/idempotency/{key}/release",
+        _ => "other",
+    }
+}
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives every request an id (the caller's `x-request-id` when sane, else a new one), logs
@@ -159,7 +185,15 @@ async fn request_id(req: Request, next: Next) -> Response {
         path = %req.uri().path(),
     );
     let started = Instant::now();
+    let route = route_template(req.uri().path());
+    let method = req.method().as_str().to_string();
     let mut response = next.run(req).instrument(span.clone()).await;
+    crate::metrics::global().request(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

@@ -227,6 +227,8 @@ pub struct AuthConfig {
     /// `name:role:sha256-of-token` entries (`retryguard auth new-token` makes one); the
     /// name is the actor in the audit trail, the role one of `read`, `operate`, `admin`.
     pub tokens: Vec<String>,
+    /// Require a `read` token for `/metrics` too (it is open by default, like the probes).
+    pub protect_metrics: bool,
 }
 
 /// The type of a key, for reading it from an environment variable.
@@ -270,6 +272,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("guard", "max_lease_seconds", Kind::Integer),
     ("guard", "max_result_bytes", Kind::Integer),
     ("auth", "tokens", Kind::List),
+    ("auth", "protect_metrics", Kind::Bool),
 ];
 
 /// The environment variable of a key: `RETRYGUARD_SERVER_LISTEN`.
@@ -834,6 +837,7 @@ mod tests {
         let full = toml::Table::try_from(Config {
             auth: AuthConfig {
                 tokens: vec!["t:read:00".into()],
+                protect_metrics: false,
             },
             retry: RetryConfig {
                 max_attempts: Some(1),

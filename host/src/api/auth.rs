@@ -131,9 +131,10 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The role a request needs; `None` for the probes anyone may call.
-pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    if matches!(path, "/healthz" | "/readyz") {
+/// The role a request needs; `None` for the probes anyone may call (and `/metrics`
+/// unless `[auth] protect_metrics`).
+pub fn required_role(method: &Method, path: &str, protect_metrics: bool) -> Option<Role> {
+    if matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !protect_metrics) {
         return None;
     }
     let admin_path = path.starts_with("/api/v1/policies");
@@ -165,7 +166,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 /// The middleware: 401 without a valid token, 403 when its role is too low; otherwise the
 /// request goes on with its `Actor`.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(needed) = required_role(req.method(), req.uri().path()) else {
+    let protect_metrics = state.config.auth.protect_metrics;
+    let Some(needed) = required_role(req.method(), req.uri().path(), protect_metrics) else {
         return next.run(req).await;
     };
     if !state.auth.enabled() {
@@ -248,7 +250,12 @@ mod tests {
 
     #[test]
     fn roles_by_route() {
-        let r = |m: Method, p: &str| required_role(&m, p);
+        let r = |m: Method, p: &str| required_role(&m, p, false);
+        assert_eq!(r(Method::GET, "/metrics"), None);
+        assert_eq!(
+            required_role(&Method::GET, "/metrics", true),
+            Some(Role::Read)
+        );
         assert_eq!(r(Method::GET, "/healthz"), None);
         assert_eq!(r(Method::GET, "/readyz"), None);
         assert_eq!(r(Method::GET, "/api/v1/jobs/failed"), Some(Role::Read));

@@ -128,6 +128,7 @@ async fn track_page(
     let script = redis::Script::new(RECORD_LUA);
     let mut record_pipe = redis::pipe();
     let mut decided = 0;
+    let mut kinds: Vec<&'static str> = Vec::new();
     for ((id, score), pair) in watched.iter().zip(rows.chunks(2)) {
         let (Some(job), Some(state)) = (pair.first(), pair.get(1)) else {
             continue;
@@ -181,6 +182,7 @@ async fn track_page(
         }
         record_pipe.invoke_script(&invocation);
         decided += 1;
+        kinds.push(outcome.as_str());
     }
     if decided == 0 {
         return Ok((watched.len(), 0));
@@ -192,6 +194,11 @@ async fn track_page(
         .query_async::<String>(conn)
         .await?;
     let recorded: Vec<i64> = record_pipe.query_async(conn).await?;
+    for (kind, r) in kinds.iter().zip(&recorded) {
+        if *r == 1 {
+            crate::metrics::global().retry_result(kind, 1);
+        }
+    }
     Ok((watched.len(), recorded.iter().filter(|r| **r == 1).count()))
 }
 

@@ -473,6 +473,7 @@ impl AuditWriter {
         self.status
             .records_written
             .fetch_add(written as u64, Ordering::Relaxed);
+        crate::metrics::global().audit_written(written as u64);
         self.status
             .last_flush_ms
             .store(crate::retry::service::now_ms(), Ordering::Relaxed);

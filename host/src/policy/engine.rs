@@ -387,6 +387,28 @@ impl PolicyEngine {
         now_ms: u64,
         known: Option<&Classification>,
     ) -> Result<Evaluation, EvalError> {
+        let started = std::time::Instant::now();
+        let result = self.evaluate_inner(policy, failure, params, now_ms, known);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        crate::metrics::global().evaluation(
+            &policy.digest().to_string(),
+            outcome,
+            started.elapsed(),
+        );
+        result
+    }
+
+    fn evaluate_inner(
+        &self,
+        policy: &Policy,
+        failure: &FailureInput,
+        params: &Params,
+        now_ms: u64,
+        known: Option<&Classification>,
+    ) -> Result<Evaluation, EvalError> {
         let input = bindings::Failure::from(failure);
         let wasi = WasiInputs {
             now_ms,

@@ -450,6 +450,7 @@ impl<B: QueueBackend> RetryService<B> {
                 now_ms(),
             );
             state::append_audit(&mut conn, &record).await?;
+            crate::metrics::global().retry_outcome(outcome.outcome.as_str(), outcome.dry_run);
             return Ok(outcome);
         };
         let r = JobRef {
@@ -705,6 +706,9 @@ impl<B: QueueBackend> RetryService<B> {
                 self.requeue(&to_requeue, options, actor, operation_id, now)
                     .await,
             );
+        }
+        for o in &outcomes {
+            crate::metrics::global().retry_outcome(o.outcome.as_str(), o.dry_run);
         }
         Ok(outcomes)
     }

@@ -120,3 +120,58 @@ async fn readyz_and_stats_report_an_audit_that_falls_behind() {
         reply.json
     );
 }
+
+#[tokio::test]
+async fn metrics_expose_requests_outcomes_evaluations_and_redis_gauges_in_prometheus_text() {
+    use tower::ServiceExt as _;
+    let redis = RedisServer::start();
+    crate::common::write_failed(
+        &mut crate::common::connect(&redis),
+        &[crate::common::RawJob::new(
+            "m-1",
+            crate::common::NETWORK_TB,
+            retryguard::retry::service::now_ms() - 3_600_000,
+        )],
+    );
+    let app = app(&redis).await;
+    let reply = send(&app, "POST", "/api/v1/jobs/failed/m-1/retry?dry_run=true").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let response = app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for needle in [
+        "retryguard_http_requests_total{route=\"/api/v1/jobs/failed/{id}/retry\",method=\"POST\",status=\"200\"}",
+        "retryguard_retry_outcomes_total{outcome=\"retried\",dry_run=\"true\"}",
+        "retryguard_policy_evaluations_total{policy=\"",
+        "retryguard_policy_evaluation_duration_seconds_bucket{policy=\"",
+        "retryguard_rq_jobs{queue=\"default\",state=\"failed\"} 1",
+        "retryguard_failed_jobs_by_type{failure_type=\"network_error\"}",
+        "retryguard_audit_backlog 1",
+        "retryguard_redis_up 1",
+        "# TYPE retryguard_http_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    // Every sample line is `name{labels} value` or `name value`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
