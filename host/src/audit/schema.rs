@@ -202,6 +202,11 @@ impl AuditRecord {
     /// is kept as null rather than losing the record — and unknown fields are ignored, so
     /// an older writer reads a newer instance's entries.
     pub fn from_entry(id: StreamId, fields: &[(String, String)]) -> Self {
+        Self::from_owned_entry(id, fields.to_vec())
+    }
+
+    /// `from_entry`, moving the values instead of copying them (the writer's path).
+    pub fn from_owned_entry(id: StreamId, fields: Vec<(String, String)>) -> Self {
         let mut r = AuditRecord {
             record_id: id.to_string(),
             timestamp_us: i64::try_from(id.ms)
@@ -210,43 +215,43 @@ impl AuditRecord {
             ..AuditRecord::default()
         };
         for (k, v) in fields {
-            let s = || Some(v.clone());
             let b = || v.parse::<bool>().ok();
             let i64_ = || v.parse::<i64>().ok();
             let i32_ = || v.parse::<i32>().ok();
+            let some = Some;
             match k.as_str() {
-                "job_id" => r.job_id = s(),
-                "job_type" => r.job_type = s(),
-                "queue" => r.queue = s(),
-                "user_or_system" => r.user_or_system = v.clone(),
-                "retry_reason" => r.retry_reason = non_empty(v),
+                "job_id" => r.job_id = some(v),
+                "job_type" => r.job_type = some(v),
+                "queue" => r.queue = some(v),
+                "user_or_system" => r.user_or_system = v,
+                "retry_reason" => r.retry_reason = non_empty(&v),
                 "attempt_number" => r.attempt_number = i32_(),
-                "failure_type" => r.failure_type = non_empty(v),
+                "failure_type" => r.failure_type = non_empty(&v),
                 "retryable" => r.retryable = b(),
-                "decision" => r.decision = v.clone(),
-                "operation_id" => r.operation_id = non_empty(v),
-                "policy_digest" => r.policy_digest = non_empty(v),
-                "shadow_policy_digest" => r.shadow_policy_digest = non_empty(v),
-                "shadow_decision" => r.shadow_decision = non_empty(v),
+                "decision" => r.decision = v,
+                "operation_id" => r.operation_id = non_empty(&v),
+                "policy_digest" => r.policy_digest = non_empty(&v),
+                "shadow_policy_digest" => r.shadow_policy_digest = non_empty(&v),
+                "shadow_decision" => r.shadow_decision = non_empty(&v),
                 "dry_run_flag" => r.dry_run_flag = b().unwrap_or(false),
                 "forced" => r.forced = b().unwrap_or(false),
                 "success" => r.success = b(),
-                "error_message" => r.error_message = non_empty(v),
-                "params" => r.params = s(),
+                "error_message" => r.error_message = non_empty(&v),
+                "params" => r.params = some(v),
                 "now_ms" => r.now_ms = i64_(),
                 "seed" => r.seed = v.parse().ok(),
-                "job_status" => r.job_status = s(),
-                "exc_type" => r.exc_type = s(),
-                "exc_message" => r.exc_message = s(),
-                "traceback_sha256" => r.traceback_sha256 = non_empty(v),
+                "job_status" => r.job_status = some(v),
+                "exc_type" => r.exc_type = some(v),
+                "exc_message" => r.exc_message = some(v),
+                "traceback_sha256" => r.traceback_sha256 = non_empty(&v),
                 "failed_at_ms" => r.failed_at_ms = i64_(),
                 "first_failed_at_ms" => r.first_failed_at_ms = i64_(),
                 "prior_attempts" => r.prior_attempts = i32_(),
                 "last_attempt_at_ms" => r.last_attempt_at_ms = i64_(),
                 "queue_retries_left" => r.queue_retries_left = i32_(),
-                "attributes" => r.attributes = non_empty(v),
-                "filter" => r.filter = s(),
-                "counts" => r.counts = s(),
+                "attributes" => r.attributes = non_empty(&v),
+                "filter" => r.filter = some(v),
+                "counts" => r.counts = some(v),
                 "time_to_outcome_ms" => r.time_to_outcome_ms = i64_(),
                 _ => {}
             }
