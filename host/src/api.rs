@@ -26,6 +26,7 @@ use crate::retry::{RetryService, ServiceConfig};
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(audit::router())
+        .merge(guard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -80,7 +80,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8000".into(),
             request_timeout_seconds: 60,
-            body_limit_bytes: 64 << 10,
+            // Room for a guard result of `max_result_bytes` and its JSON envelope.
+            body_limit_bytes: 128 << 10,
             retry_all_wait_seconds: 30,
             max_concurrent_retry_all: 4,
         }
@@ -471,6 +472,16 @@ impl Config {
                 );
             }
         }
+        if g.max_result_bytes.saturating_add(4096) > self.server.body_limit_bytes {
+            return invalid(
+                "guard.max_result_bytes",
+                format!(
+                    "must be at least 4096 below server.body_limit_bytes ({}), so a result that \
+                     fits also fits in a request; not {}",
+                    self.server.body_limit_bytes, g.max_result_bytes
+                ),
+            );
+        }
         if !(1..=g.max_lease_seconds).contains(&g.default_lease_seconds) {
             return invalid(
                 "guard.default_lease_seconds",
@@ -698,7 +709,7 @@ mod tests {
             [server]
             listen = "[::1]:9000"
             request_timeout_seconds = 20
-            body_limit_bytes = 1024
+            body_limit_bytes = 102400
             retry_all_wait_seconds = 5
             max_concurrent_retry_all = 2
             [retry]

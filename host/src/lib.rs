@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod queue;

@@ -14,6 +14,7 @@ mod auth;
 mod cli_client;
 mod common;
 mod errors;
+mod guard;
 mod health;
 mod jobs;
 mod operations;

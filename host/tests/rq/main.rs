@@ -13,6 +13,7 @@
 
 mod audit;
 mod counting;
+mod guard;
 mod harness;
 mod http;
 mod layout;
