@@ -467,6 +467,26 @@ async fn outcomes_of_retries_run_by_a_real_worker_are_recorded_once() {
     assert_eq!(b.len(), 1, "{b:?}");
     assert_eq!(b[0]["decision"], "failed_again");
     assert_eq!(b[0]["attempt_number"], "1");
+    // The stats read the same records: one success out of two retries.
+    let empty = tempfile::tempdir().unwrap();
+    let dir = Arc::new(AuditDir::open(empty.path()).unwrap());
+    let now = retryguard::retry::service::now_ms();
+    let stats = retryguard::audit::stats::retry_stats(&mut conn, &dir, now)
+        .await
+        .unwrap();
+    assert_eq!(stats.retries_today, 2, "{stats:?}");
+    assert_eq!(stats.retry_success_rate, Some(0.5), "{stats:?}");
+    let by_type: BTreeMap<_, _> = stats
+        .by_job_type
+        .iter()
+        .map(|g| (g.value.clone().unwrap_or_default(), g.success_rate))
+        .collect();
+    assert_eq!(by_type.get("jobs.fail_once"), Some(&Some(1.0)), "{stats:?}");
+    assert_eq!(
+        by_type.get("jobs.count_and_fail"),
+        Some(&Some(0.0)),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
