@@ -228,3 +228,92 @@ fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm(
         .unwrap();
     assert_eq!(outbox, 0, "acknowledged and trimmed");
 }
+
+#[test]
+fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() {
+    let redis = RedisServer::start();
+    let ended = retryguard::retry::service::now_ms() - 3_600_000;
+    let ids: Vec<String> = (0..6000).map(|i| format!("term-{i}")).collect();
+    let jobs: Vec<crate::common::RawJob<'_>> = ids
+        .iter()
+        .map(|id| crate::common::RawJob::new(id, crate::common::NETWORK_TB, ended))
+        .collect();
+    crate::common::write_failed(&mut crate::common::connect(&redis), &jobs);
+    let audit = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = retryguard()
+        .arg("serve")
+        .env("RETRYGUARD_REDIS_URL", redis.url())
+        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RETRYGUARD_AUDIT_DIR", audit.path())
+        // Answer 202 at once: the retry-all runs on as an operation.
+        .env("RETRYGUARD_SERVER_RETRY_ALL_WAIT_SECONDS", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
+    }
+    let (status, body) = http(port, "POST", "/api/v1/jobs/failed/retry-all");
+    assert_eq!(status, 202, "{body}");
+    // SIGTERM once the operation has requeued some jobs, while it is still running.
+    let url = body["status_url"].as_str().unwrap().to_string();
+    for _ in 0..2000 {
+        let (_, op) = http(port, "GET", &url);
+        if op["processed"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = (0..600).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    let Some(exit) = exited else {
+        let _ = child.kill();
+        panic!("serve did not stop within 60 s of SIGTERM");
+    };
+    assert!(exit.success(), "{exit}");
+
+    let mut con = crate::common::connect(&redis);
+    let requeued: Vec<String> = redis::cmd("LRANGE")
+        .arg("rq:queue:default")
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .unwrap();
+    assert!(!requeued.is_empty(), "the retry-all had started");
+    let outbox: u64 = redis::cmd("XLEN")
+        .arg("retryguard:audit:outbox")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(outbox, 0, "the shutdown flushed the outbox");
+    let dir = retryguard::audit::AuditDir::open(audit.path()).unwrap();
+    let mut retried = std::collections::BTreeSet::new();
+    let mut decisions = std::collections::BTreeMap::<String, usize>::new();
+    for part in dir.parts().unwrap() {
+        for r in retryguard::audit::files::read_all(&part.path).unwrap() {
+            *decisions.entry(r.decision.clone()).or_default() += 1;
+            if r.decision == "retried" {
+                assert!(retried.insert(r.job_id.unwrap()), "one record per requeue");
+            }
+        }
+    }
+    let requeued: std::collections::BTreeSet<String> = requeued.into_iter().collect();
+    assert_eq!(retried, requeued, "{decisions:?}");
+    assert_eq!(decisions.get("operation_started"), Some(&1));
+    assert_eq!(decisions.get("operation_finished"), Some(&1));
+}
