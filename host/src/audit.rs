@@ -38,7 +38,7 @@ impl Keys {
 }
 
 /// Whether the audit trail keeps up, as any instance sees it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AuditHealth {
     /// `ok`, or `degraded` with `reason`.
     pub status: &'static str,

@@ -83,7 +83,7 @@ pub enum RequeueResult {
 }
 
 /// Counts per state of one queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueCounts {
     pub queue: String,
     pub queued: u64,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::views::parse_rfc3339;
 use crate::audit::AuditRecord;
 use crate::audit::query::{self, AuditQuery, DEFAULT_LIMIT, MAX_LIMIT, QueryError};
@@ -25,20 +25,62 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/jobs/retry-audit", get(retry_audit))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// Only this job's records.
     job_id: Option<String>,
+    /// Records at or after this time: RFC 3339 or epoch milliseconds.
     since: Option<String>,
+    /// Records at or before this time: RFC 3339 or epoch milliseconds.
     until: Option<String>,
+    /// Only this actor's records (a token name, `local`, `system`).
     actor: Option<String>,
+    /// Only this decision (`[a-z0-9_]{1,64}`, e.g. `blocked_cooldown`).
     decision: Option<String>,
+    /// Only this failure type (`[a-z0-9_]{1,64}`).
     failure_type: Option<String>,
+    /// Only this retry-all operation's records.
     operation_id: Option<String>,
+    /// Records per page (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
 }
 
+/// One page of audit records, newest first.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON `retry_audit` builds"
+)]
+struct AuditPage {
+    /// The records: every column of the audit trail (`record_id`, `job_id`, `decision`,
+    /// `actor`, …), with `timestamp` in RFC 3339.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<serde_json::Value>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The retry audit trail, newest first, filtered and paged (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/retry-audit",
+    tag = "audit",
+    params(AuditParams),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One page of records", body = AuditPage),
+        (status = 400, description = "A malformed parameter (`invalid_query`, `invalid_cursor`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 500, description = "Internal error (unreadable audit files)", body = ErrorBody),
+        (status = 503, description = "No audit directory configured (`audit_not_configured`), Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn retry_audit(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,

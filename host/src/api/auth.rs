@@ -131,10 +131,12 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The role a request needs; `None` for the probes anyone may call (and `/metrics`
-/// unless `[auth] protect_metrics`).
+/// The role a request needs; `None` for the probes and the OpenAPI document anyone may
+/// call (and `/metrics` unless `[auth] protect_metrics`).
 pub fn required_role(method: &Method, path: &str, protect_metrics: bool) -> Option<Role> {
-    if matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !protect_metrics) {
+    if matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+        || (path == "/metrics" && !protect_metrics)
+    {
         return None;
     }
     let admin_path = path.starts_with("/api/v1/policies");
@@ -258,6 +260,7 @@ mod tests {
         );
         assert_eq!(r(Method::GET, "/healthz"), None);
         assert_eq!(r(Method::GET, "/readyz"), None);
+        assert_eq!(r(Method::GET, "/openapi.json"), None);
         assert_eq!(r(Method::GET, "/api/v1/jobs/failed"), Some(Role::Read));
         assert_eq!(r(Method::GET, "/api/v1/jobs/retry-audit"), Some(Role::Read));
         assert_eq!(

@@ -14,6 +14,24 @@ use serde_json::json;
 use crate::queue::QueueError;
 use crate::retry::RetryError;
 
+/// The body of every error answer: `{"error": {"code", "message"}}` (what `ApiError::body`
+/// sends; some endpoints add fields beside `error`, see each operation).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code, e.g. `invalid_query`, `not_found`, `unauthorized`,
+    /// `forbidden`, `redis_unavailable`, `timeout`, `internal`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A sentence for people; 5xx details are logged, never sent.
+    pub message: String,
+}
+
 /// Everything a request can fail with. 5xx details are logged, never sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -109,7 +127,12 @@ impl ApiError {
 
     /// The JSON body: `{"error": {"code", "message"}}`.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code(), "message": self.to_string()}})
+        json!(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        })
     }
 }
 

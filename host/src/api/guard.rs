@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
 use crate::guard::{Begin, Complete, Guard, GuardError, InvalidInput, Release, State as KeyState};
 
 /// The header on a replayed result (as Stripe names it).
@@ -120,7 +120,105 @@ fn result_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `201` of `begin`: the caller holds the key until `lease_until_ms`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON the guard handlers build"
+)]
+struct Acquired {
+    /// `acquired`.
+    state: String,
+    key: String,
+    /// Pass to `complete` or `release`.
+    token: u64,
+    lease_seconds: u64,
+    lease_until_ms: u64,
+}
+
+/// `200` of `begin` (a replay, `Idempotent-Replayed: true`) and of `complete`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON the guard handlers build"
+)]
+struct Completed {
+    /// `completed`.
+    state: String,
+    key: String,
+    /// The stored result, as given to `complete`.
+    #[schema(value_type = Object)]
+    result: Value,
+    /// When it completed (epoch ms); only in `begin`'s replay.
+    completed_ms: Option<u64>,
+}
+
+/// `409` of `begin` (`in_progress`, with `Retry-After`) and of `complete`/`release`
+/// (`stale_token`): the error body plus the key's state.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON the guard handlers build"
+)]
+struct Conflict {
+    error: ErrorDetail,
+    /// The key's state: `in_progress`, `completed` or `absent`.
+    state: String,
+    key: String,
+    /// Only with `in_progress`.
+    lease_until_ms: Option<u64>,
+    /// Only with `in_progress` (also the `Retry-After` header).
+    retry_after_seconds: Option<u64>,
+}
+
+/// `200` of `release`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON the guard handlers build"
+)]
+struct Released {
+    /// `absent`.
+    state: String,
+    key: String,
+    released: bool,
+}
+
+/// `GET …/{key}`: the key's state; the fields after `now_ms` depend on it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON the guard handlers build"
+)]
+struct KeyView {
+    key: String,
+    /// `absent`, `in_progress` or `completed`.
+    state: String,
+    token: u64,
+    updated_ms: u64,
+    now_ms: u64,
+    /// `in_progress` and `completed` only.
+    fingerprint: Option<String>,
+    /// `in_progress` only.
+    lease_until_ms: Option<u64>,
+    /// `in_progress` only.
+    lease_expired: Option<bool>,
+    /// `completed` only.
+    completed_ms: Option<u64>,
+    /// `completed` only: the stored result.
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+}
+
+/// `DELETE …/{key}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Deleted {
+    key: String,
+    /// Whether the key existed.
+    deleted: bool,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 struct BeginBody {
     /// What the request is (e.g. a hash of its arguments): the same key with another
@@ -130,6 +228,29 @@ struct BeginBody {
     lease_seconds: Option<u64>,
 }
 
+/// Claim a key before doing the work it names, or get the stored result of work already
+/// done (role `operate`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/idempotency/{key}/begin",
+    tag = "idempotency",
+    params(("key" = String, Path, description = "The idempotency key (1..=255 bytes after percent-decoding)")),
+    request_body = BeginBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "Acquired: do the work, then `complete` (or `release`)", body = Acquired),
+        (status = 200, description = "Already completed: the stored result (`Idempotent-Replayed: true`)", body = Completed,
+            headers(("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "A malformed key, fingerprint or body (`invalid_key`, `invalid_fingerprint`, `invalid_body`, `invalid_json`)", body = ErrorBody),
+        (status = 409, description = "Another caller holds the key (`in_progress`, `Retry-After`)", body = Conflict,
+            headers(("Retry-After" = u64, description = "Seconds until the lease ends"))),
+        (status = 422, description = "The key was used with another fingerprint (`fingerprint_mismatch`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn begin(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
@@ -205,16 +326,36 @@ async fn begin(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteBody {
     /// The token `begin` gave.
     token: u64,
     /// Any JSON value (`null` included).
     #[serde(default)]
+    #[schema(value_type = Object)]
     result: Value,
 }
 
+/// Store the result of the work and mark the key completed (role `operate`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/idempotency/{key}/complete",
+    tag = "idempotency",
+    params(("key" = String, Path, description = "The idempotency key (1..=255 bytes after percent-decoding)")),
+    request_body = CompleteBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Completed", body = Completed),
+        (status = 400, description = "A malformed key or body (`invalid_key`, `invalid_body`, `invalid_json`)", body = ErrorBody),
+        (status = 409, description = "The token no longer holds the key (`stale_token`)", body = Conflict),
+        (status = 413, description = "The result is over `[guard] max_result_bytes` (`result_too_large`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn complete(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
@@ -232,12 +373,32 @@ async fn complete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseBody {
+    /// The token `begin` gave.
     token: u64,
 }
 
+/// Give the key up without a result (the work failed and may be tried again) (role
+/// `operate`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/idempotency/{key}/release",
+    tag = "idempotency",
+    params(("key" = String, Path, description = "The idempotency key (1..=255 bytes after percent-decoding)")),
+    request_body = ReleaseBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Released: the key is absent", body = Released),
+        (status = 400, description = "A malformed key or body (`invalid_key`, `invalid_json`)", body = ErrorBody),
+        (status = 409, description = "The token no longer holds the key (`stale_token`)", body = Conflict),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn release(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
@@ -267,6 +428,22 @@ fn stale(key: &str, token: u64, state: KeyState) -> GuardReply {
     }
 }
 
+/// A key's state (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/idempotency/{key}",
+    tag = "idempotency",
+    params(("key" = String, Path, description = "The idempotency key (1..=255 bytes after percent-decoding)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The key's state (`absent` for an unknown key)", body = KeyView),
+        (status = 400, description = "A malformed key (`invalid_key`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
@@ -299,11 +476,27 @@ async fn show(
     Ok(Json(body))
 }
 
+/// Forget a key whatever its state: an operator's action (role `admin`).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/idempotency/{key}",
+    tag = "idempotency",
+    params(("key" = String, Path, description = "The idempotency key (1..=255 bytes after percent-decoding)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Deleted (or there was nothing to delete)", body = Deleted),
+        (status = 400, description = "A malformed key (`invalid_key`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `admin`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
-) -> Result<Json<Value>, GuardReply> {
+) -> Result<Json<Deleted>, GuardReply> {
     let key = key(path)?;
     let deleted = guard(&state).delete(&key).await?;
-    Ok(Json(json!({"key": key, "deleted": deleted})))
+    Ok(Json(Deleted { key, deleted }))
 }

@@ -24,10 +24,76 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// What `/healthz` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Healthz {
+    /// Always `ok`.
+    status: &'static str,
 }
 
+/// What `/readyz` answers when Redis answers.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "schema only: describes the JSON `readyz` builds")]
+struct Ready {
+    /// `ready`, or `degraded` when the audit trail lags (retries still work).
+    status: String,
+    /// Whether the audit trail keeps up; `null` when it cannot be read.
+    audit: Option<crate::audit::AuditHealth>,
+    redis: ReadyRedis,
+    /// Durability risks of this Redis and audit problems, in sentences.
+    warnings: Vec<String>,
+}
+
+/// The Redis `/readyz` checked.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "schema only: describes the JSON `readyz` builds")]
+struct ReadyRedis {
+    /// The Redis URL, password redacted.
+    url: String,
+    ping_ms: u64,
+    /// `yes`, `no` or `unknown` (CONFIG GET refused).
+    appendonly: String,
+    appendfsync: String,
+    maxmemory_policy: String,
+}
+
+/// What `/readyz` answers when Redis does not: the error body plus `status` and `redis`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: describes the JSON `not_ready` builds"
+)]
+struct NotReady {
+    error: super::error::ErrorDetail,
+    /// Always `not_ready`.
+    status: String,
+    /// `{"url": …}`, the password redacted.
+    #[schema(value_type = Object)]
+    redis: serde_json::Value,
+}
+
+/// Liveness: the process answers (open, no token).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "Alive", body = Healthz))
+)]
+async fn healthz() -> Json<Healthz> {
+    Json(Healthz { status: "ok" })
+}
+
+/// Readiness: Redis answers within 3 s; reports its durability settings and the audit
+/// trail's health (open, no token).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready (or degraded: see `warnings`)", body = Ready),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or request timeout", body = NotReady),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let redis_url = redact_url(&state.config.redis.url);
     let status = match tokio::time::timeout(READY_TIMEOUT, state.service.redis_status()).await {

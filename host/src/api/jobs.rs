@@ -13,9 +13,9 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::Actor;
-use super::error::{ApiError, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::views::{
-    JobJson, OutcomeJson, SummaryJson, decode_cursor, encode_cursor, parse_rfc3339,
+    JobJson, JobPage, OutcomeJson, SummaryJson, decode_cursor, encode_cursor, parse_rfc3339,
 };
 use crate::retry::{JobFilter, Outcome, RetryOptions};
 
@@ -39,23 +39,49 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs/stats", get(stats))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this queue.
     queue: Option<String>,
+    /// Only job types matching this glob (e.g. `app.tasks.*`).
     job_type: Option<String>,
+    /// Only this failure type (`[a-z0-9_]{1,64}`, as the policy classifies).
     failure_type: Option<String>,
+    /// Only jobs whose failure type is (or is not) retryable.
     retryable: Option<bool>,
+    /// Only jobs that failed at or after this RFC 3339 time.
     failed_after: Option<String>,
+    /// Only jobs that failed before this RFC 3339 time.
     failed_before: Option<String>,
+    /// Jobs per page, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
 }
 
+/// List failed jobs with what the policy says about each (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/failed",
+    tag = "jobs",
+    params(ListQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One page of failed jobs", body = JobPage),
+        (status = 400, description = "A malformed parameter (`invalid_query`, `invalid_cursor`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -83,12 +109,29 @@ async fn list(
         .into_iter()
         .map(|v| JobJson::new(v, false))
         .collect();
-    Ok(Json(json!({
-        "jobs": jobs,
-        "next_cursor": page.next_cursor.as_ref().map(encode_cursor),
-    })))
+    Ok(Json(JobPage {
+        jobs,
+        next_cursor: page.next_cursor.as_ref().map(encode_cursor),
+    }))
 }
 
+/// One failed job with its traceback and what the policy says (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/failed/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The RQ job id (1..=512 bytes)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The job, `traceback` included", body = JobJson),
+        (status = 400, description = "A malformed job id (`invalid_job_id`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 404, description = "No failed job with this id (`not_found`)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -100,12 +143,20 @@ async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RetryQuery {
+    /// Decide and report, requeue nothing (default false).
+    #[param(required = false)]
     dry_run: bool,
+    /// Retry even when the policy says no; needs `reason` (default false).
+    #[param(required = false)]
     force: bool,
+    /// Only retry when the failure type is retryable (default true).
+    #[param(required = false, default = true)]
     retry_only_retryable: bool,
+    /// Why (written to the audit trail; required with `force`; at most 1024 bytes).
     reason: Option<String>,
 }
 
@@ -120,6 +171,23 @@ impl Default for RetryQuery {
     }
 }
 
+/// Retry one failed job if its policy allows (role `operate`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/failed/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The RQ job id (1..=512 bytes)"), RetryQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The outcome (requeued, or why not)", body = OutcomeJson),
+        (status = 400, description = "A malformed parameter (`invalid_query`, `invalid_job_id`, `force_requires_reason`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 404, description = "No failed job with this id (`not_found`)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     Actor(actor): Actor,
@@ -135,18 +203,41 @@ async fn retry(
     Ok(Json(outcome.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RetryAllQuery {
+    /// Decide and report, requeue nothing (default false).
+    #[param(required = false)]
     dry_run: bool,
+    /// Retry even when the policy says no; needs `reason` (default false).
+    #[param(required = false)]
     force: bool,
+    /// Only retry jobs whose failure type is retryable (default true).
+    #[param(required = false, default = true)]
     retry_only_retryable: bool,
+    /// Only this queue.
     queue: Option<String>,
+    /// Only job types matching this glob.
     job_type: Option<String>,
+    /// Only this failure type (`[a-z0-9_]{1,64}`).
     failure_type: Option<String>,
+    /// At most this many jobs (at least 1).
+    #[param(minimum = 1)]
     limit: Option<u64>,
+    /// Why (written to the audit trail; required with `force`).
     reason: Option<String>,
+    /// How long to wait for the result before answering 202 (default
+    /// `[server] retry_all_wait_seconds`; at most the request timeout less one).
     wait_seconds: Option<u64>,
+}
+
+/// A retry-all still running: watch it at `status_url`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Accepted {
+    operation_id: String,
+    /// `/api/v1/operations/{operation_id}` (also the `Location` header).
+    status_url: String,
 }
 
 impl Default for RetryAllQuery {
@@ -165,6 +256,26 @@ impl Default for RetryAllQuery {
     }
 }
 
+/// Retry every failed job matching the filter that its policy allows, as an operation that
+/// goes on past the request (role `operate`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/failed/retry-all",
+    tag = "jobs",
+    params(RetryAllQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The operation finished within `wait_seconds`", body = SummaryJson),
+        (status = 202, description = "Still running: see `status_url` (and `Location`)", body = Accepted,
+            headers(("Location" = String, description = "The operation's status URL"))),
+        (status = 400, description = "A malformed parameter (`invalid_query`, `force_requires_reason`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 429, description = "Too many retry-all operations running (`too_many_operations`, `Retry-After`)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn retry_all(
     State(state): State<AppState>,
     Actor(actor): Actor,
@@ -202,12 +313,51 @@ async fn retry_all(
         Some(Err(e)) => Err(e),
         None => {
             let url = format!("/api/v1/operations/{}", operation.id());
-            let body = json!({"operation_id": operation.id(), "status_url": url});
+            let body = Accepted {
+                operation_id: operation.id().to_string(),
+                status_url: url.clone(),
+            };
             Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
         }
     }
 }
 
+/// What `GET /api/v1/jobs/stats` answers.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "schema only: describes the JSON `stats` builds")]
+struct Stats {
+    /// Jobs per queue and registry.
+    queues: Vec<crate::queue::QueueCounts>,
+    /// Failed jobs per failure type (the first `failed_by_type_limit` examined).
+    failed_by_type: std::collections::BTreeMap<String, u64>,
+    failed_by_type_examined: u64,
+    /// Whether every failed job was examined.
+    failed_by_type_complete: bool,
+    failed_by_type_limit: u64,
+    audit_outbox_length: u64,
+    /// Today's retry metrics from the audit trail (`date`, `retries_today`, `decisions`,
+    /// rates, per job type…); `null` without an audit directory or when it cannot be read.
+    #[schema(value_type = Option<Object>)]
+    retries: serde_json::Value,
+    /// Whether the audit trail keeps up; `null` when it cannot be read.
+    audit: Option<crate::audit::AuditHealth>,
+}
+
+/// Counts: jobs per queue, failed jobs per failure type, today's retries, audit health
+/// (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/stats",
+    tag = "jobs",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The counts", body = Stats),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+    )
+)]
 async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.service.stats(STATS_MAX_JOBS).await?;
     // Today's retry metrics from the audit trail; `null` when the audit is not configured

@@ -24,6 +24,20 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// Prometheus metrics in the text exposition format 0.0.4 (open unless `[auth]
+/// protect_metrics`, then role `read`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    security((), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The metrics", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "No valid bearer token (only with `protect_metrics`)", body = super::error::ErrorBody),
+        (status = 403, description = "The token's role is below `read` (only with `protect_metrics`)", body = super::error::ErrorBody),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(16 << 10);
     global().render(&mut out);

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::error::{ApiError, ApiPath};
+use super::error::{ApiError, ApiPath, ErrorBody};
 use super::views::{SummaryJson, all_counts};
 use super::{AppState, Service};
 use crate::queue::rq::decode::format_rq_time;
@@ -101,7 +101,7 @@ impl Operation {
 }
 
 /// An operation as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OperationJson {
     pub operation_id: String,
     /// `running`, `finished`, `failed` or `cancelled`.
@@ -112,11 +112,13 @@ pub struct OperationJson {
     pub total: u64,
     /// Jobs that got an outcome so far.
     pub processed: u64,
+    /// Jobs per outcome so far, every outcome present.
     pub counts: std::collections::BTreeMap<&'static str, u64>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub summary: Option<SummaryJson>,
     /// `{"error": {"code", "message"}}` of a failed operation.
+    #[schema(value_type = Option<ErrorBody>)]
     pub error: Option<serde_json::Value>,
 }
 
@@ -248,6 +250,22 @@ fn find(state: &AppState, id: &str) -> Result<Arc<Operation>, ApiError> {
     })
 }
 
+/// A retry-all operation: its state, progress and summary (role `read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path, description = "The operation id (at most 128 bytes)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The operation", body = OperationJson),
+        (status = 400, description = "A malformed id (`invalid_operation_id`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `read`", body = ErrorBody),
+        (status = 404, description = "No such operation (finished ones are kept for an hour)", body = ErrorBody),
+        (status = 503, description = "Request timeout", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -255,7 +273,23 @@ async fn show(
     Ok(Json(find(&state, &id)?.view()))
 }
 
-/// Asks the operation to stop after its current batch; answers with its state.
+/// Asks the operation to stop after its current batch; answers with its state (role
+/// `operate`).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path, description = "The operation id (at most 128 bytes)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The operation, `cancel_requested` set if it was running", body = OperationJson),
+        (status = 400, description = "A malformed id (`invalid_operation_id`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
+        (status = 404, description = "No such operation (finished ones are kept for an hour)", body = ErrorBody),
+        (status = 503, description = "Request timeout", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

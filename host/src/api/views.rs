@@ -15,7 +15,7 @@ use crate::retry::{JobOutcome, JobView, Outcome, Summary};
 const MAX_CURSOR_BYTES: usize = 4096;
 
 /// A failed job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobJson {
     pub id: String,
     pub queue: String,
@@ -40,12 +40,13 @@ pub struct JobJson {
 }
 
 /// What the policy says now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DecisionJson {
     /// `retry` (due now), `wait` (cooling down until `retry_at`), `hold` (see `hold_kind`),
     /// `error` (the policy failed: never a retry).
     pub action: &'static str,
     pub retry_at: Option<String>,
+    /// Why a `hold`: the policy's hold kind (`null` unless `action` is `hold`).
     pub hold_kind: Option<HoldKind>,
     pub reason: String,
 }
@@ -84,7 +85,7 @@ impl JobJson {
 }
 
 /// One job's retry outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutcomeJson {
     pub job_id: String,
     pub queue: String,
@@ -121,6 +122,14 @@ impl From<JobOutcome> for OutcomeJson {
     }
 }
 
+/// One page of failed jobs, newest failures first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobJson>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Counts of every outcome, zeros included, so clients need not know the list.
 pub fn all_counts(counts: &BTreeMap<Outcome, u64>) -> BTreeMap<&'static str, u64> {
     Outcome::ALL
@@ -130,11 +139,12 @@ pub fn all_counts(counts: &BTreeMap<Outcome, u64>) -> BTreeMap<&'static str, u64
 }
 
 /// The result of a retry-all.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SummaryJson {
     pub operation_id: String,
     /// Jobs that matched the filter and got an outcome.
     pub total: u64,
+    /// Jobs per outcome, every outcome present (zeros included).
     pub counts: BTreeMap<&'static str, u64>,
     pub cancelled: bool,
     pub dry_run: bool,

@@ -96,7 +96,7 @@ pub struct Classification {
 }
 
 /// Why a policy refuses to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldKind {
     MaxAttempts,

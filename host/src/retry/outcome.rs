@@ -5,7 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Classification;
 
 /// The outcome of one job in a retry or retry-all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Requeued (or, in a dry run, would be).

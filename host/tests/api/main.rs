@@ -17,6 +17,7 @@ mod errors;
 mod guard;
 mod health;
 mod jobs;
+mod openapi;
 mod operations;
 #[path = "../rq/support/redis_server.rs"]
 #[allow(dead_code, reason = "shared harness: not every helper is used here")]

@@ -1,0 +1,96 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the `ToSchema`/`IntoParams` derives of the types they
+//! take and return (never hand-written). `tests/api/openapi.rs` checks that every route of
+//! `super::ROUTES` is in it, and nothing else.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "retryguard",
+        description = "Safe retries for failed RQ jobs, judged by sandboxed WebAssembly \
+            policies. Every error is `{\"error\": {\"code\", \"message\"}}` (`ErrorBody`). \
+            With `[auth] tokens` configured, requests carry `Authorization: Bearer <token>`; \
+            roles: GET needs `read`, POST and DELETE need `operate`, DELETE of an idempotency \
+            key and `/api/v1/policies*` need `admin`; `/healthz`, `/readyz`, `/openapi.json` \
+            (and `/metrics` unless `protect_metrics`) are open. Any route may also answer \
+            413 (body over the limit), 414 (URI over 8192 bytes) and 503 `timeout`."
+    ),
+    paths(
+        super::jobs::list,
+        super::jobs::show,
+        super::jobs::retry,
+        super::jobs::retry_all,
+        super::jobs::stats,
+        super::audit::retry_audit,
+        super::operations::show,
+        super::operations::cancel,
+        super::health::healthz,
+        super::health::readyz,
+        super::metrics::metrics,
+        super::guard::begin,
+        super::guard::complete,
+        super::guard::release,
+        super::guard::show,
+        super::guard::delete,
+        openapi_json,
+    ),
+    components(schemas(super::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "jobs", description = "Failed jobs and retries"),
+        (name = "operations", description = "Retry-all operations"),
+        (name = "audit", description = "The retry audit trail"),
+        (name = "idempotency", description = "The idempotency guard (docs/guard.md)"),
+        (name = "health", description = "Probes and metrics"),
+        (name = "meta", description = "This document"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the `bearerAuth` scheme the operations' `security` refers to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token made by `retryguard auth new-token`, configured as \
+                         `name:role:sha256` in `[auth] tokens`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, as `/openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// This OpenAPI 3.1 document (open, no token).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
