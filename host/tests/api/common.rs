@@ -230,32 +230,72 @@ pub fn retryguard() -> std::process::Command {
     cmd
 }
 
-/// `retryguard serve` over `redis` on a free port: the child, its port, and its stdout
-/// (the banner) for the caller to read.
-pub fn spawn_serve(
-    redis: &RedisServer,
-) -> (
+/// A running `retryguard serve`: the child, its port, and its stdout (the banner).
+pub type Serve = (
     std::process::Child,
     u16,
     std::io::BufReader<std::process::ChildStdout>,
-) {
+);
+
+/// `retryguard serve` over `redis` on a free port, its audit directory a fresh one under the
+/// temp dir: the child, its port, and its stdout (the banner) for the caller to read.
+pub fn spawn_serve(redis: &RedisServer) -> Serve {
     let port = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let audit = std::env::temp_dir().join(format!("retryguard-test-audit-{port}"));
+    spawn_serve_on(redis, port, &[("RETRYGUARD_AUDIT_DIR", audit.as_os_str())])
+}
+
+/// `retryguard serve` over `redis` with extra environment (e.g. its audit directory and
+/// flush interval), once it says it listens.
+pub fn spawn_serve_with(redis: &RedisServer, env: &[(&str, &std::ffi::OsStr)]) -> Serve {
+    use std::io::BufRead as _;
+    let port = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (child, port, mut stdout) = spawn_serve_on(redis, port, env);
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
+    }
+    (child, port, stdout)
+}
+
+fn spawn_serve_on(redis: &RedisServer, port: u16, env: &[(&str, &std::ffi::OsStr)]) -> Serve {
     let mut child = retryguard()
         .arg("serve")
         .env("RETRYGUARD_REDIS_URL", redis.url())
         .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "RETRYGUARD_AUDIT_DIR",
-            std::env::temp_dir().join(format!("retryguard-test-audit-{port}")),
-        )
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     (child, port, stdout)
+}
+
+/// Sends SIGTERM and waits up to `within` for a clean exit.
+pub fn sigterm_and_wait(child: &mut std::process::Child, within: std::time::Duration) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "{exit}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("serve did not stop within {within:?} of SIGTERM");
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{RedisServer, retryguard, spawn_serve};
+use crate::common::{RedisServer, retryguard, sigterm_and_wait, spawn_serve, spawn_serve_with};
 
 #[test]
 fn check_config_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
@@ -168,29 +168,15 @@ fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm(
         )],
     );
     let audit = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A flush interval far longer than the test: only the shutdown flush can write the file.
-    let mut child = retryguard()
-        .arg("serve")
-        .env("RETRYGUARD_REDIS_URL", redis.url())
-        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RETRYGUARD_AUDIT_DIR", audit.path())
-        .env("RETRYGUARD_AUDIT_FLUSH_INTERVAL_MS", "30000")
-        .env("RETRYGUARD_AUDIT_LEASE_TTL_SECONDS", "120")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
-    }
+    let (mut child, port, _stdout) = spawn_serve_with(
+        &redis,
+        &[
+            ("RETRYGUARD_AUDIT_DIR", audit.path().as_os_str()),
+            ("RETRYGUARD_AUDIT_FLUSH_INTERVAL_MS", "30000".as_ref()),
+            ("RETRYGUARD_AUDIT_LEASE_TTL_SECONDS", "120".as_ref()),
+        ],
+    );
     let (status, body) = http(port, "POST", "/api/v1/jobs/failed/paid-1/retry");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "retried", "{body}");
@@ -201,20 +187,7 @@ fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm(
     assert_eq!(records[0]["decision"], "retried");
     assert_eq!(records[0]["user_or_system"], "local");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = (0..300).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    let Some(exit) = exited else {
-        let _ = child.kill();
-        panic!("serve did not stop within 30 s of SIGTERM");
-    };
-    assert!(exit.success(), "{exit}");
+    sigterm_and_wait(&mut child, Duration::from_secs(30));
     let dir = retryguard::audit::AuditDir::open(audit.path()).unwrap();
     let parts = dir.parts().unwrap();
     assert_eq!(parts.len(), 1, "{parts:?}");
@@ -240,28 +213,14 @@ fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() 
         .collect();
     crate::common::write_failed(&mut crate::common::connect(&redis), &jobs);
     let audit = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = retryguard()
-        .arg("serve")
-        .env("RETRYGUARD_REDIS_URL", redis.url())
-        .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RETRYGUARD_AUDIT_DIR", audit.path())
-        // Answer 202 at once: the retry-all runs on as an operation.
-        .env("RETRYGUARD_SERVER_RETRY_ALL_WAIT_SECONDS", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
-    }
+    let (mut child, port, _stdout) = spawn_serve_with(
+        &redis,
+        &[
+            ("RETRYGUARD_AUDIT_DIR", audit.path().as_os_str()),
+            // Answer 202 at once: the retry-all runs on as an operation.
+            ("RETRYGUARD_SERVER_RETRY_ALL_WAIT_SECONDS", "0".as_ref()),
+        ],
+    );
     let (status, body) = http(port, "POST", "/api/v1/jobs/failed/retry-all");
     assert_eq!(status, 202, "{body}");
     // SIGTERM once the operation has requeued some jobs, while it is still running.
@@ -273,20 +232,7 @@ fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = (0..600).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    let Some(exit) = exited else {
-        let _ = child.kill();
-        panic!("serve did not stop within 60 s of SIGTERM");
-    };
-    assert!(exit.success(), "{exit}");
+    sigterm_and_wait(&mut child, Duration::from_secs(60));
 
     let mut con = crate::common::connect(&redis);
     let requeued: Vec<String> = redis::cmd("LRANGE")
