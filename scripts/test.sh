@@ -61,3 +61,6 @@ export RETRYGUARD_TEST_PYTHON="$PWD/.venv-test/bin/python"
 
 step "tests: host (release profile: wasmtime is built once for tests and binary)"
 cargo test --release --locked --workspace
+
+step "fuzzing: every parser of outside data for FUZZ_SECONDS each (scripts/fuzz.sh)"
+scripts/fuzz.sh

@@ -12,6 +12,8 @@ use super::{FailedJob, JobRef, QueueBackend, QueueCounts, QueueError, Requeue, R
 use crate::queue::rq::decode::{exc_info, exc_string, job_type_from_data, parse_rq_time};
 
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 
 pub use keys::RqKeys;
