@@ -62,5 +62,8 @@ export RETRYGUARD_TEST_PYTHON="$PWD/.venv-test/bin/python"
 step "tests: host (release profile: wasmtime is built once for tests and binary)"
 cargo test --release --locked --workspace
 
+step "schemathesis: the live API against its own /openapi.json (scripts/schemathesis.sh)"
+scripts/schemathesis.sh
+
 step "fuzzing: every parser of outside data for FUZZ_SECONDS each (scripts/fuzz.sh)"
 scripts/fuzz.sh

@@ -146,8 +146,7 @@ struct Completed {
     /// `completed`.
     state: String,
     key: String,
-    /// The stored result, as given to `complete`.
-    #[schema(value_type = Object)]
+    /// The stored result, as given to `complete`: any JSON value.
     result: Value,
     /// When it completed (epoch ms); only in `begin`'s replay.
     completed_ms: Option<u64>,
@@ -194,8 +193,10 @@ struct KeyView {
     key: String,
     /// `absent`, `in_progress` or `completed`.
     state: String,
-    token: u64,
-    updated_ms: u64,
+    /// The latest owner's fencing token; `null` for a key never held (within the retention).
+    token: Option<u64>,
+    /// When the record last changed (epoch ms); `null` for a key never held.
+    updated_ms: Option<u64>,
     now_ms: u64,
     /// `in_progress` and `completed` only.
     fingerprint: Option<String>,
@@ -205,8 +206,7 @@ struct KeyView {
     lease_expired: Option<bool>,
     /// `completed` only.
     completed_ms: Option<u64>,
-    /// `completed` only: the stored result.
-    #[schema(value_type = Option<Object>)]
+    /// `completed` only: the stored result (any JSON value).
     result: Option<Value>,
 }
 
@@ -331,7 +331,9 @@ async fn begin(
 struct CompleteBody {
     /// The token `begin` gave.
     token: u64,
-    /// Any JSON value (`null` included).
+    /// Any JSON value (`null` included). Documented as an object: schemathesis 4.32 cannot
+    /// generate bodies from the any-value schema `{}` (an internal Hypothesis error), and an
+    /// object is what results usually are; the server takes any JSON value.
     #[serde(default)]
     #[schema(value_type = Object)]
     result: Value,

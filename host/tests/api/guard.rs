@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use retryguard::api;
 
 use crate::common::{RedisServer, Reply, app, config, connect, send, send_request, state_with};
+use crate::conform::assert_documented;
 
 const BASE: &str = "/api/v1/idempotency";
 
@@ -368,4 +369,41 @@ async fn fifty_concurrent_begins_on_one_key_acquire_it_exactly_once() {
         }
     }
     assert_eq!((acquired, busy), (1, 49));
+}
+
+/// Found by schemathesis (scripts/schemathesis.sh): an unknown key answered `token` and
+/// `updated_ms` as `null` where the document said integer, and a stored result that is not a
+/// JSON object did not match the documented `object`.
+#[tokio::test]
+async fn key_states_and_stored_results_match_the_documented_schemas() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let doc = send(&app, "GET", "/openapi.json").await.json;
+    let key_template = "/api/v1/idempotency/{key}";
+
+    let absent = send(&app, "GET", &format!("{BASE}/never-held")).await;
+    assert_eq!(absent.json["token"], Value::Null, "{}", absent.json);
+    assert_documented(&doc, "GET", key_template, &absent);
+
+    for (n, result) in [json!(null), json!(7), json!("text"), json!([1, "a"])]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("scalar-{n}");
+        let got = begin(&app, &key, json!({"fingerprint": "fp"})).await;
+        assert_documented(&doc, "POST", "/api/v1/idempotency/{key}/begin", &got);
+        let done = post(
+            &app,
+            &format!("{BASE}/{key}/complete"),
+            &json!({"token": token(&got), "result": result}),
+        )
+        .await;
+        assert_eq!(done.json["result"], result);
+        assert_documented(&doc, "POST", "/api/v1/idempotency/{key}/complete", &done);
+        let replay = begin(&app, &key, json!({"fingerprint": "fp"})).await;
+        assert_eq!(replay.status, StatusCode::OK);
+        assert_documented(&doc, "POST", "/api/v1/idempotency/{key}/begin", &replay);
+        let shown = send(&app, "GET", &format!("{BASE}/{key}")).await;
+        assert_documented(&doc, "GET", key_template, &shown);
+    }
 }

@@ -13,6 +13,7 @@ mod audit;
 mod auth;
 mod cli_client;
 mod common;
+mod conform;
 mod errors;
 mod guard;
 mod health;
