@@ -3,6 +3,7 @@
 //! Reads are pipelined (one round trip per batch of jobs) and decode only what they need;
 //! the requeue is one Lua script per job (`rq/lua/requeue.lua`), pipelined per batch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -45,6 +46,7 @@ impl Default for RedisTimeouts {
 pub struct RqBackend {
     conn: ConnectionManager,
     requeue: redis::Script,
+    decoded: Arc<DecodeCache>,
 }
 
 impl std::fmt::Debug for RqBackend {
@@ -71,6 +73,7 @@ impl RqBackend {
         let backend = Self {
             conn,
             requeue: redis::Script::new(REQUEUE_LUA),
+            decoded: Arc::default(),
         };
         backend.refuse_unsupported_layouts().await?;
         // Loaded up front, so the first batch is not sent twice (NOSCRIPT, then again).
@@ -254,7 +257,7 @@ impl QueueBackend for RqBackend {
         let mut dangling = Vec::new();
         for (r, pair) in refs.iter().zip(replies.chunks(2)) {
             let job = match pair {
-                [hash, results] => parse_job(r, hash, results),
+                [hash, results] => parse_job_with(r, hash, results, Some(&self.decoded)),
                 _ => None,
             };
             if job.is_none() {
@@ -476,49 +479,169 @@ async fn prune_dangling(conn: &mut ConnectionManager, refs: &[&JobRef]) -> Resul
     pipe.query_async::<()>(conn).await.map_err(redis_error)
 }
 
-/// One results-stream entry: its id and its field/value pairs.
-type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+/// What a failed job's compressed fields decode to: the job's type (from the pickled `data`)
+/// and its newest failure (from a results entry's `exc_string`), parsed.
+#[derive(Debug)]
+struct DecodedFailure {
+    job_type: String,
+    exc_type: String,
+    exc_message: String,
+    traceback: String,
+}
+
+impl DecodedFailure {
+    fn bytes(&self) -> usize {
+        self.job_type.len() + self.exc_type.len() + self.exc_message.len() + self.traceback.len()
+    }
+}
+
+/// Decoded failures of jobs by (job id, `created_at`, newest results entry id, id of the entry
+/// that held the failure). A results entry never changes once written and a job's `data` is
+/// fixed at creation, so the same key always decodes to the same failure: listing the same
+/// failed jobs again skips base64, two inflates and the traceback parser for each (they were
+/// most of a listing's CPU time). Bounded by bytes; emptied when it would grow past them.
+#[derive(Debug, Default)]
+struct DecodeCache {
+    inner: std::sync::Mutex<DecodeCacheInner>,
+}
+
+type DecodeKey = (String, String, String, String);
+
+#[derive(Debug, Default)]
+struct DecodeCacheInner {
+    entries: std::collections::HashMap<DecodeKey, Arc<DecodedFailure>>,
+    bytes: usize,
+}
+
+impl DecodeCache {
+    /// The most decoded text kept (tracebacks are capped at 1 MiB each, so a byte budget, not
+    /// a count, bounds the memory).
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn get(&self, key: &DecodeKey) -> Option<Arc<DecodedFailure>> {
+        self.inner.lock().ok()?.entries.get(key).cloned()
+    }
+
+    fn put(&self, key: DecodeKey, value: Arc<DecodedFailure>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let size = value.bytes() + key.0.len() + key.1.len() + key.2.len() + key.3.len();
+        if inner.bytes + size > Self::MAX_BYTES {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        if size <= Self::MAX_BYTES && inner.entries.insert(key, value).is_none() {
+            inner.bytes += size;
+        }
+    }
+}
+
+/// The bytes of a bulk-string reply; `None` for nil or anything else.
+fn bulk(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The id and flat field/value list of each entry of an `XREVRANGE` reply, borrowed.
+fn stream_entries(results: &Value) -> Vec<(&[u8], &[Value])> {
+    let Value::Array(entries) = results else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::Array(pair) => match pair.as_slice() {
+                [id, Value::Array(kv)] => Some((bulk(id)?, kv.as_slice())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
 
 /// Builds a `FailedJob` from the job hash fields (`JOB_FIELDS` order) and the newest
 /// results-stream entries. `None` when the hash is gone.
 fn parse_job(r: &JobRef, hash: &Value, results: &Value) -> Option<FailedJob> {
-    let fields: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(hash).ok()?;
-    let field = |i: usize| fields.get(i).cloned().flatten();
+    parse_job_with(r, hash, results, None)
+}
+
+/// [`parse_job`], reusing and filling `cache` for what has to be decompressed.
+fn parse_job_with(
+    r: &JobRef,
+    hash: &Value,
+    results: &Value,
+    cache: Option<&DecodeCache>,
+) -> Option<FailedJob> {
+    let Value::Array(fields) = hash else {
+        return None;
+    };
+    let field = |i: usize| fields.get(i).and_then(bulk);
     let text = |i: usize| {
         field(i)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default()
     };
     // HMGET of a missing hash gives all nils: the job is gone.
-    let status = field(0)?;
-    let status = String::from_utf8_lossy(&status).into_owned();
+    let status = String::from_utf8_lossy(field(0)?).into_owned();
     let origin = text(1);
-    let job_type = field(2)
-        .and_then(|data| job_type_from_data(&data))
-        .unwrap_or_else(|| text(3));
+    let created_at = text(4);
 
-    let entries: Vec<StreamEntry> = redis::from_redis_value_ref(results).unwrap_or_default();
+    let entries = stream_entries(results);
     let result_id = entries
         .first()
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| String::from_utf8_lossy(id).into_owned())
         .unwrap_or_default();
-    let newest_failure = entries.iter().find_map(|(_, kv)| {
-        kv.iter().find(|(k, _)| k == "exc_string").map(|(_, v)| {
-            exc_string(v).unwrap_or_else(|e| format!("(undecodable exc_string: {e})"))
-        })
+    // The newest entry that recorded a failure, and its `exc_string`.
+    let failure_entry = entries.iter().find_map(|(id, kv)| {
+        kv.chunks_exact(2)
+            .find(|pair| bulk(&pair[0]) == Some(b"exc_string".as_slice()))
+            .map(|pair| (*id, bulk(&pair[1]).unwrap_or_default()))
     });
-    let traceback = newest_failure
-        .or_else(|| {
-            field(6)
-                .and_then(|b| exc_info(&b).ok())
-                .filter(|t| !t.is_empty())
-        })
-        .unwrap_or_default();
-    let (exc_type, exc_message) =
-        match retryguard_policy_default::traceback::parse_outermost(&traceback) {
-            Some(p) => (p.exc_type.to_string(), p.message),
-            None => (String::new(), String::new()),
-        };
+    // Without a results entry (RQ 1.x layout) the failure is in the hash: not cached.
+    let key = failure_entry
+        .filter(|_| !result_id.is_empty())
+        .map(|(id, _)| {
+            (
+                r.id.clone(),
+                created_at.clone(),
+                result_id.clone(),
+                String::from_utf8_lossy(id).into_owned(),
+            )
+        });
+    let cached = cache.zip(key.as_ref()).and_then(|(c, k)| c.get(k));
+    let decoded = match cached {
+        Some(d) => d,
+        None => {
+            let job_type = field(2)
+                .and_then(job_type_from_data)
+                .unwrap_or_else(|| text(3));
+            let traceback = match failure_entry {
+                Some((_, v)) => {
+                    exc_string(v).unwrap_or_else(|e| format!("(undecodable exc_string: {e})"))
+                }
+                None => field(6).and_then(|b| exc_info(b).ok()).unwrap_or_default(),
+            };
+            let (exc_type, exc_message) =
+                match retryguard_policy_default::traceback::parse_outermost(&traceback) {
+                    Some(p) => (p.exc_type.to_string(), p.message),
+                    None => (String::new(), String::new()),
+                };
+            let d = Arc::new(DecodedFailure {
+                job_type,
+                exc_type,
+                exc_message,
+                traceback,
+            });
+            if let (Some(c), Some(k)) = (cache, key) {
+                c.put(k, Arc::clone(&d));
+            }
+            d
+        }
+    };
     Some(FailedJob {
         id: r.id.clone(),
         queue: if origin.is_empty() {
@@ -526,16 +649,16 @@ fn parse_job(r: &JobRef, hash: &Value, results: &Value) -> Option<FailedJob> {
         } else {
             origin
         },
-        job_type,
+        job_type: decoded.job_type.clone(),
         status,
-        created_at: text(4),
+        created_at,
         // A stopped job has no `ended_at`: its newest results entry's id (epoch ms) is
         // then the only record of when it ended.
         failed_at_ms: parse_rq_time(&text(5)).or_else(|| stream_id_ms(&result_id)),
-        exc_type,
-        exc_message,
-        traceback,
-        result_id: result_id.clone(),
+        exc_type: decoded.exc_type.clone(),
+        exc_message: decoded.exc_message.clone(),
+        traceback: decoded.traceback.clone(),
+        result_id,
         retries_left: text(7).parse().ok(),
         failure_ttl_seconds: text(8).parse().ok(),
     })
