@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::policy::{Policy, PolicyEngine};
 use crate::queue::QueueError;
 use crate::queue::rq::RqBackend;
+use crate::registry::{Registry, RegistryError, Store};
 use crate::retry::{RetryService, ServiceConfig};
 
 pub mod audit;
@@ -32,6 +33,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod operations;
+pub mod policies;
 pub mod views;
 
 pub use error::ApiError;
@@ -75,8 +77,10 @@ impl AppState {
         self
     }
 
-    /// Connects to the configured Redis and builds the service over `policy`, with the
-    /// `[retry]` params (checked by the caller with `PolicyEngine::validate_params`).
+    /// Connects to the configured Redis and builds the service over the policy registry
+    /// there: `policy` is the built-in default, and with the `[retry]` params (checked by the
+    /// caller with `PolicyEngine::validate_params`) it seeds the `*` binding when Redis has
+    /// none yet. A difference between `[retry]` and the stored `*` binding is logged.
     pub async fn connect(
         config: Arc<Config>,
         engine: Arc<PolicyEngine>,
@@ -84,6 +88,23 @@ impl AppState {
     ) -> Result<Self, QueueError> {
         let backend = RqBackend::connect(&config.redis.url, config.redis_timeouts()).await?;
         let conn = backend.connection();
+        let registry = Arc::new(Registry::new(
+            Store::new(conn.clone()),
+            Arc::clone(&engine),
+            Arc::clone(&policy),
+            config.retry.params(),
+        ));
+        match registry
+            .start(&config.retry.params(), crate::retry::service::now_ms())
+            .await
+        {
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Ok(None) => {}
+            Err(RegistryError::Queue(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "the policy bindings in Redis did not load; the built-in default judges every job until they do")
+            }
+        }
         let service = RetryService::new(
             backend,
             conn,
@@ -91,7 +112,8 @@ impl AppState {
             policy,
             config.retry.params(),
             ServiceConfig::default(),
-        );
+        )
+        .with_registry(registry);
         Ok(Self::new(Arc::new(service), config))
     }
 }
@@ -106,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(audit::router())
         .merge(guard::router())
+        .merge(policies::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -126,7 +149,13 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resp
     if uri_len > MAX_URI_BYTES {
         return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
     }
-    let limit = state.config.server.body_limit_bytes;
+    // A policy upload is a component of up to 32 MiB; every other body has the server's limit.
+    let limit =
+        if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/policies" {
+            crate::registry::MAX_UPLOAD_BYTES as u64
+        } else {
+            state.config.server.body_limit_bytes
+        };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -166,6 +195,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/idempotency/{key}/begin"),
     ("POST", "/api/v1/idempotency/{key}/complete"),
     ("POST", "/api/v1/idempotency/{key}/release"),
+    ("GET", "/api/v1/policies"),
+    ("POST", "/api/v1/policies"),
+    ("GET", "/api/v1/policies/bindings"),
+    ("GET", "/api/v1/policies/experiments"),
+    ("GET", "/api/v1/policies/bindings/{pattern}"),
+    ("PUT", "/api/v1/policies/bindings/{pattern}"),
+    ("DELETE", "/api/v1/policies/bindings/{pattern}"),
+    ("GET", "/api/v1/policies/bindings/{pattern}/history"),
+    ("POST", "/api/v1/policies/bindings/{pattern}/rollback"),
+    ("GET", "/api/v1/policies/{digest}"),
+    ("DELETE", "/api/v1/policies/{digest}"),
+    ("POST", "/api/v1/policies/{digest}/replay"),
 ];
 
 /// The route a path belongs to, with its variable segments as `{name}`, for metric labels

@@ -12,4 +12,5 @@ pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod registry;
 pub mod retry;

@@ -71,6 +71,10 @@ pub struct Metrics {
     evaluation_latency: Mutex<BTreeMap<String, Histogram>>,
     redis_errors: AtomicU64,
     audit_records_written: AtomicU64,
+    /// The bindings revision of the live table, and swaps that succeeded / failed.
+    bindings_revision: AtomicU64,
+    bindings_swaps: AtomicU64,
+    bindings_swap_failures: AtomicU64,
 }
 
 /// The registry of this process.
@@ -128,6 +132,17 @@ impl Metrics {
 
     pub fn redis_error(&self) {
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new bindings table went live.
+    pub fn bindings_swapped(&self, revision: u64) {
+        self.bindings_revision.store(revision, Ordering::Relaxed);
+        self.bindings_swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bindings table failed to build; the last good one stays.
+    pub fn bindings_swap_failed(&self) {
+        self.bindings_swap_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_written(&self, n: u64) {
@@ -244,6 +259,29 @@ impl Metrics {
             "retryguard_audit_records_written_total {}",
             self.audit_records_written.load(Ordering::Relaxed)
         );
+        for (name, kind, help, value) in [
+            (
+                "retryguard_bindings_revision",
+                "gauge",
+                "The policy bindings revision this instance's live table is at.",
+                &self.bindings_revision,
+            ),
+            (
+                "retryguard_bindings_swaps_total",
+                "counter",
+                "Bindings tables swapped in by this process.",
+                &self.bindings_swaps,
+            ),
+            (
+                "retryguard_bindings_swap_failures_total",
+                "counter",
+                "Bindings tables that failed to build (the last good one stayed live).",
+                &self.bindings_swap_failures,
+            ),
+        ] {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
     }
 }
 

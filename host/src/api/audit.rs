@@ -96,7 +96,7 @@ async fn retry_audit(
 }
 
 /// 503 `audit_not_configured`.
-fn not_configured() -> Response {
+pub(crate) fn not_configured() -> Response {
     let body = json!({"error": {
         "code": "audit_not_configured",
         "message": "audit is not configured: set an audit directory to query the audit trail",

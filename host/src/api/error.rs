@@ -53,6 +53,12 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    /// 409: refused because of the current state (e.g. retiring a bound policy).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: well-formed, but not acceptable (e.g. a policy that fails validation).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// 413.
     #[error("the request body is over the {0}-byte limit")]
     PayloadTooLarge(u64),
@@ -88,6 +94,8 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyOperations { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -105,6 +113,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::Unprocessable { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UriTooLong(_) => "uri_too_long",
             Self::TooManyOperations { .. } => "too_many_operations",

@@ -117,6 +117,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             audit["reason"].as_str().unwrap_or("unknown")
         ));
     }
+    // A bindings table that failed to build: the last good one judges, but not the newest.
+    if let Some(error) = state.service.registry().and_then(|r| r.status().error) {
+        warnings.push(format!("policy bindings: {error}"));
+    }
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
     Json(json!({
         "status": if degraded { "degraded" } else { "ready" },

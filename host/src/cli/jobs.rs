@@ -19,7 +19,7 @@ macro_rules! out {
     };
 }
 
-mod http;
+pub(crate) mod http;
 
 use http::{Server, encode, truncate};
 
@@ -166,20 +166,30 @@ impl Query {
 
 /// A failure already reported to the user: exit 1.
 #[derive(Debug)]
-struct Reported;
+pub(crate) struct Reported;
 
 /// The client: a server and whether to print raw JSON.
 #[derive(Debug)]
-struct Client {
-    server: Server,
-    json: bool,
+pub(crate) struct Client {
+    pub(crate) server: Server,
+    pub(crate) json: bool,
 }
 
 impl Client {
     /// Calls the API; prints the error (`code: message`, or why there is no answer) on
     /// anything but a 2xx JSON answer.
-    fn call(&self, method: &str, path: &str) -> Result<(u16, Value), Reported> {
-        let (status, body) = self.server.request(method, path).map_err(|e| {
+    pub(crate) fn call(&self, method: &str, path: &str) -> Result<(u16, Value), Reported> {
+        self.call_with(method, path, None)
+    }
+
+    /// [`Client::call`] with a request body (content type, bytes).
+    pub(crate) fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Value), Reported> {
+        let (status, body) = self.server.request_with(method, path, body).map_err(|e| {
             eprintln!("error: {e}");
             if matches!(e, http::HttpError::Unreachable { .. }) {
                 eprintln!(
@@ -215,7 +225,7 @@ impl Client {
         Ok((status, json))
     }
 
-    fn print_json(&self, json: &Value) {
+    pub(crate) fn print_json(&self, json: &Value) {
         out!(
             "{}",
             serde_json::to_string_pretty(json).unwrap_or_else(|_| json.to_string())

@@ -1,4 +1,5 @@
-//! `retryguard policy …`: check and evaluate policy components.
+//! `retryguard policy …`: check and evaluate policy components locally, and manage the policy
+//! registry of a running server.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use crate::policy::{EngineConfig, LoadOptions, PolicyEngine, PolicyLimits};
 
 mod check;
 mod eval;
+mod registry;
 
 /// Largest file the CLI reads as a failure or traceback.
 const MAX_INPUT_FILE_BYTES: u64 = 4 << 20;
@@ -22,6 +24,9 @@ pub enum PolicyCommand {
     Check(check::CheckArgs),
     /// Classify one failure and decide on it; print one JSON object.
     Eval(eval::EvalArgs),
+    /// The policy registry of a running server: upload, list, bind, unbind, rollback, …
+    #[command(flatten)]
+    Registry(registry::RegistryCommand),
 }
 
 impl PolicyCommand {
@@ -29,6 +34,7 @@ impl PolicyCommand {
         match self {
             Self::Check(args) => check::run(args),
             Self::Eval(args) => eval::run(args),
+            Self::Registry(command) => registry::run(command),
         }
     }
 }

@@ -79,6 +79,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(Arc::new(config), engine, policy))
 }
 
+/// How often each instance compares its bindings revision with Redis's (announcements make
+/// changes live at once; this catches one missed).
+const REVISION_CHECK: Duration = Duration::from_secs(2);
+
 async fn serve(
     config: Arc<Config>,
     engine: Arc<PolicyEngine>,
@@ -105,6 +109,14 @@ async fn serve(
         }
     };
     let state = state.with_audit_dir(Arc::clone(&background.dir));
+    // Binding changes from any instance: announced on pub/sub, and a revision check every
+    // REVISION_CHECK covers a missed announcement or a dropped subscription.
+    let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+    if let Some(registry) = state.service.registry() {
+        let client = redis::Client::open(config.redis.url.as_str())
+            .context("the Redis URL for policy announcements")?;
+        tokio::spawn(Arc::clone(registry).watch(client, REVISION_CHECK, watch_stopped));
+    }
     let addr = config.listen_addr()?;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -117,7 +129,13 @@ async fn serve(
     };
     println!("retryguard listening on http://{addr}");
     println!("  redis:  {redis_url}");
-    println!("  policy: built-in default ({})", policy.digest());
+    let table = state.service.table();
+    println!(
+        "  policy: bindings revision {} (`*` -> {}; built-in default {})",
+        table.revision,
+        table.default_binding().active.policy.digest(),
+        policy.digest()
+    );
     println!(
         "  audit:  {}{}",
         background.dir.root().display(),
@@ -151,6 +169,7 @@ async fn serve(
     if !operations.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("retry-all operations still running after {DRAIN_TIMEOUT:?}; exiting");
     }
+    let _ = stop_watch.send(true);
     // Last: the operations above may still have appended records.
     tracing::info!("flushing the audit outbox");
     background.stop().await;

@@ -19,6 +19,7 @@ use crate::policy::{
     Policy, PolicyEngine,
 };
 use crate::queue::{FailedJob, JobRef, QueueBackend, QueueError, Requeue, RequeueResult};
+use crate::registry::{ActiveBinding, Bound, Registry, Table};
 
 /// How a retry is to be done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,10 +153,8 @@ pub struct RetryService<B> {
     backend: B,
     conn: ConnectionManager,
     engine: Arc<PolicyEngine>,
-    policy: Arc<Policy>,
-    params: Params,
-    /// The params as the JSON object audit records carry.
-    params_json: String,
+    /// Which policy judges which job type.
+    policies: Policies,
     config: ServiceConfig,
     cache: Arc<ClassificationCache>,
     /// Queues found by the last discovery, and when (see `listed_queues`).
@@ -201,7 +200,7 @@ impl ClassificationCache {
 impl<B> std::fmt::Debug for RetryService<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryService")
-            .field("policy", &self.policy.digest())
+            .field("bindings_revision", &self.policies.table().revision)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -227,7 +226,77 @@ pub fn new_operation_id() -> String {
     format!("op-{:013x}-{mix:016x}", now_ms())
 }
 
+/// Where the service's policies come from: one policy for every job type, or the live
+/// bindings of the policy registry.
+#[derive(Debug, Clone)]
+enum Policies {
+    Fixed(Arc<Table>),
+    Registry(Arc<Registry>),
+}
+
+impl Policies {
+    /// The table one decision uses from start to end.
+    fn table(&self) -> Arc<Table> {
+        match self {
+            Self::Fixed(t) => Arc::clone(t),
+            Self::Registry(r) => r.table(),
+        }
+    }
+}
+
+/// A job evaluated by the binding of its job type: what the list shows and the retry acts on.
+#[derive(Debug, Clone)]
+struct Evaluated {
+    view: JobView,
+    input: FailureInput,
+    binding: Arc<ActiveBinding>,
+    /// What the binding's shadow policy says of the same input (decisions only, not lists).
+    shadow: Option<ShadowDecision>,
+}
+
+/// A shadow policy's verdict, recorded beside the real decision and never acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowDecision {
+    pub digest: String,
+    /// The binding's pattern, so experiments group by binding.
+    pub pattern: String,
+    /// What it would do, in the vocabulary of `decision` (`retried`, `blocked_cooldown`, …).
+    pub outcome: String,
+    pub retry_at_ms: Option<u64>,
+    pub failure_type: Option<String>,
+    pub reason: String,
+    /// What the acting policy decided (before the operator's options), and its retry time,
+    /// for comparing "whether" and "when".
+    pub active_outcome: String,
+    pub active_retry_at_ms: Option<u64>,
+}
+
+impl ShadowDecision {
+    /// The audit fields: `shadow_policy_digest`, and `shadow_decision` as a JSON object.
+    fn audit_fields(&self) -> [(&'static str, String); 2] {
+        [
+            ("shadow_policy_digest", self.digest.clone()),
+            (
+                "shadow_decision",
+                serde_json::to_string(self).unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
+/// Appends the shadow's fields to a record when there is a shadow.
+fn with_shadow(
+    mut record: Vec<(&'static str, String)>,
+    shadow: Option<&ShadowDecision>,
+) -> Vec<(&'static str, String)> {
+    if let Some(s) = shadow {
+        record.extend(s.audit_fields());
+    }
+    record
+}
+
 impl<B: QueueBackend> RetryService<B> {
+    /// A service where `policy` with `params` judges every job type.
     pub fn new(
         backend: B,
         conn: ConnectionManager,
@@ -236,20 +305,34 @@ impl<B: QueueBackend> RetryService<B> {
         params: Params,
         config: ServiceConfig,
     ) -> Self {
-        let params_json =
-            serde_json::to_string(&params.iter().cloned().collect::<BTreeMap<String, String>>())
-                .unwrap_or_else(|_| "{}".into());
         Self {
             backend,
             conn,
             engine,
-            policy,
-            params,
-            params_json,
+            policies: Policies::Fixed(Arc::new(Table::single(policy, params))),
             config,
             cache: Arc::new(ClassificationCache::default()),
             queues: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Judges each job type by the registry's live bindings (`retryguard serve`).
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.policies = Policies::Registry(registry);
+        self
+    }
+
+    /// The policy registry, when the service runs on one.
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        match &self.policies {
+            Policies::Registry(r) => Some(r),
+            Policies::Fixed(_) => None,
+        }
+    }
+
+    /// The bindings table decisions use now.
+    pub fn table(&self) -> Arc<Table> {
+        self.policies.table()
     }
 
     /// The classification cache (for stats and tests).
@@ -313,6 +396,84 @@ impl<B: QueueBackend> RetryService<B> {
         Ok(Page { jobs, next_cursor })
     }
 
+    /// What-if: evaluates `candidate` over the current failed jobs matching `filter` (at most
+    /// `max_jobs`) beside the policy each is bound to now, and reports how their decisions
+    /// differ. Changes nothing and writes no audit record.
+    pub async fn replay(
+        &self,
+        candidate: &Bound,
+        filter: &JobFilter,
+        max_jobs: usize,
+    ) -> Result<ReplayReport, RetryError> {
+        let now = now_ms();
+        let mut queues = self.backend.failed_queues().await?;
+        if let Some(q) = &filter.queue {
+            queues.retain(|name| name == q);
+        }
+        let mut report = ReplayReport {
+            candidate: candidate.policy.digest().to_string(),
+            now_ms: now,
+            ..ReplayReport::default()
+        };
+        'queues: for queue in queues {
+            let mut after: Option<JobRef> = None;
+            loop {
+                let refs = self
+                    .backend
+                    .failed_page(&queue, after.as_ref(), self.config.batch_size)
+                    .await?;
+                if refs.is_empty() {
+                    break;
+                }
+                after = refs.last().cloned();
+                let (jobs, states) = self.read_with_state(&refs).await?;
+                let present: Vec<_> = jobs
+                    .into_iter()
+                    .zip(states)
+                    .filter_map(|(j, s)| j.map(|j| (j, s)))
+                    .collect();
+                let evaluated = self.evaluate_jobs(present, filter, now, false).await?;
+                let engine = Arc::clone(&self.engine);
+                let cache = Arc::clone(&self.cache);
+                let candidate = candidate.clone();
+                let compared: Vec<_> = tokio::task::spawn_blocking(move || {
+                    evaluated
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            let eval = evaluate_cached(
+                                &engine,
+                                &cache,
+                                &e.view.job,
+                                &e.input,
+                                &candidate,
+                                now,
+                            );
+                            let c = view_of(
+                                e.view.job.clone(),
+                                e.view.attempts,
+                                &candidate.policy,
+                                eval,
+                                now,
+                            );
+                            (e, c)
+                        })
+                        .collect()
+                })
+                .await
+                .map_err(|err| RetryError::Engine(err.to_string()))?;
+                for (e, c) in compared {
+                    report.add(&e.view, &c);
+                    if report.jobs as usize >= max_jobs {
+                        report.complete = false;
+                        break 'queues;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// The queues with failed jobs, for listings: discovery scans the whole keyspace, so
     /// its result is reused for a few seconds (a retry-all always discovers afresh).
     async fn listed_queues(&self) -> Result<Vec<String>, RetryError> {
@@ -341,9 +502,9 @@ impl<B: QueueBackend> RetryService<B> {
         let states = state::read_states(&mut conn, &[(&job.id, &job.created_at)]).await?;
         let state = states.into_iter().next().unwrap_or_default();
         let views = self
-            .evaluate_jobs(vec![(job, state)], &JobFilter::default(), now_ms())
+            .evaluate_jobs(vec![(job, state)], &JobFilter::default(), now_ms(), false)
             .await?;
-        Ok(views.into_iter().next().flatten().map(|(view, _)| view))
+        Ok(views.into_iter().next().flatten().map(|e| e.view))
     }
 
     /// Reads and evaluates a page of refs; `None` for jobs gone or filtered out.
@@ -361,10 +522,13 @@ impl<B: QueueBackend> RetryService<B> {
             .collect();
         let mut out = Vec::with_capacity(pairs.len());
         let present: Vec<_> = pairs.iter().flatten().cloned().collect();
-        let mut evaluated = self.evaluate_jobs(present, filter, now).await?.into_iter();
+        let mut evaluated = self
+            .evaluate_jobs(present, filter, now, false)
+            .await?
+            .into_iter();
         for p in pairs {
             out.push(match p {
-                Some(_) => evaluated.next().flatten().map(|(view, _)| view),
+                Some(_) => evaluated.next().flatten().map(|e| e.view),
                 None => None,
             });
         }
@@ -394,10 +558,11 @@ impl<B: QueueBackend> RetryService<B> {
         jobs: Vec<(FailedJob, RetryState)>,
         filter: &JobFilter,
         now: u64,
-    ) -> Result<Vec<Option<(JobView, FailureInput)>>, RetryError> {
+        shadows: bool,
+    ) -> Result<Vec<Option<Evaluated>>, RetryError> {
         let engine = Arc::clone(&self.engine);
-        let policy = Arc::clone(&self.policy);
-        let params = self.params.clone();
+        // One table for the whole batch: no decision mixes two bindings revisions.
+        let table = self.policies.table();
         let filter = filter.clone();
         let cache = Arc::clone(&self.cache);
         tokio::task::spawn_blocking(move || {
@@ -406,21 +571,38 @@ impl<B: QueueBackend> RetryService<B> {
                     if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms) {
                         return None;
                     }
+                    let binding = Arc::clone(table.resolve(&job.job_type));
                     let input = failure_input(&job, &state);
-                    let key = (job.id.clone(), job.result_id.clone(), policy.digest());
-                    let known = (!job.result_id.is_empty())
-                        .then(|| cache.get(&key))
-                        .flatten();
-                    let eval = engine.evaluate_with(&policy, &input, &params, now, known.as_ref());
-                    if let (Ok(e), None, false) = (&eval, &known, job.result_id.is_empty()) {
-                        cache.put(key, e.classification.clone());
-                    }
-                    let view = view_of(job, state.attempts, &policy, eval, now);
+                    let eval = evaluate_cached(&engine, &cache, &job, &input, &binding.active, now);
+                    let view = view_of(job, state.attempts, &binding.active.policy, eval, now);
                     let matches = match &view.classification {
                         Some(c) => filter.matches_classification(&c.failure_type, c.retryable),
                         None => !filter.needs_classification(),
                     };
-                    matches.then_some((view, input))
+                    if !matches {
+                        return None;
+                    }
+                    // Same input, same clock; never acted on.
+                    let shadow = binding.shadow.as_ref().filter(|_| shadows).map(|s| {
+                        let eval = evaluate_cached(&engine, &cache, &view.job, &input, s, now);
+                        let v = view_of(view.job.clone(), state.attempts, &s.policy, eval, now);
+                        ShadowDecision {
+                            digest: v.policy_digest,
+                            pattern: binding.pattern.clone(),
+                            outcome: v.outcome.as_str().to_string(),
+                            retry_at_ms: v.retry_at_ms,
+                            failure_type: v.classification.map(|c| c.failure_type),
+                            reason: v.reason,
+                            active_outcome: view.outcome.as_str().to_string(),
+                            active_retry_at_ms: view.retry_at_ms,
+                        }
+                    });
+                    Some(Evaluated {
+                        view,
+                        input,
+                        binding,
+                        shadow,
+                    })
                 })
                 .collect()
         })
@@ -440,13 +622,14 @@ impl<B: QueueBackend> RetryService<B> {
         let Some(job) = self.backend.find_failed(job_id).await? else {
             let outcome = self.not_failed(job_id, options).await?;
             let mut conn = self.conn.clone();
+            let table = self.policies.table();
             let record = audit::record(
                 &outcome,
                 actor,
                 options,
                 &operation_id,
                 None,
-                &self.params_json,
+                &table.default_binding().active.params_json,
                 now_ms(),
             );
             state::append_audit(&mut conn, &record).await?;
@@ -469,9 +652,13 @@ impl<B: QueueBackend> RetryService<B> {
                 usize::MAX,
             )
             .await?;
-        Ok(outcomes
-            .pop()
-            .unwrap_or_else(|| not_found(job_id, options, &self.policy)))
+        Ok(outcomes.pop().unwrap_or_else(|| {
+            not_found(
+                job_id,
+                options,
+                &self.policies.table().default_binding().active.policy,
+            )
+        }))
     }
 
     /// Retries every failed job matching `filter`: snapshots each queue's failed registry,
@@ -605,7 +792,9 @@ impl<B: QueueBackend> RetryService<B> {
                 None => {}
             }
         }
-        let evaluated = self.evaluate_jobs(present, filter, now).await?;
+        let evaluated = self.evaluate_jobs(present, filter, now, true).await?;
+        // A job gone has no job type: the `*` binding speaks for it.
+        let fallback = Arc::clone(self.policies.table().default_binding());
         // Never act on more jobs than asked: the limit counts every job with an outcome.
         let mut budget = max;
         let mut outcomes: Vec<JobOutcome> = Vec::new();
@@ -614,15 +803,15 @@ impl<B: QueueBackend> RetryService<B> {
                 break;
             }
             budget -= 1;
-            outcomes.push(not_found(&id, options, &self.policy));
+            outcomes.push(not_found(&id, options, &fallback.active.policy));
         }
-        let mut to_requeue: Vec<(JobView, FailureInput, u32)> = Vec::new();
-        let mut to_record: Vec<(JobOutcome, FailedJob, FailureInput)> = Vec::new();
-        for (view, input) in evaluated.into_iter().flatten().take(budget) {
-            let (outcome, reason) = enforce(&view, options, now);
+        let mut to_requeue: Vec<Evaluated> = Vec::new();
+        let mut to_record: Vec<(JobOutcome, Evaluated)> = Vec::new();
+        for e in evaluated.into_iter().flatten().take(budget) {
+            let view = &e.view;
+            let (outcome, reason) = enforce(view, options, now);
             if outcome == Outcome::Retried && !options.dry_run {
-                let attempts = view.attempts;
-                to_requeue.push((view, input, attempts));
+                to_requeue.push(e);
                 continue;
             }
             let job = view.job.clone();
@@ -643,28 +832,31 @@ impl<B: QueueBackend> RetryService<B> {
                 dry_run: options.dry_run,
                 forced: options.force && outcome == Outcome::Retried,
             };
-            to_record.push((o, job, input));
+            to_record.push((o, e));
         }
 
         // Decisions that change nothing in the queue: state + audit, atomically per batch.
         let records: Vec<Recorded<'_>> = to_record
             .iter()
-            .map(|(o, job, input)| Recorded {
-                job_id: &job.id,
-                created_at: &job.created_at,
+            .map(|(o, e)| Recorded {
+                job_id: &e.view.job.id,
+                created_at: &e.view.job.created_at,
                 decision: o.outcome.as_str(),
                 policy_digest: &o.policy_digest,
-                first_failed_ms: input.first_failed_at_ms,
-                state_ttl_seconds: self.state_ttl(job),
+                first_failed_ms: e.input.first_failed_at_ms,
+                state_ttl_seconds: self.state_ttl(&e.view.job),
                 dry_run: options.dry_run,
-                audit: audit::record(
-                    o,
-                    actor,
-                    options,
-                    operation_id,
-                    Some(input),
-                    &self.params_json,
-                    now,
+                audit: with_shadow(
+                    audit::record(
+                        o,
+                        actor,
+                        options,
+                        operation_id,
+                        Some(&e.input),
+                        &e.binding.active.params_json,
+                        now,
+                    ),
+                    e.shadow.as_ref(),
                 ),
             })
             .collect();
@@ -679,7 +871,7 @@ impl<B: QueueBackend> RetryService<B> {
                     options,
                     operation_id,
                     None,
-                    &self.params_json,
+                    &fallback.active.params_json,
                     now,
                 )
             })
@@ -688,16 +880,12 @@ impl<B: QueueBackend> RetryService<B> {
         // Tracebacks go in by digest: stored before any record that names them.
         let blobs: Vec<&str> = to_record
             .iter()
-            .map(|(_, _, input)| input.traceback.as_str())
-            .chain(
-                to_requeue
-                    .iter()
-                    .map(|(_, input, _)| input.traceback.as_str()),
-            )
+            .map(|(_, e)| e.input.traceback.as_str())
+            .chain(to_requeue.iter().map(|e| e.input.traceback.as_str()))
             .collect();
         state::stash_blobs(&mut conn, &blobs).await?;
         state::record_decisions(&mut conn, &records).await?;
-        outcomes.extend(to_record.into_iter().map(|(o, _, _)| o));
+        outcomes.extend(to_record.into_iter().map(|(o, _)| o));
 
         // Requeues: one atomic script per job, pipelined; a lost reply is re-sent with the
         // same operation id, which the script recognises.
@@ -715,7 +903,7 @@ impl<B: QueueBackend> RetryService<B> {
 
     async fn requeue(
         &self,
-        jobs: &[(JobView, FailureInput, u32)],
+        jobs: &[Evaluated],
         options: &RetryOptions,
         actor: &str,
         operation_id: &str,
@@ -723,7 +911,7 @@ impl<B: QueueBackend> RetryService<B> {
     ) -> Vec<JobOutcome> {
         let outcomes_if_retried: Vec<JobOutcome> = jobs
             .iter()
-            .map(|(view, _, attempts)| JobOutcome {
+            .map(|Evaluated { view, .. }| JobOutcome {
                 job_id: view.job.id.clone(),
                 queue: view.job.queue.clone(),
                 job_type: view.job.job_type.clone(),
@@ -734,7 +922,7 @@ impl<B: QueueBackend> RetryService<B> {
                     view.reason.clone()
                 },
                 classification: view.classification.clone(),
-                attempt: attempts + 1,
+                attempt: view.attempts + 1,
                 policy_digest: view.policy_digest.clone(),
                 retry_at_ms: None,
                 dry_run: false,
@@ -744,43 +932,42 @@ impl<B: QueueBackend> RetryService<B> {
         let audits: Vec<Vec<(&'static str, String)>> = outcomes_if_retried
             .iter()
             .zip(jobs)
-            .map(|(o, (_, input, _))| {
+            .map(|(o, e)| {
                 let mut record = audit::record(
                     o,
                     actor,
                     options,
                     operation_id,
-                    Some(input),
-                    &self.params_json,
+                    Some(&e.input),
+                    &e.binding.active.params_json,
                     now,
                 );
                 record.retain(|(k, _)| !audit::SET_BY_REQUEUE_SCRIPT.contains(k));
-                record
+                with_shadow(record, e.shadow.as_ref())
             })
             .collect();
-        let states: Vec<String> = jobs
-            .iter()
-            .map(|(v, _, _)| Keys::state(&v.job.id))
-            .collect();
+        let states: Vec<String> = jobs.iter().map(|e| Keys::state(&e.view.job.id)).collect();
         let batch: Vec<Requeue<'_>> = jobs
             .iter()
             .zip(&audits)
             .zip(&states)
             .zip(&outcomes_if_retried)
-            .map(|((((view, input, _), audit), state_key), o)| Requeue {
-                job: &view.job,
-                operation_id,
-                state_key,
-                outbox_key: Keys::OUTBOX,
-                watch_key: Keys::WATCH,
-                reason: &o.reason,
-                state_ttl_seconds: self.state_ttl(&view.job),
-                now_ms: now,
-                first_failed_ms: input.first_failed_at_ms,
-                policy_digest: &view.policy_digest,
-                at_front: options.at_front,
-                audit,
-            })
+            .map(
+                |(((Evaluated { view, input, .. }, audit), state_key), o)| Requeue {
+                    job: &view.job,
+                    operation_id,
+                    state_key,
+                    outbox_key: Keys::OUTBOX,
+                    watch_key: Keys::WATCH,
+                    reason: &o.reason,
+                    state_ttl_seconds: self.state_ttl(&view.job),
+                    now_ms: now,
+                    first_failed_ms: input.first_failed_at_ms,
+                    policy_digest: &view.policy_digest,
+                    at_front: options.at_front,
+                    audit,
+                },
+            )
             .collect();
         let mut last_error = None;
         for attempt in 0..=self.config.requeue_resends {
@@ -867,6 +1054,125 @@ fn apply_requeue_result(mut o: JobOutcome, r: RequeueResult) -> JobOutcome {
         }
     }
     o
+}
+
+/// How a candidate policy's decisions differ from the bound ones (`RetryService::replay`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReplayReport {
+    pub candidate: String,
+    /// The clock both were evaluated at.
+    pub now_ms: u64,
+    /// Jobs evaluated by both.
+    pub jobs: u64,
+    pub agreed: u64,
+    /// Differences by kind (`active_retries_shadow_holds` = the bound policy would retry
+    /// and the candidate hold, and so on: the kinds of `/api/v1/policies/experiments`).
+    pub differences: BTreeMap<String, u64>,
+    /// The candidate's outcomes (`retried`, `blocked_cooldown`, …) and the bound ones'.
+    pub candidate_outcomes: BTreeMap<String, u64>,
+    pub bound_outcomes: BTreeMap<String, u64>,
+    /// Up to 20 differing jobs.
+    pub examples: Vec<ReplayExample>,
+    /// False when `max_jobs` stopped it before every matching job was seen.
+    pub complete: bool,
+}
+
+impl Default for ReplayReport {
+    fn default() -> Self {
+        Self {
+            candidate: String::new(),
+            now_ms: 0,
+            jobs: 0,
+            agreed: 0,
+            differences: BTreeMap::new(),
+            candidate_outcomes: BTreeMap::new(),
+            bound_outcomes: BTreeMap::new(),
+            examples: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+/// One job on which a replayed candidate differs from the bound policy.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReplayExample {
+    pub job_id: String,
+    pub job_type: String,
+    pub kind: String,
+    pub bound_digest: String,
+    pub bound_outcome: String,
+    pub bound_retry_at_ms: Option<u64>,
+    pub bound_failure_type: Option<String>,
+    pub candidate_outcome: String,
+    pub candidate_retry_at_ms: Option<u64>,
+    pub candidate_failure_type: Option<String>,
+    pub candidate_reason: String,
+}
+
+impl ReplayReport {
+    fn add(&mut self, bound: &JobView, candidate: &JobView) {
+        self.jobs += 1;
+        *self
+            .bound_outcomes
+            .entry(bound.outcome.as_str().to_string())
+            .or_default() += 1;
+        *self
+            .candidate_outcomes
+            .entry(candidate.outcome.as_str().to_string())
+            .or_default() += 1;
+        match crate::registry::experiments::compare(
+            bound.outcome.as_str(),
+            bound.retry_at_ms,
+            candidate.outcome.as_str(),
+            candidate.retry_at_ms,
+        ) {
+            None => self.agreed += 1,
+            Some(kind) => {
+                *self.differences.entry(kind.to_string()).or_default() += 1;
+                if self.examples.len() < 20 {
+                    self.examples.push(ReplayExample {
+                        job_id: bound.job.id.clone(),
+                        job_type: bound.job.job_type.clone(),
+                        kind: kind.to_string(),
+                        bound_digest: bound.policy_digest.clone(),
+                        bound_outcome: bound.outcome.as_str().to_string(),
+                        bound_retry_at_ms: bound.retry_at_ms,
+                        bound_failure_type: bound
+                            .classification
+                            .as_ref()
+                            .map(|c| c.failure_type.clone()),
+                        candidate_outcome: candidate.outcome.as_str().to_string(),
+                        candidate_retry_at_ms: candidate.retry_at_ms,
+                        candidate_failure_type: candidate
+                            .classification
+                            .as_ref()
+                            .map(|c| c.failure_type.clone()),
+                        candidate_reason: candidate.reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Evaluates `job` with a bound policy, its classification taken from / put in `cache` (a
+/// failure is classified once per policy; the decision runs every time).
+fn evaluate_cached(
+    engine: &PolicyEngine,
+    cache: &ClassificationCache,
+    job: &FailedJob,
+    input: &FailureInput,
+    bound: &Bound,
+    now: u64,
+) -> Result<Evaluation, EvalError> {
+    let cacheable = !job.result_id.is_empty();
+    let key = (job.id.clone(), job.result_id.clone(), bound.policy.digest());
+    let known = cacheable.then(|| cache.get(&key)).flatten();
+    let eval = engine.evaluate_with(&bound.policy, input, &bound.params, now, known.as_ref());
+    if let (Ok(e), None, true) = (&eval, &known, cacheable) {
+        cache.put(key, e.classification.clone());
+    }
+    eval
 }
 
 /// The policy's input for a job.
@@ -1079,6 +1385,7 @@ impl<B: QueueBackend> RetryService<B> {
             score: 0.0,
         };
         let job = self.backend.read_jobs(&[r]).await?.pop().flatten();
+        let fallback = Arc::clone(&self.policies.table().default_binding().active.policy);
         Ok(match job {
             Some(job) if job.status != "failed" && job.status != "stopped" => JobOutcome {
                 queue: job.queue,
@@ -1088,9 +1395,9 @@ impl<B: QueueBackend> RetryService<B> {
                     "not in the failed registry any more (status {}): already requeued",
                     job.status
                 ),
-                ..not_found(job_id, options, &self.policy)
+                ..not_found(job_id, options, &fallback)
             },
-            _ => not_found(job_id, options, &self.policy),
+            _ => not_found(job_id, options, &fallback),
         })
     }
 }

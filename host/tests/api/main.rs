@@ -20,6 +20,7 @@ mod health;
 mod jobs;
 mod openapi;
 mod operations;
+mod policies;
 #[path = "../rq/support/redis_server.rs"]
 #[allow(dead_code, reason = "shared harness: not every helper is used here")]
 mod redis_server;

@@ -105,8 +105,14 @@ impl Server {
         &self.shown
     }
 
-    /// Sends `method path_and_query` with an empty body; returns the status and the body.
-    pub fn request(&self, method: &str, path_and_query: &str) -> Result<(u16, Vec<u8>), HttpError> {
+    /// Sends `method path_and_query` with `body` (content type, bytes) if any; returns the
+    /// status and the body.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Vec<u8>), HttpError> {
         let unreachable = |detail: String| HttpError::Unreachable {
             server: self.shown.clone(),
             detail,
@@ -140,14 +146,20 @@ impl Server {
             .as_ref()
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
+        let (content_type, payload) = match body {
+            Some((content_type, bytes)) => (format!("Content-Type: {content_type}\r\n"), bytes),
+            None => (String::new(), &[][..]),
+        };
         let request = format!(
             "{method} {}{path_and_query} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: \
-             retryguard/{}\r\nAccept: application/json\r\n{auth}Content-Length: 0\r\n\
+             retryguard/{}\r\nAccept: application/json\r\n{auth}{content_type}Content-Length: {}\r\n\
              Connection: close\r\n\r\n",
             self.prefix,
             env!("CARGO_PKG_VERSION"),
+            payload.len(),
         );
         stream.write_all(request.as_bytes()).map_err(io)?;
+        stream.write_all(payload).map_err(io)?;
         let mut raw = Vec::new();
         stream
             .take(MAX_RESPONSE_BYTES + 1)

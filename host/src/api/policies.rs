@@ -1,0 +1,627 @@
+//! `/api/v1/policies*` (role `admin` for every change, `read` to look): upload and retire
+//! policies, bind them to job-type patterns, see a pattern's history and roll it back
+//! (`crate::registry` does the work; docs/policies.md tells the story).
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Actor;
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{ApiError, AppState};
+use crate::policy::PolicyLimits;
+use crate::registry::{
+    BindingSpec, MAX_UPLOAD_BYTES, PolicyMeta, RegistryError, StoredBinding, SwapStatus, Upload,
+};
+use crate::retry::service::now_ms;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/policies",
+            get(list)
+                .post(upload)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/api/v1/policies/bindings", get(bindings))
+        .route("/api/v1/policies/experiments", get(experiments))
+        .route(
+            "/api/v1/policies/bindings/{pattern}",
+            get(binding).put(bind).delete(unbind),
+        )
+        .route("/api/v1/policies/bindings/{pattern}/history", get(history))
+        .route(
+            "/api/v1/policies/bindings/{pattern}/rollback",
+            post(rollback),
+        )
+        .route("/api/v1/policies/{digest}", get(show).delete(retire))
+        .route("/api/v1/policies/{digest}/replay", post(replay))
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(message) => ApiError::bad_request("invalid_request", message),
+            RegistryError::NotFound(message) => ApiError::NotFound(message),
+            RegistryError::Conflict(message) => ApiError::Conflict(message),
+            RegistryError::Rejected(load) => ApiError::Unprocessable {
+                code: "policy_rejected",
+                message: load.to_string(),
+            },
+            RegistryError::Queue(q) => q.into(),
+            RegistryError::Engine(detail) => ApiError::Internal(format!("policy engine: {detail}")),
+        }
+    }
+}
+
+fn registry(state: &AppState) -> Result<&std::sync::Arc<crate::registry::Registry>, ApiError> {
+    state
+        .service
+        .registry()
+        .ok_or_else(|| ApiError::Internal("this server runs without the policy registry".into()))
+}
+
+/// A policy as listed: what was uploaded, and the patterns that bind it now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyJson {
+    #[serde(flatten)]
+    pub meta: PolicyMeta,
+    /// Patterns whose acting policy this is.
+    pub bound_to: Vec<String>,
+    /// Patterns where it runs in shadow.
+    pub shadow_for: Vec<String>,
+}
+
+/// `GET /api/v1/policies`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyList {
+    /// Every uploaded policy, oldest first; the built-in default is among them.
+    pub policies: Vec<PolicyJson>,
+}
+
+async fn with_bindings(
+    state: &AppState,
+    metas: Vec<PolicyMeta>,
+) -> Result<Vec<PolicyJson>, ApiError> {
+    let snapshot = registry(state)?.store().bindings().await?;
+    Ok(metas
+        .into_iter()
+        .map(|meta| {
+            let bound_to = snapshot
+                .bindings
+                .iter()
+                .filter(|b| b.spec.active.policy == meta.digest)
+                .map(|b| b.pattern.clone())
+                .collect();
+            let shadow_for = snapshot
+                .bindings
+                .iter()
+                .filter(|b| {
+                    b.spec
+                        .shadow
+                        .as_ref()
+                        .is_some_and(|s| s.policy == meta.digest)
+                })
+                .map(|b| b.pattern.clone())
+                .collect();
+            PolicyJson {
+                meta,
+                bound_to,
+                shadow_for,
+            }
+        })
+        .collect())
+}
+
+/// Every uploaded policy, the built-in default included, with where each is bound.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies",
+    tag = "policies",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Every policy", body = PolicyList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, ApiError> {
+    let metas = registry(&state)?.policies().await?;
+    Ok(Json(PolicyList {
+        policies: with_bindings(&state, metas).await?,
+    }))
+}
+
+/// What an upload says besides the bytes (query parameters).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// A name for people (1–128 bytes).
+    pub name: String,
+    /// What it is for (up to 4096 bytes).
+    #[serde(default)]
+    pub description: String,
+    /// Allow a policy that imports WASI (componentize-py, componentize-js): it runs with the
+    /// deny-all WASI. Off by default.
+    #[serde(default)]
+    pub allow_wasi: bool,
+    /// CPU limit per evaluation in fuel units (default: the server's `[policy] fuel`).
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per evaluation, ms (default: the server's `[policy] deadline_ms`).
+    pub deadline_ms: Option<u64>,
+    /// Linear memory cap, bytes (default: the server's `[policy] memory_bytes`).
+    pub memory_bytes: Option<u64>,
+    /// Most core/component instances per evaluation (a componentize-py policy needs ~14).
+    pub instances: Option<u64>,
+}
+
+/// Uploads a policy component (the raw `.wasm` bytes as the body). It is validated as the
+/// engine loads policies — size, a component, the `retry-policy` world, no imports beyond
+/// (allowed) WASI, a smoke evaluation over sample failures — then stored by digest and
+/// announced, so every instance compiles it before it is bound. The same bytes again are
+/// harmless.
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies",
+    tag = "policies",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component's bytes"),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "Stored", body = PolicyJson),
+        (status = 400, description = "A bad name, description or limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 413, description = "Over the upload size cap", body = ErrorBody),
+        (status = 422, description = "Not a valid policy: `policy_rejected` with the reason", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn upload(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PolicyJson>), ApiError> {
+    let registry = registry(&state)?;
+    let base = *registry.builtin().limits();
+    let custom = q.fuel.is_some()
+        || q.deadline_ms.is_some()
+        || q.memory_bytes.is_some()
+        || q.instances.is_some();
+    let limits = custom.then(|| PolicyLimits {
+        fuel: q.fuel.unwrap_or(base.fuel),
+        deadline_ms: q.deadline_ms.unwrap_or(base.deadline_ms),
+        memory_bytes: q
+            .memory_bytes
+            .and_then(|m| usize::try_from(m).ok())
+            .unwrap_or(base.memory_bytes),
+        instances: q
+            .instances
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(base.instances),
+        ..base
+    });
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be the policy component's bytes (Content-Type: application/wasm)",
+        ));
+    }
+    let meta = registry
+        .upload(
+            body.to_vec(),
+            Upload {
+                name: q.name,
+                description: q.description,
+                limits,
+                allow_wasi: q.allow_wasi,
+            },
+            &actor,
+            now_ms(),
+        )
+        .await?;
+    let mut listed = with_bindings(&state, vec![meta]).await?;
+    let json = listed
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the uploaded policy vanished".into()))?;
+    Ok((StatusCode::CREATED, Json(json)))
+}
+
+/// The digest in a path.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DigestPath {
+    /// The policy's sha256, 64 hex digits.
+    pub digest: String,
+}
+
+/// One policy.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/{digest}",
+    tag = "policies",
+    params(DigestPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The policy", body = PolicyJson),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<DigestPath>,
+) -> Result<Json<PolicyJson>, ApiError> {
+    let meta = registry(&state)?
+        .store()
+        .policy(&p.digest)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no policy with digest {}", p.digest)))?;
+    let mut listed = with_bindings(&state, vec![meta]).await?;
+    listed
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::Internal("the policy vanished".into()))
+}
+
+/// Retires a policy: refused (409) while a binding or shadow names it. Its bytes stay in
+/// Redis, so every past decision can still be replayed.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/{digest}",
+    tag = "policies",
+    params(DigestPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Retired", body = PolicyJson),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 409, description = "Still bound", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn retire(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<DigestPath>,
+) -> Result<Json<PolicyJson>, ApiError> {
+    let meta = registry(&state)?.retire(&p.digest).await?;
+    Ok(Json(PolicyJson {
+        meta,
+        bound_to: Vec::new(),
+        shadow_for: Vec::new(),
+    }))
+}
+
+/// `GET /api/v1/policies/bindings`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BindingList {
+    /// The revision in Redis.
+    pub revision: u64,
+    /// Every binding, by pattern.
+    pub bindings: Vec<StoredBinding>,
+    /// This instance's live table: its revision, and why a newer one is not live (if so).
+    pub live: SwapStatus,
+}
+
+/// Every binding, and whether this instance runs the newest revision.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/bindings",
+    tag = "policies",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The bindings", body = BindingList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn bindings(State(state): State<AppState>) -> Result<Json<BindingList>, ApiError> {
+    let registry = registry(&state)?;
+    let snapshot = registry.store().bindings().await?;
+    Ok(Json(BindingList {
+        revision: snapshot.revision,
+        bindings: snapshot.bindings,
+        live: registry.status(),
+    }))
+}
+
+/// The pattern in a path: an exact job type, a prefix glob (`payments.*`) or `*`
+/// (URL-encode `*` as `%2A` if your client insists).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PatternPath {
+    pub pattern: String,
+}
+
+/// One binding.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/bindings/{pattern}",
+    tag = "policies",
+    params(PatternPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The binding", body = StoredBinding),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 404, description = "Nothing bound to this pattern", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn binding(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<PatternPath>,
+) -> Result<Json<StoredBinding>, ApiError> {
+    let snapshot = registry(&state)?.store().bindings().await?;
+    snapshot
+        .bindings
+        .into_iter()
+        .find(|b| b.pattern == p.pattern)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("nothing is bound to `{}`", p.pattern)))
+}
+
+/// The answer to a binding change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BindingChanged {
+    /// The bindings revision the change made (live on this instance already).
+    pub revision: u64,
+    /// The pattern's binding now (`null`: unbound).
+    pub binding: Option<StoredBinding>,
+}
+
+async fn changed(state: &AppState, pattern: &str) -> Result<Json<BindingChanged>, ApiError> {
+    let snapshot = registry(state)?.store().bindings().await?;
+    Ok(Json(BindingChanged {
+        revision: snapshot.revision,
+        binding: snapshot.bindings.into_iter().find(|b| b.pattern == pattern),
+    }))
+}
+
+/// Binds a pattern to a policy with params (checked by the policy's `validate-params`), and
+/// optionally a shadow policy evaluated beside it. Audited, announced, live on every
+/// instance within about a second.
+#[utoipa::path(
+    put,
+    path = "/api/v1/policies/bindings/{pattern}",
+    tag = "policies",
+    params(PatternPath),
+    request_body = BindingSpec,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Bound", body = BindingChanged),
+        (status = 400, description = "A bad pattern, unknown or retired policy, or params the policy refuses", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 422, description = "The stored policy no longer loads", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn bind(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(p): ApiPath<PatternPath>,
+    ApiJson(spec): ApiJson<BindingSpec>,
+) -> Result<Json<BindingChanged>, ApiError> {
+    registry(&state)?
+        .bind(&p.pattern, &spec, &actor, now_ms())
+        .await?;
+    changed(&state, &p.pattern).await
+}
+
+/// Removes a binding (never `*`: every job type needs a policy).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/bindings/{pattern}",
+    tag = "policies",
+    params(PatternPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Removed", body = BindingChanged),
+        (status = 400, description = "Not a pattern", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "Nothing bound to this pattern", body = ErrorBody),
+        (status = 409, description = "`*`, or the bindings changed meanwhile", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn unbind(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(p): ApiPath<PatternPath>,
+) -> Result<Json<BindingChanged>, ApiError> {
+    registry(&state)?
+        .unbind(&p.pattern, &actor, now_ms())
+        .await?;
+    changed(&state, &p.pattern).await
+}
+
+/// A pattern's earlier states.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BindingHistory {
+    pub pattern: String,
+    /// Newest first; `null` where the pattern was not bound.
+    pub history: Vec<Option<StoredBinding>>,
+}
+
+/// A pattern's earlier states, newest first (the last 50 changes).
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/bindings/{pattern}/history",
+    tag = "policies",
+    params(PatternPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The history", body = BindingHistory),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<PatternPath>,
+) -> Result<Json<BindingHistory>, ApiError> {
+    let history = registry(&state)?.store().history(&p.pattern).await?;
+    Ok(Json(BindingHistory {
+        pattern: p.pattern,
+        history,
+    }))
+}
+
+/// Restores the pattern's state before its last change (policy, params and shadow; or
+/// unbound). Audited and announced like any change; a second rollback undoes the first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies/bindings/{pattern}/rollback",
+    tag = "policies",
+    params(PatternPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Rolled back", body = BindingChanged),
+        (status = 400, description = "Not a pattern, or the earlier state no longer validates", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "No earlier state", body = ErrorBody),
+        (status = 409, description = "The bindings changed meanwhile, or it would unbind `*`", body = ErrorBody),
+        (status = 422, description = "The earlier policy no longer loads", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(p): ApiPath<PatternPath>,
+) -> Result<Json<BindingChanged>, ApiError> {
+    registry(&state)?
+        .rollback(&p.pattern, &actor, now_ms())
+        .await?;
+    changed(&state, &p.pattern).await
+}
+
+/// The window of `GET /api/v1/policies/experiments`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExperimentsQuery {
+    /// How far back to look, hours (1–720, default 24).
+    pub hours: Option<u64>,
+}
+
+/// Shadow experiments: for each binding with a shadow policy, how often the shadow agreed
+/// with the acting policy over the decisions recorded in the audit trail, how they differed
+/// (would retry vs hold, a different time, a different hold) and the newest examples.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/experiments",
+    tag = "policies",
+    params(ExperimentsQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The experiments", body = crate::registry::experiments::ExperimentReport),
+        (status = 400, description = "`hours` out of range", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable, or no audit directory is configured", body = ErrorBody),
+    )
+)]
+pub async fn experiments(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ExperimentsQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=720).contains(&hours) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("hours must be 1 to 720, not {hours}"),
+        ));
+    }
+    let Some(dir) = &state.audit_dir else {
+        return Ok(super::audit::not_configured());
+    };
+    let since = now_ms().saturating_sub(hours * 3_600_000);
+    let mut conn = state.service.backend().connection();
+    let report = crate::registry::experiments::report(&mut conn, dir, since).await?;
+    Ok(Json(report).into_response())
+}
+
+/// Which current failed jobs a replay looks at.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayFilter {
+    pub queue: Option<String>,
+    /// Job type glob (`payments.*`).
+    pub job_type: Option<String>,
+}
+
+/// The body of a replay.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayBody {
+    /// The candidate's params.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub params: std::collections::BTreeMap<String, String>,
+    pub filter: ReplayFilter,
+    /// Most jobs evaluated (1–100,000, default 10,000).
+    pub max_jobs: Option<u64>,
+}
+
+/// What-if: evaluates the policy `digest` with `params` over the current failed jobs (those
+/// the filter matches) beside the policy bound to each job's type now, and reports how the
+/// decisions differ, with counts and examples. Changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies/{digest}/replay",
+    tag = "policies",
+    params(DigestPath),
+    request_body = ReplayBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "How the candidate differs", body = crate::retry::service::ReplayReport),
+        (status = 400, description = "Bad body, or params the policy refuses", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 422, description = "The stored policy no longer loads", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn replay(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<DigestPath>,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<Json<crate::retry::service::ReplayReport>, ApiError> {
+    let max_jobs = body.max_jobs.unwrap_or(10_000);
+    if !(1..=100_000).contains(&max_jobs) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("max_jobs must be 1 to 100000, not {max_jobs}"),
+        ));
+    }
+    let params: crate::policy::Params = body.params.into_iter().collect();
+    let candidate = registry(&state)?.candidate(&p.digest, &params).await?;
+    let filter = crate::retry::JobFilter {
+        queue: body.filter.queue,
+        job_type: body.filter.job_type,
+        ..crate::retry::JobFilter::default()
+    };
+    let report = state
+        .service
+        .replay(
+            &candidate,
+            &filter,
+            usize::try_from(max_jobs).unwrap_or(usize::MAX),
+        )
+        .await?;
+    Ok(Json(report))
+}

@@ -1,0 +1,462 @@
+//! `retryguard policy upload|list|bindings|bind|unbind|history|rollback|retire`: the policy
+//! registry of a running `retryguard serve`, over its HTTP API (`/api/v1/policies*`, role
+//! `admin` to change anything).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::cli::jobs::http::{Server, encode};
+use crate::cli::jobs::{Client, Reported};
+
+/// Where the server is and how to talk to it.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The retryguard server.
+    #[arg(
+        long,
+        env = "RETRYGUARD_SERVER",
+        default_value = "http://127.0.0.1:8000",
+        value_name = "URL"
+    )]
+    server: String,
+    /// The bearer token (role `admin` to change anything; prefer the variable: a flag shows
+    /// in `ps`).
+    #[arg(long, env = "RETRYGUARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON as is.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Upload a policy component to the server's registry (validated there; prints its digest).
+    Upload {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Allow WASI imports (componentize-py/js policies): the deny-all WASI.
+        #[arg(long)]
+        allow_wasi: bool,
+        /// CPU limit per evaluation (default: the server's `[policy] fuel`).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Wall-clock limit per evaluation, ms.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Memory cap per evaluation, bytes.
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        /// Most instances per evaluation (a componentize-py policy needs about 14).
+        #[arg(long)]
+        instances: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the uploaded policies (the built-in default too) and where each is bound.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the bindings: pattern, policy, params, shadow.
+    Bindings {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Bind a job-type pattern (`app.tasks.charge`, `payments.*`, `*`) to a policy.
+    Bind {
+        pattern: String,
+        /// The policy's digest (`retryguard policy list`).
+        #[arg(long)]
+        policy: String,
+        /// A param, `key=value` (repeat).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// A shadow policy evaluated beside it on every decision, never acted on.
+        #[arg(long)]
+        shadow: Option<String>,
+        /// A param of the shadow policy, `key=value` (repeat).
+        #[arg(long = "shadow-param", value_name = "KEY=VALUE")]
+        shadow_params: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove a pattern's binding (never `*`).
+    Unbind {
+        pattern: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A pattern's earlier states, newest first.
+    History {
+        pattern: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Restore a pattern's state before its last change.
+    Rollback {
+        pattern: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// What-if: evaluate an uploaded policy over the current failed jobs beside the bound
+    /// policies, and show how the decisions would differ. Changes nothing.
+    Replay {
+        /// The candidate policy's digest.
+        digest: String,
+        /// A param of the candidate, `key=value` (repeat).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only job types matching this glob (`payments.*`).
+        #[arg(long)]
+        job_type: Option<String>,
+        /// Most jobs evaluated.
+        #[arg(long, default_value_t = 10_000)]
+        max_jobs: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Retire a policy that nothing binds (its bytes stay for replays).
+    Retire {
+        digest: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Largest file `upload` sends (the server's cap).
+const MAX_UPLOAD_BYTES: u64 = crate::registry::MAX_UPLOAD_BYTES as u64;
+
+fn client(args: &ServerArgs) -> Result<Client, ExitCode> {
+    match Server::parse(&args.server) {
+        Ok(s) => Ok(Client {
+            server: s.with_token(args.token.clone()),
+            json: args.json,
+        }),
+        Err(e) => {
+            eprintln!("error: --server {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn params(pairs: &[String]) -> Result<BTreeMap<String, String>, Reported> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => {
+                eprintln!("error: --param `{p}`: expected KEY=VALUE");
+                Err(Reported)
+            }
+        })
+        .collect()
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    };
+}
+
+pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
+    let server = match &command {
+        RegistryCommand::Upload { server, .. }
+        | RegistryCommand::List { server }
+        | RegistryCommand::Bindings { server }
+        | RegistryCommand::Bind { server, .. }
+        | RegistryCommand::Unbind { server, .. }
+        | RegistryCommand::History { server, .. }
+        | RegistryCommand::Rollback { server, .. }
+        | RegistryCommand::Retire { server, .. }
+        | RegistryCommand::Replay { server, .. } => server,
+    };
+    let client = match client(server) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    Ok(match dispatch(&client, &command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Reported) => ExitCode::FAILURE,
+    })
+}
+
+fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> {
+    match command {
+        RegistryCommand::Upload {
+            file,
+            name,
+            description,
+            allow_wasi,
+            fuel,
+            deadline_ms,
+            memory_bytes,
+            instances,
+            ..
+        } => {
+            let size = std::fs::metadata(file).map(|m| m.len()).map_err(|e| {
+                eprintln!("error: {}: {e}", file.display());
+                Reported
+            })?;
+            if size > MAX_UPLOAD_BYTES {
+                eprintln!(
+                    "error: {} is {size} bytes, over the {MAX_UPLOAD_BYTES}-byte upload cap",
+                    file.display()
+                );
+                return Err(Reported);
+            }
+            let bytes = std::fs::read(file).map_err(|e| {
+                eprintln!("error: {}: {e}", file.display());
+                Reported
+            })?;
+            let mut query = format!("name={}&description={}", encode(name), encode(description));
+            if *allow_wasi {
+                query.push_str("&allow_wasi=true");
+            }
+            for (key, value) in [
+                ("fuel", fuel),
+                ("deadline_ms", deadline_ms),
+                ("memory_bytes", memory_bytes),
+                ("instances", instances),
+            ] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{key}={v}"));
+                }
+            }
+            let (_, json) = client.call_with(
+                "POST",
+                &format!("/api/v1/policies?{query}"),
+                Some(("application/wasm", &bytes)),
+            )?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                out!(
+                    "uploaded {} ({}, {} bytes)",
+                    str_of(&json, "digest"),
+                    str_of(&json, "name"),
+                    json["size"]
+                );
+                out!(
+                    "bind it: retryguard policy bind 'PATTERN' --policy {}",
+                    str_of(&json, "digest")
+                );
+            }
+        }
+        RegistryCommand::List { .. } => {
+            let (_, json) = client.call("GET", "/api/v1/policies")?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                out!("{:<64}  {:<24}  {:>9}  bound to", "digest", "name", "size");
+                for p in json["policies"].as_array().into_iter().flatten() {
+                    let bound: Vec<&str> = p["bound_to"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let shadow: Vec<&str> = p["shadow_for"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let mut where_ = bound.join(", ");
+                    if !shadow.is_empty() {
+                        where_.push_str(&format!(" (shadow: {})", shadow.join(", ")));
+                    }
+                    if p["retired"] == true {
+                        where_ = "(retired)".into();
+                    }
+                    out!(
+                        "{:<64}  {:<24}  {:>9}  {}",
+                        str_of(p, "digest"),
+                        str_of(p, "name"),
+                        p["size"],
+                        where_
+                    );
+                }
+            }
+        }
+        RegistryCommand::Bindings { .. } => {
+            let (_, json) = client.call("GET", "/api/v1/policies/bindings")?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                out!(
+                    "revision {} (this server: {})",
+                    json["revision"],
+                    json["live"]["revision"]
+                );
+                if let Some(e) = json["live"]["error"].as_str() {
+                    out!("warning: {e}");
+                }
+                for b in json["bindings"].as_array().into_iter().flatten() {
+                    let shadow = b["shadow"]["policy"]
+                        .as_str()
+                        .map(|s| format!("  shadow {s}"))
+                        .unwrap_or_default();
+                    out!(
+                        "{:<32}  {}  {}{}",
+                        str_of(b, "pattern"),
+                        str_of(b, "policy"),
+                        b["params"],
+                        shadow
+                    );
+                }
+            }
+        }
+        RegistryCommand::Bind {
+            pattern,
+            policy,
+            params: p,
+            shadow,
+            shadow_params,
+            ..
+        } => {
+            let mut body = json!({"policy": policy, "params": params(p)?});
+            if let Some(s) = shadow {
+                body["shadow"] = json!({"policy": s, "params": params(shadow_params)?});
+            } else if !shadow_params.is_empty() {
+                eprintln!("error: --shadow-param needs --shadow");
+                return Err(Reported);
+            }
+            let body = body.to_string();
+            let (_, json) = client.call_with(
+                "PUT",
+                &format!("/api/v1/policies/bindings/{}", encode(pattern)),
+                Some(("application/json", body.as_bytes())),
+            )?;
+            changed(client, &json, &format!("bound {pattern}"));
+        }
+        RegistryCommand::Unbind { pattern, .. } => {
+            let (_, json) = client.call(
+                "DELETE",
+                &format!("/api/v1/policies/bindings/{}", encode(pattern)),
+            )?;
+            changed(client, &json, &format!("unbound {pattern}"));
+        }
+        RegistryCommand::History { pattern, .. } => {
+            let (_, json) = client.call(
+                "GET",
+                &format!("/api/v1/policies/bindings/{}/history", encode(pattern)),
+            )?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                for (i, b) in json["history"].as_array().into_iter().flatten().enumerate() {
+                    if b.is_null() {
+                        out!("{i:>3}  (unbound)");
+                    } else {
+                        out!(
+                            "{i:>3}  revision {}  {}  {}  by {}",
+                            b["revision"],
+                            str_of(b, "policy"),
+                            b["params"],
+                            str_of(b, "changed_by")
+                        );
+                    }
+                }
+            }
+        }
+        RegistryCommand::Rollback { pattern, .. } => {
+            let (_, json) = client.call(
+                "POST",
+                &format!("/api/v1/policies/bindings/{}/rollback", encode(pattern)),
+            )?;
+            changed(client, &json, &format!("rolled back {pattern}"));
+        }
+        RegistryCommand::Replay {
+            digest,
+            params: p,
+            queue,
+            job_type,
+            max_jobs,
+            ..
+        } => {
+            let body = json!({
+                "params": params(p)?,
+                "filter": {"queue": queue, "job_type": job_type},
+                "max_jobs": max_jobs,
+            })
+            .to_string();
+            let (_, json) = client.call_with(
+                "POST",
+                &format!("/api/v1/policies/{}/replay", encode(digest)),
+                Some(("application/json", body.as_bytes())),
+            )?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                out!(
+                    "{} jobs, {} agree{}",
+                    json["jobs"],
+                    json["agreed"],
+                    if json["complete"] == false {
+                        " (stopped at --max-jobs)"
+                    } else {
+                        ""
+                    }
+                );
+                for (kind, n) in json["differences"].as_object().into_iter().flatten() {
+                    out!("  {kind}: {n}");
+                }
+                for e in json["examples"].as_array().into_iter().flatten() {
+                    out!(
+                        "  {}  {}  bound: {}  candidate: {} ({})",
+                        str_of(e, "job_id"),
+                        str_of(e, "job_type"),
+                        str_of(e, "bound_outcome"),
+                        str_of(e, "candidate_outcome"),
+                        str_of(e, "candidate_reason")
+                    );
+                }
+            }
+        }
+        RegistryCommand::Retire { digest, .. } => {
+            let (_, json) =
+                client.call("DELETE", &format!("/api/v1/policies/{}", encode(digest)))?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                out!("retired {digest}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn changed(client: &Client, json: &Value, what: &str) {
+    if client.json {
+        client.print_json(json);
+        return;
+    }
+    let binding = &json["binding"];
+    if binding.is_null() {
+        out!("{what}: now unbound (revision {})", json["revision"]);
+    } else {
+        out!(
+            "{what}: {} {} (revision {})",
+            str_of(binding, "policy"),
+            binding["params"],
+            json["revision"]
+        );
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("-")
+}

@@ -1,0 +1,388 @@
+//! Policies and bindings in Redis, so every instance sees the same ones (DESIGN.md §5).
+//!
+//! Keys (all retryguard's own):
+//! - `retryguard:policy:<digest>:bytes` — the component, as uploaded; never deleted, so a past
+//!   decision can always be replayed from its record's digest;
+//! - `retryguard:policy:<digest>:meta` — [`PolicyMeta`] as JSON;
+//! - `retryguard:policies` — ZSET of digests by upload time (ms);
+//! - `retryguard:bindings` — HASH pattern → [`StoredBinding`] as JSON;
+//! - `retryguard:bindings:revision` — bumped by every binding change;
+//! - `retryguard:bindings:history:<pattern>` — LIST of earlier states of a pattern, newest first
+//!   (JSON, `null` for "not bound"), at most [`HISTORY_LEN`];
+//! - channel `retryguard:policies:events` — `{"kind":"policy","digest":…}` after an upload,
+//!   `{"kind":"bindings","revision":N}` after a binding change.
+//!
+//! A binding change is one Lua script (`registry/lua/set_binding.lua`): it bumps the revision,
+//! stores the binding, pushes the previous state on the history and appends the audit record
+//! (actor, before, after) to the outbox, all or nothing; then it publishes.
+
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::types::PolicyInfo;
+use crate::policy::{Params, PolicyLimits};
+use crate::queue::QueueError;
+use crate::queue::rq::redis_error;
+
+/// The pub/sub channel of policy and binding changes.
+pub const EVENTS_CHANNEL: &str = "retryguard:policies:events";
+/// The ZSET of every uploaded policy's digest.
+pub const POLICIES_KEY: &str = "retryguard:policies";
+/// The HASH of bindings by pattern.
+pub const BINDINGS_KEY: &str = "retryguard:bindings";
+/// The revision counter of the bindings.
+pub const REVISION_KEY: &str = "retryguard:bindings:revision";
+/// Earlier states kept per pattern.
+pub const HISTORY_LEN: usize = 50;
+
+const SET_BINDING_LUA: &str = include_str!("lua/set_binding.lua");
+
+fn meta_key(digest: &str) -> String {
+    format!("retryguard:policy:{digest}:meta")
+}
+
+fn bytes_key(digest: &str) -> String {
+    format!("retryguard:policy:{digest}:bytes")
+}
+
+fn history_key(pattern: &str) -> String {
+    format!("retryguard:bindings:history:{pattern}")
+}
+
+/// What is known of an uploaded policy besides its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyMeta {
+    /// sha256 of the component's bytes, hex.
+    pub digest: String,
+    pub name: String,
+    pub description: String,
+    /// The token name that uploaded it (`builtin` for the built-in default).
+    pub uploader: String,
+    pub uploaded_at_ms: u64,
+    pub size: u64,
+    /// The WIT world it implements.
+    pub world: String,
+    /// What it imports (WASI interfaces for other-language guests; empty for Rust ones).
+    pub imports: Vec<String>,
+    /// Whether it runs with the deny-all WASI (needs the operator's opt-in).
+    pub allow_wasi: bool,
+    /// The sandbox limits of its evaluations.
+    #[schema(value_type = Object)]
+    pub limits: PolicyLimits,
+    /// Its own description of itself (`describe`): name, version, params with defaults.
+    #[schema(value_type = Object)]
+    pub info: PolicyInfo,
+    /// Retired by `DELETE`: no longer bindable; the bytes stay for replays.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// A policy and its params, as a binding names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyRef {
+    /// The policy's digest.
+    pub policy: String,
+    /// Params by name (values are strings; the policy's `validate-params` checks them).
+    #[serde(default, with = "params_map")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub params: Params,
+}
+
+/// What a pattern is bound to: the acting policy and, optionally, a shadow evaluated beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BindingSpec {
+    #[serde(flatten)]
+    pub active: PolicyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<PolicyRef>,
+}
+
+/// A binding as stored: the spec, and who changed it when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredBinding {
+    pub pattern: String,
+    #[serde(flatten)]
+    pub spec: BindingSpec,
+    /// The bindings revision this change made.
+    pub revision: u64,
+    pub changed_by: String,
+    pub changed_at_ms: u64,
+}
+
+/// A bindings table as read from Redis: every binding and the revision they are at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindingsSnapshot {
+    pub revision: u64,
+    pub bindings: Vec<StoredBinding>,
+}
+
+/// Params as a JSON object (order of keys is the policy's business: sorted here).
+mod params_map {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(params: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// When [`Store::change_binding`] may change anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    /// Only when the pattern is unbound (seeding `*` at first start).
+    Unbound,
+    /// Only when the bindings are still at this revision (the caller read them at it).
+    AtRevision(u64),
+}
+
+/// What [`Store::change_binding`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeResult {
+    Changed {
+        revision: u64,
+    },
+    /// `only_if_unbound`, and the pattern was bound: nothing changed.
+    AlreadyBound,
+    /// The revision was not the expected one: nothing changed.
+    RevisionMismatch,
+}
+
+/// The Redis side of the registry.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    set_binding: redis::Script,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// What a binding change is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Set,
+    Delete,
+    Rollback,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Set => "binding_set",
+            Self::Delete => "binding_deleted",
+            Self::Rollback => "binding_rolled_back",
+        }
+    }
+}
+
+impl Store {
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            set_binding: redis::Script::new(SET_BINDING_LUA),
+        }
+    }
+
+    /// Stores a policy's bytes and metadata (idempotent: the digest names the bytes) and
+    /// announces it. A retired policy uploaded again is active again.
+    pub async fn put_policy(&self, meta: &PolicyMeta, bytes: &[u8]) -> Result<(), QueueError> {
+        let json = serde_json::to_string(meta).map_err(|e| QueueError::Redis(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .set(bytes_key(&meta.digest), bytes)
+            .ignore()
+            .set(meta_key(&meta.digest), json)
+            .ignore()
+            .zadd(POLICIES_KEY, &meta.digest, meta.uploaded_at_ms)
+            .ignore()
+            .publish(
+                EVENTS_CHANNEL,
+                format!(r#"{{"kind":"policy","digest":"{}"}}"#, meta.digest),
+            )
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Every uploaded policy, oldest first.
+    pub async fn policies(&self) -> Result<Vec<PolicyMeta>, QueueError> {
+        let mut conn = self.conn.clone();
+        let digests: Vec<String> = redis::cmd("ZRANGE")
+            .arg(POLICIES_KEY)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = digests.iter().map(|d| meta_key(d)).collect();
+        let metas: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(metas
+            .into_iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect())
+    }
+
+    /// One policy's metadata.
+    pub async fn policy(&self, digest: &str) -> Result<Option<PolicyMeta>, QueueError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(meta_key(digest))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// One policy's bytes.
+    pub async fn policy_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(bytes_key(digest))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Marks a policy retired (the caller has checked that nothing binds it).
+    pub async fn retire_policy(&self, meta: &PolicyMeta) -> Result<(), QueueError> {
+        let retired = PolicyMeta {
+            retired: true,
+            ..meta.clone()
+        };
+        let json = serde_json::to_string(&retired).map_err(|e| QueueError::Redis(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(meta_key(&meta.digest))
+            .arg(json)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Every binding and the revision they are at, read together.
+    pub async fn bindings(&self) -> Result<BindingsSnapshot, QueueError> {
+        let mut conn = self.conn.clone();
+        let (revision, all): (Option<u64>, Vec<(String, String)>) = redis::pipe()
+            .atomic()
+            .get(REVISION_KEY)
+            .hgetall(BINDINGS_KEY)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut bindings: Vec<StoredBinding> = all
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_str(&json).ok())
+            .collect();
+        bindings.sort_by(|a, b| a.pattern.cmp(&b.pattern));
+        Ok(BindingsSnapshot {
+            revision: revision.unwrap_or(0),
+            bindings,
+        })
+    }
+
+    /// The bindings revision alone (the periodic check for missed announcements).
+    pub async fn revision(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let r: Option<u64> = redis::cmd("GET")
+            .arg(REVISION_KEY)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(r.unwrap_or(0))
+    }
+
+    /// Earlier states of a pattern, newest first (`None`: it was not bound).
+    pub async fn history(&self, pattern: &str) -> Result<Vec<Option<StoredBinding>>, QueueError> {
+        let mut conn = self.conn.clone();
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg(history_key(pattern))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(items
+            .into_iter()
+            .map(|json| serde_json::from_str(&json).ok())
+            .collect())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the binding of `pattern` in one atomic step with its
+    /// revision, history and audit record, if `condition` holds.
+    pub async fn change_binding(
+        &self,
+        pattern: &str,
+        spec: Option<&BindingSpec>,
+        change: Change,
+        actor: &str,
+        now_ms: u64,
+        condition: Condition,
+    ) -> Result<ChangeResult, QueueError> {
+        let (only_if_unbound, expected_revision) = match condition {
+            Condition::Always => (false, None),
+            Condition::Unbound => (true, None),
+            Condition::AtRevision(r) => (false, Some(r)),
+        };
+        let after = match spec {
+            Some(spec) => serde_json::to_string(&StoredBinding {
+                pattern: pattern.to_string(),
+                spec: spec.clone(),
+                // Set by the script to the revision it makes.
+                revision: 0,
+                changed_by: actor.to_string(),
+                changed_at_ms: now_ms,
+            })
+            .map_err(|e| QueueError::Redis(e.to_string()))?,
+            None => String::new(),
+        };
+        let mut conn = self.conn.clone();
+        let reply: i64 = self
+            .set_binding
+            .key(BINDINGS_KEY)
+            .key(REVISION_KEY)
+            .key(history_key(pattern))
+            .key(crate::audit::Keys::OUTBOX)
+            .arg(pattern)
+            .arg(after)
+            .arg(change.as_str())
+            .arg(actor)
+            .arg(if only_if_unbound { "1" } else { "0" })
+            .arg(HISTORY_LEN)
+            .arg(EVENTS_CHANNEL)
+            .arg(expected_revision.map(|r| r.to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(match reply {
+            -1 => ChangeResult::AlreadyBound,
+            -2 => ChangeResult::RevisionMismatch,
+            r => ChangeResult::Changed {
+                revision: u64::try_from(r).unwrap_or(0),
+            },
+        })
+    }
+}
