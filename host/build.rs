@@ -6,8 +6,9 @@
 //! cargo's lock), then wraps each core module into a component with `wit-component`. It
 //! also builds the WASI probe fixture for wasm32-wasip2, whose linker emits a component
 //! directly. The results land in `OUT_DIR`: `src/policy/builtin.rs` includes the default
-//! policy, the tests the hostile and WASI probe fixtures, so a fresh clone needs no
-//! committed `.wasm`.
+//! policy, the tests the hostile and WASI probe fixtures and the payments example, so a fresh
+//! clone needs no committed `.wasm`. (The Python example, policies/python, needs
+//! componentize-py and is built by its own script, not here.)
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use std::process::{Command, exit};
 /// Pure policies: no WASI at all.
 const TARGET: &str = "wasm32-unknown-unknown";
 const PURE_PACKAGES: [&str; 2] = ["retryguard-policy-default", "retryguard-policy-hostile"];
+/// The payments example links the default policy as a library, without its component exports
+/// (`default-features = false`): built by a cargo invocation of its own, since one building
+/// the default policy too would unify the features and link both sets of exports into it.
+const PAYMENTS_PACKAGE: &str = "retryguard-policy-payments";
 /// The WASI probe fixture, for the deny-all WASI tests.
 const WASI_TARGET: &str = "wasm32-wasip2";
 const WASI_PACKAGE: &str = "retryguard-policy-wasi-probe";
@@ -36,6 +41,8 @@ fn main() {
         "policies/default/src",
         "policies/hostile/Cargo.toml",
         "policies/hostile/src",
+        "policies/payments/Cargo.toml",
+        "policies/payments/src",
         "policies/wasi-probe/Cargo.toml",
         "policies/wasi-probe/src",
     ] {
@@ -47,12 +54,15 @@ fn main() {
 
     let target_dir = root.join("target").join("wasm-policies");
     build_policies(&policies, &target_dir, TARGET, &PURE_PACKAGES);
+    build_policies(&policies, &target_dir, TARGET, &[PAYMENTS_PACKAGE]);
     build_policies(&policies, &target_dir, WASI_TARGET, &[WASI_PACKAGE]);
 
-    // The default policy ships in the binary; the hostile one is a fixture for the tests.
+    // The default policy ships in the binary; the hostile one is a fixture for the tests, the
+    // payments one an example they check.
     for (crate_file, component_file) in [
         ("retryguard_policy_default.wasm", "default_policy.wasm"),
         ("retryguard_policy_hostile.wasm", "hostile_policy.wasm"),
+        ("retryguard_policy_payments.wasm", "payments_policy.wasm"),
     ] {
         let module_path = target_dir.join(TARGET).join("release").join(crate_file);
         let dest = out_dir.join(component_file);
@@ -135,7 +145,7 @@ fn wrap_component(module_path: &Path) -> Vec<u8> {
     let encoded = wit_component::ComponentEncoder::default()
         .module(&module)
         .and_then(|encoder| encoder.validate(true).encode());
-    encoded.unwrap_or_else(|e| fail(&format!("could not wrap the default policy: {e:#}")))
+    encoded.unwrap_or_else(|e| fail(&format!("could not wrap {}: {e:#}", module_path.display())))
 }
 
 fn fail(message: &str) -> ! {

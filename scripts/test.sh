@@ -26,7 +26,7 @@ if [ -z "${SKIP_LINT:-}" ]; then
       -p retryguard-policy-wasi-probe --target-dir ../target/wasm-policies -- -D warnings)
 fi
 
-step "tests: policies (native unit tests of the default policy's logic)"
+step "tests: policies (native unit tests of the default and payments policies)"
 (cd policies && cargo test --locked)
 
 step "real-parts test harness: redis-server and the RQ venv (.venv-test/)"
@@ -58,6 +58,9 @@ then
   .venv-test/bin/python -m pip install -q --disable-pip-version-check -r "$rq_requirements"
 fi
 export RETRYGUARD_TEST_PYTHON="$PWD/.venv-test/bin/python"
+
+step "python policy: componentize-py build (the host's python tests load it; CI fails without it)"
+policies/python/build.sh
 
 step "tests: host (release profile: wasmtime is built once for tests and binary)"
 cargo test --release --locked --workspace

@@ -7,6 +7,10 @@ use retryguard::policy::{EngineConfig, FailureInput, LoadOptions, Policy, Policy
 /// The hostile fixture policy (policies/hostile), built by host/build.rs.
 pub static HOSTILE_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_policy.wasm"));
 
+/// The payments example policy (policies/payments), built by host/build.rs.
+pub static PAYMENTS_POLICY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/payments_policy.wasm"));
+
 /// 2026-11-29T12:00:00Z in epoch milliseconds.
 pub const NOON_MS: u64 = 1_795_953_600_000;
 

@@ -13,6 +13,8 @@ mod cli;
 mod common;
 mod concurrency;
 mod contract;
+mod payments;
+mod python;
 mod sandbox;
 mod wasi;
 mod wat_policies;

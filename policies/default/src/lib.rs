@@ -22,9 +22,11 @@ pub mod params;
 pub mod rules;
 pub mod traceback;
 
-#[cfg(target_arch = "wasm32")]
+// The component's exports and its allocator: off for a crate that links this one as a library
+// (feature `component`, on by default).
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod alloc;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 pub use classify::{Classification, FailureType, classify};
