@@ -10,7 +10,7 @@
 -- ARGV[2] the new binding as JSON ('' removes the binding); its `revision` is set here
 -- ARGV[3] the audit decision: binding_set | binding_deleted | binding_rolled_back
 -- ARGV[4] actor
--- ARGV[5] '1': only when the pattern is unbound (seeding), else '0'
+-- ARGV[5] '1': only when the pattern is unbound (seeding: no audit record), else '0'
 -- ARGV[6] history entries kept
 -- ARGV[7] the pub/sub channel
 -- ARGV[8] expected current revision ('' = any)
@@ -43,6 +43,9 @@ else
 end
 redis.call('LPUSH', KEYS[3], before or 'null')
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+-- Seeding `*` from the config at the first start is the initial state, not a change anyone
+-- made: no audit record (the binding itself says `changed_by: system`, revision 1).
+if ARGV[5] ~= '1' then
 redis.call('XADD', KEYS[4], '*',
   'decision', ARGV[3],
   'user_or_system', ARGV[4],
@@ -51,5 +54,6 @@ redis.call('XADD', KEYS[4], '*',
   'shadow_policy_digest', shadow,
   'params', params,
   'attributes', '{"revision":' .. rev .. ',"before":' .. (before or 'null') .. ',"after":' .. (after or 'null') .. '}')
+end
 redis.call('PUBLISH', ARGV[7], '{"kind":"bindings","revision":' .. rev .. '}')
 return rev
