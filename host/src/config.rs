@@ -127,13 +127,16 @@ impl RetryConfig {
     }
 }
 
-/// `[policy]`: the sandbox limits of every evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `[policy]`: the sandbox limits of every evaluation, and where compiled policies are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub fuel: u64,
     pub deadline_ms: u64,
     pub memory_bytes: u64,
+    /// The on-disk cache of compiled policies (`docs/policies.md`), written only by this
+    /// process; empty disables it (every start compiles every bound policy again).
+    pub cache_dir: String,
 }
 
 impl Default for PolicyConfig {
@@ -143,6 +146,7 @@ impl Default for PolicyConfig {
             fuel: l.fuel,
             deadline_ms: l.deadline_ms,
             memory_bytes: l.memory_bytes as u64,
+            cache_dir: "./policy-cache".into(),
         }
     }
 }
@@ -261,6 +265,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("policy", "fuel", Kind::Integer),
     ("policy", "deadline_ms", Kind::Integer),
     ("policy", "memory_bytes", Kind::Integer),
+    ("policy", "cache_dir", Kind::Text),
     ("audit", "path", Kind::Text),
     ("audit", "writer", Kind::Bool),
     ("audit", "flush_interval_ms", Kind::Integer),
@@ -501,6 +506,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The compiled-policy cache directory of `[policy]`, `None` when disabled.
+    pub fn policy_cache_dir(&self) -> Option<PathBuf> {
+        let dir = self.policy.cache_dir.trim();
+        (!dir.is_empty()).then(|| PathBuf::from(dir))
     }
 
     /// The sandbox limits of `[policy]`.

@@ -75,6 +75,8 @@ pub struct Metrics {
     bindings_revision: AtomicU64,
     bindings_swaps: AtomicU64,
     bindings_swap_failures: AtomicU64,
+    /// Compiled-policy cache lookups by result (`hit`, `miss`, `rejected`).
+    policy_artifacts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The registry of this process.
@@ -143,6 +145,13 @@ impl Metrics {
     /// A bindings table failed to build; the last good one stays.
     pub fn bindings_swap_failed(&self) {
         self.bindings_swap_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lookup in the compiled-policy cache: `hit`, `miss` or `rejected`.
+    pub fn policy_artifact(&self, result: &'static str) {
+        if let Ok(mut m) = self.policy_artifacts.lock() {
+            *m.entry(result).or_default() += 1;
+        }
     }
 
     pub fn audit_written(&self, n: u64) {
@@ -281,6 +290,21 @@ impl Metrics {
         ] {
             header(out, name, kind, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        header(
+            out,
+            "retryguard_policy_artifact_cache_total",
+            "counter",
+            "Lookups in the on-disk compiled-policy cache by result (hit, miss, rejected: \
+             a torn, corrupt or incompatible file, compiled again).",
+        );
+        if let Ok(m) = self.policy_artifacts.lock() {
+            for (result, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "retryguard_policy_artifact_cache_total{{result=\"{result}\"}} {n}"
+                );
+            }
         }
     }
 }

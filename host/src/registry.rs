@@ -693,6 +693,24 @@ impl Registry {
         })
     }
 
+    /// Compiles every stored policy that is not retired and not compiled yet, one at a time
+    /// (errors only logged): an instance that starts after an upload is as ready to bind it
+    /// as one that heard the announcement. With the compiled-policy cache this is a load
+    /// from disk, not a compile. Returns how many policies are compiled when it is done.
+    pub async fn warm(&self) -> usize {
+        let stored = match self.store.policies().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the stored policies to compile them");
+                return 0;
+            }
+        };
+        for meta in stored.iter().filter(|m| !m.retired) {
+            self.precompile(&meta.digest).await;
+        }
+        self.compiled.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
     /// Compiles an announced upload ahead of any binding (errors only logged: the bind
     /// that needs it reports them).
     async fn precompile(&self, digest: &str) {

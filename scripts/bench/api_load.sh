@@ -34,7 +34,7 @@ PYTHONPATH=host/tests/rq "$python" host/tests/rq/make_failed.py --redis-url "$ur
   --queue bench --count 10000 --func jobs.count_and_fail --arg runs >/dev/null
 
 env -u RETRYGUARD_CONFIG RETRYGUARD_REDIS_URL="$url" RETRYGUARD_LISTEN="127.0.0.1:$api_port" \
-  RETRYGUARD_AUDIT_DIR="$work/audit" RETRYGUARD_LOG=warn "$bin" serve >"$work/serve.log" 2>&1 &
+  RETRYGUARD_AUDIT_DIR="$work/audit" RETRYGUARD_POLICY_CACHE_DIR="$work/policy-cache" RETRYGUARD_LOG=warn "$bin" serve >"$work/serve.log" 2>&1 &
 api_pid=$!
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break; sleep 0.1

@@ -45,7 +45,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let engine = Arc::new(PolicyEngine::new(EngineConfig::default())?);
+    let mut engine = PolicyEngine::new(EngineConfig::default())?;
+    let cache_warning = config.policy_cache_dir().and_then(|dir| {
+        if args.check_config {
+            return None;
+        }
+        engine.set_artifact_cache(&dir).err().map(|e| {
+            format!(
+                "{e}; every start compiles every policy ({} = \"\" turns the cache off \
+                 and this warning with it)",
+                config::env_var("policy", "cache_dir")
+            )
+        })
+    });
+    let engine = Arc::new(engine);
     let options = LoadOptions {
         limits: config.policy_limits(),
         allow_wasi: false,
@@ -72,6 +85,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     init_logging();
+    if let Some(warning) = cache_warning {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,7 +105,13 @@ async fn serve(
     policy: Arc<crate::policy::Policy>,
 ) -> anyhow::Result<ExitCode> {
     let redis_url = redact_url(&config.redis.url);
-    let state = match AppState::connect(Arc::clone(&config), engine, Arc::clone(&policy)).await {
+    let state = match AppState::connect(
+        Arc::clone(&config),
+        Arc::clone(&engine),
+        Arc::clone(&policy),
+    )
+    .await
+    {
         Ok(state) => state,
         Err(e) => {
             eprintln!(
@@ -116,6 +138,22 @@ async fn serve(
         let client = redis::Client::open(config.redis.url.as_str())
             .context("the Redis URL for policy announcements")?;
         tokio::spawn(Arc::clone(registry).watch(client, REVISION_CHECK, watch_stopped));
+        // The bound policies are compiled already (the table is built); the others now, off
+        // the request path, so binding any of them later is instant here too.
+        let registry = Arc::clone(registry);
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let compiled = registry.warm().await;
+            let cache = engine.artifact_cache_counts();
+            tracing::info!(
+                compiled,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                cache_hits = cache.map(|c| c.hits),
+                cache_misses = cache.map(|c| c.misses),
+                "stored policies ready"
+            );
+        });
     }
     let addr = config.listen_addr()?;
     let listener = match tokio::net::TcpListener::bind(addr).await {

@@ -15,6 +15,11 @@ impl Digest {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Parses 64 hex digits.
     pub fn parse(text: &str) -> Option<Self> {
         let mut out = [0u8; 32];

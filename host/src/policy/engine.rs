@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use super::artifacts::{ArtifactCache, CacheCounts, Lookup};
 use super::bindings::{self, RetryPolicy, RetryPolicyPre};
 use super::builtin;
 use super::digest::Digest;
@@ -105,6 +106,8 @@ pub struct PolicyEngine {
     config: EngineConfig,
     slots: Slots,
     compiled: Mutex<HashMap<Digest, Component>>,
+    /// Compiled policies on disk, across restarts (`with_artifact_cache`).
+    artifacts: Option<ArtifactCache>,
     _ticker: EpochTicker,
 }
 
@@ -165,8 +168,29 @@ impl PolicyEngine {
             slots: Slots::new(slots),
             config,
             compiled: Mutex::new(HashMap::new()),
+            artifacts: None,
             _ticker: ticker,
         })
+    }
+
+    /// Keeps compiled policies in `dir` (created `0700` if missing), so a restart loads
+    /// them instead of compiling them again. Refused, the engine staying without a cache,
+    /// when `dir` cannot be made, is owned by another user or may be written by group or
+    /// others (`policy/artifacts.rs`). Call before the first `load`.
+    pub fn set_artifact_cache(&mut self, dir: &std::path::Path) -> Result<(), EngineError> {
+        let cache = ArtifactCache::open(dir, &self.engine).map_err(|e| {
+            EngineError(format!(
+                "the compiled-policy cache {} is not usable: {e}",
+                dir.display()
+            ))
+        })?;
+        self.artifacts = Some(cache);
+        Ok(())
+    }
+
+    /// Hits, misses and rejected files of the compiled-policy cache (`None`: no cache).
+    pub fn artifact_cache_counts(&self) -> Option<CacheCounts> {
+        self.artifacts.as_ref().map(ArtifactCache::counts)
     }
 
     /// The engine's configuration.
@@ -197,7 +221,7 @@ impl PolicyEngine {
         check_component_header(bytes)?;
         options.limits.validate(&self.config)?;
         let digest = Digest::of(bytes);
-        let component = self.compile(digest, bytes)?;
+        let (component, fresh) = self.compile(digest, bytes)?;
 
         let imports: Vec<String> = component
             .component_type()
@@ -244,10 +268,17 @@ impl PolicyEngine {
             pre,
         };
         policy.info = self.smoke_test(&policy)?;
+        // Only a policy that passed every check is kept on disk: nothing an upload that was
+        // refused compiled to stays behind.
+        if fresh && let Some(cache) = &self.artifacts {
+            cache.put(digest, &component);
+        }
         Ok(Arc::new(policy))
     }
 
-    fn compile(&self, digest: Digest, bytes: &[u8]) -> Result<Component, LoadError> {
+    /// The compiled component of `bytes`: from memory, else from the on-disk cache, else
+    /// compiled now (`true`: compiled now, not yet on disk).
+    fn compile(&self, digest: Digest, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
         let cached = self
             .compiled
             .lock()
@@ -255,16 +286,29 @@ impl PolicyEngine {
             .get(&digest)
             .cloned();
         if let Some(component) = cached {
-            return Ok(component);
+            return Ok((component, false));
         }
-        // Compile outside the lock: it takes milliseconds to seconds.
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let from_disk = self.artifacts.as_ref().and_then(|cache| {
+            let (found, lookup) = cache.get(&self.engine, digest);
+            crate::metrics::global().policy_artifact(match lookup {
+                Lookup::Hit => "hit",
+                Lookup::Miss => "miss",
+                Lookup::Rejected => "rejected",
+            });
+            found
+        });
+        let fresh = from_disk.is_none();
+        let component = match from_disk {
+            Some(c) => c,
+            // Compile outside the lock: it takes milliseconds to seconds.
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| LoadError::Compile(format!("{e:#}")))?,
+        };
         self.compiled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(digest, component.clone());
-        Ok(component)
+        Ok((component, fresh))
     }
 
     /// Exercises every export once over built-in sample failures.

@@ -263,3 +263,70 @@ fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() 
     assert_eq!(decisions.get("operation_started"), Some(&1));
     assert_eq!(decisions.get("operation_finished"), Some(&1));
 }
+
+/// `GET path`'s body as text.
+fn http_text(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_restart_loads_compiled_policies_from_the_cache_dir_and_a_shared_dir_is_refused() {
+    let redis = RedisServer::start();
+    let audit = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let env = [
+        ("RETRYGUARD_AUDIT_DIR", audit.path().as_os_str()),
+        ("RETRYGUARD_POLICY_CACHE_DIR", cache.path().as_os_str()),
+    ];
+    let lookups = |port| -> Vec<String> {
+        http_text(port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("retryguard_policy_artifact_cache_total{"))
+            .map(str::to_string)
+            .collect()
+    };
+
+    // First start: the built-in policy is compiled and kept.
+    let (mut child, port, _stdout) = spawn_serve_with(&redis, &env);
+    assert_eq!(
+        lookups(port),
+        ["retryguard_policy_artifact_cache_total{result=\"miss\"} 1"]
+    );
+    sigterm_and_wait(&mut child, Duration::from_secs(30));
+    let files: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        retryguard::policy::builtin::DEFAULT_POLICY,
+    ));
+    assert!(
+        files.len() == 1 && files[0].starts_with(&digest) && files[0].ends_with(".cwasm"),
+        "{files:?}"
+    );
+
+    // The restart loads it instead of compiling.
+    let (mut child, port, _stdout) = spawn_serve_with(&redis, &env);
+    assert_eq!(
+        lookups(port),
+        ["retryguard_policy_artifact_cache_total{result=\"hit\"} 1"]
+    );
+    sigterm_and_wait(&mut child, Duration::from_secs(30));
+
+    // A directory anyone may write to is not used: serve starts, compiles, warns.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (mut child, port, _stdout) = spawn_serve_with(&redis, &env);
+    assert_eq!(lookups(port), Vec::<String>::new());
+    let (status, _) = http(port, "GET", "/healthz");
+    assert_eq!(status, 200);
+    sigterm_and_wait(&mut child, Duration::from_secs(30));
+}

@@ -9,6 +9,7 @@
     reason = "tests fail loudly"
 )]
 
+mod artifacts;
 mod cli;
 mod common;
 mod concurrency;
