@@ -42,6 +42,7 @@ fn main() {
         "policies/hostile/Cargo.toml",
         "policies/hostile/src",
         "policies/payments/Cargo.toml",
+        "policies/payments/build.rs",
         "policies/payments/src",
         "policies/wasi-probe/Cargo.toml",
         "policies/wasi-probe/src",

@@ -7,7 +7,8 @@
 //! - `native`: the same logic compiled natively (the `retryguard-policy-default` rlib).
 //!
 //! After criterion it prints per-evaluation percentiles and throughput from a plain timed
-//! loop, the figures quoted in the README.
+//! loop, the figures quoted in the README, and the same percentiles for the payments example
+//! policy (what a shadow or a second binding costs per decision).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -50,6 +51,9 @@ requests.exceptions.ConnectionError: HTTPSConnectionPool(host='api.payments.exam
 "#;
 
 const NOW_MS: u64 = 1_795_953_600_000;
+
+/// The payments example policy (policies/payments), built by host/build.rs.
+static PAYMENTS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/payments_policy.wasm"));
 
 fn failure() -> FailureInput {
     let mut f = FailureInput {
@@ -184,6 +188,26 @@ fn report(
         pct(0.5) / native_p50
     );
     println!("  throughput: 1 thread {one:.0}/s, 2 threads {two:.0}/s");
+
+    let payments = engine
+        .load(PAYMENTS, &retryguard::policy::LoadOptions::default())
+        .unwrap();
+    let eval = engine.evaluate(&payments, f, &Vec::new(), NOW_MS).unwrap();
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        black_box(engine.evaluate(&payments, f, &Vec::new(), NOW_MS).unwrap());
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((N as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6;
+    println!(
+        "  payments example:     p50 {:.1} us, p90 {:.1} us, p99 {:.1} us ({} fuel)",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        eval.fuel_used
+    );
 }
 
 criterion_group!(policy_eval, benches);

@@ -23,8 +23,8 @@ pub mod rules;
 pub mod traceback;
 
 // The component's exports and its allocator: off for a crate that links this one as a library
-// (feature `component`, on by default).
-#[cfg(all(target_arch = "wasm32", feature = "component"))]
+// (feature `component`, on by default); such a crate may keep the allocator (`bump-alloc`).
+#[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
 mod alloc;
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
