@@ -30,26 +30,13 @@
     reason = "a benchmark fails loudly"
 )]
 
-#[path = "../tests/rq/support/python.rs"]
-#[allow(
-    dead_code,
-    reason = "the harness file has helpers this bench does not use"
-)]
-mod python;
-#[path = "../tests/rq/support/redis_server.rs"]
-#[allow(
-    dead_code,
-    reason = "the harness file has helpers this bench does not use"
-)]
-mod redis_server;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use retryguard::policy::{EngineConfig, PolicyEngine};
 use retryguard::queue::rq::{RedisTimeouts, RqBackend};
@@ -57,8 +44,12 @@ use retryguard::retry::service::new_operation_id;
 use retryguard::retry::{JobFilter, Progress, RetryOptions, RetryService, ServiceConfig};
 use serde_json::{Value, json};
 
-use python::Python;
-use redis_server::RedisServer;
+use support::python::{self, Python};
+use support::redis_server::RedisServer;
+use support::{
+    Serve, Snapshot, compact, env_number, http, load, make_failed_mix, mb, percent_encode,
+    retry_all_http, serve_binary, verdict, vm_hwm,
+};
 
 /// The queue every job is on.
 const QUEUE: &str = "bench";
@@ -83,17 +74,6 @@ fn main() -> ExitCode {
     let mut bench = Bench::prepare(jobs);
     bench.run(runs);
     bench.report()
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}")),
-        Err(_) => default,
-    }
 }
 
 // --- the parent: data, contenders, table ----------------------------------------------------
@@ -121,8 +101,7 @@ struct Bench {
     ids: Vec<String>,
     server: RedisServer,
     python: &'static Python,
-    snapshot: PathBuf,
-    keys: u64,
+    snapshot: Snapshot,
     rows: Vec<Row>,
     failures: Vec<String>,
 }
@@ -132,42 +111,25 @@ impl Bench {
     fn prepare(jobs: usize) -> Self {
         let python = Python::venv();
         let server = RedisServer::start();
-        let url = server.url();
         println!(
             "retry_all: {jobs} failed jobs on queue {QUEUE:?}, redis-server on port {}",
             server.port()
         );
         let started = Instant::now();
-        let mut ids = Vec::with_capacity(jobs);
-        for (i, family) in FAMILIES.iter().enumerate() {
-            let share = jobs / FAMILIES.len() + usize::from(i < jobs % FAMILIES.len());
-            if share > 0 {
-                ids.extend(make_failed(python, &server, share, family, jobs, started));
-            }
-        }
+        let ids = make_failed_mix(python, &server, QUEUE, jobs, FAMILIES, started);
         println!(
             "  made {} failed jobs in {:.1} s",
             ids.len(),
             started.elapsed().as_secs_f64()
         );
         assert_eq!(ids.len(), jobs, "make_failed.py made every job");
-
-        let mut con = connect(&url);
-        let failed: u64 = cmd(&mut con, &["ZCARD", &failed_key()]);
-        assert_eq!(failed, jobs as u64, "every job is in the failed registry");
-        let keys: u64 = cmd(&mut con, &["DBSIZE"]);
-        let _: String = cmd(&mut con, &["SAVE"]);
-        let snapshot = server.dir().join("snapshot.rdb");
-        std::fs::copy(server.dir().join("dump.rdb"), &snapshot).expect("copy the RDB");
-        let size = std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
-        println!("  snapshot: {keys} keys, RDB {:.1} MB", size as f64 / 1e6);
+        let snapshot = Snapshot::save(&server, QUEUE, jobs);
         Self {
             jobs,
             ids,
             server,
             python,
             snapshot,
-            keys,
             rows: Vec::new(),
             failures: Vec::new(),
         }
@@ -175,24 +137,7 @@ impl Bench {
 
     /// Kills Redis, puts the snapshot back, restarts on it, and checks it is the snapshot.
     fn restore(&mut self) {
-        let started = Instant::now();
-        self.server.stop();
-        std::fs::copy(&self.snapshot, self.server.dir().join("dump.rdb")).expect("put RDB back");
-        self.server.restart();
-        let mut con = connect(&self.server.url());
-        let keys: u64 = cmd(&mut con, &["DBSIZE"]);
-        let failed: u64 = cmd(&mut con, &["ZCARD", &failed_key()]);
-        let queued: u64 = cmd(&mut con, &["LLEN", &queue_key()]);
-        assert!(
-            keys == self.keys && failed == self.jobs as u64 && queued == 0,
-            "the restored snapshot differs: {keys} keys (saved {}), {failed} failed, {queued} \
-             queued",
-            self.keys
-        );
-        println!(
-            "  (snapshot restored in {:.2} s)",
-            started.elapsed().as_secs_f64()
-        );
+        self.snapshot.restore(&mut self.server);
     }
 
     fn run(&mut self, runs: usize) {
@@ -385,27 +330,7 @@ impl Bench {
     fn http_retry_all(&mut self, bin: &Path) -> Row {
         let server = Serve::start(bin, &self.server.url(), self.server.dir());
         let started = Instant::now();
-        let (status, body) = http(
-            server.addr,
-            "POST",
-            "/api/v1/jobs/failed/retry-all?wait_seconds=300",
-        );
-        let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        if status == 202 {
-            // Still running after wait_seconds: follow the operation to its end.
-            let url = v["status_url"].as_str().unwrap_or_default().to_string();
-            loop {
-                std::thread::sleep(Duration::from_millis(20));
-                let (_, body) = http(server.addr, "GET", &url);
-                let op: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                if op["state"] != "running" {
-                    v = op["summary"].clone();
-                    break;
-                }
-            }
-        } else {
-            assert_eq!(status, 200, "retry-all answered {status}: {body}");
-        }
+        let (v, body) = retry_all_http(server.addr);
         let seconds = started.elapsed().as_secs_f64();
         let peak_rss_kb = server.peak_rss_kb();
         drop(server);
@@ -509,38 +434,7 @@ impl Bench {
 
     /// Every job in `rq:queue:Q` exactly once, and nothing left in `rq:failed:Q`.
     fn queue_state(&self) -> Result<(), String> {
-        let mut con = connect(&self.server.url());
-        let queued: Vec<String> = cmd(&mut con, &["LRANGE", &queue_key(), "0", "-1"]);
-        let failed: u64 = cmd(&mut con, &["ZCARD", &failed_key()]);
-        let unique: HashSet<&String> = queued.iter().collect();
-        let expected: HashSet<&String> = self.ids.iter().collect();
-        let mut problems = Vec::new();
-        if queued.len() != self.jobs {
-            problems.push(format!(
-                "{} ids in {} (want {})",
-                queued.len(),
-                queue_key(),
-                self.jobs
-            ));
-        }
-        if unique.len() != queued.len() {
-            problems.push(format!("{} ids queued twice", queued.len() - unique.len()));
-        }
-        if unique != expected {
-            problems.push(format!(
-                "{} jobs missing from the queue, {} unknown ids in it",
-                expected.difference(&unique).count(),
-                unique.difference(&expected).count()
-            ));
-        }
-        if failed != 0 {
-            problems.push(format!("{failed} jobs still in {}", failed_key()));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        support::queue_state(&self.server.url(), QUEUE, &self.ids)
     }
 
     fn check_listing(&mut self, who: &str, jobs: u64, unique: u64, classified: u64) {
@@ -624,264 +518,6 @@ impl Bench {
             ExitCode::FAILURE
         }
     }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET   " } else { "MISSED" }
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn compact(v: &Value) -> String {
-    match v.as_object() {
-        Some(map) => map
-            .iter()
-            .filter(|(_, n)| n.as_u64() != Some(0))
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => v.to_string(),
-    }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "load unknown".into(),
-        |l| {
-            let parts: Vec<&str> = l.split_whitespace().take(3).collect();
-            format!("load average {} (1/5/15 min)", parts.join(" "))
-        },
-    )
-}
-
-fn failed_key() -> String {
-    format!("rq:failed:{QUEUE}")
-}
-
-fn queue_key() -> String {
-    format!("rq:queue:{QUEUE}")
-}
-
-fn connect(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
-}
-
-fn cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query(con)
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
-}
-
-/// Runs `make_failed.py` for `count` jobs of `jobs.<family>`, printing progress (read from
-/// the failed registry) every two seconds; returns the ids.
-fn make_failed(
-    python: &Python,
-    server: &RedisServer,
-    count: usize,
-    family: &str,
-    total: usize,
-    started: Instant,
-) -> Vec<String> {
-    let url = server.url();
-    let out_path = server.dir().join(format!("make_failed-{family}.json"));
-    let err_path = server.dir().join(format!("make_failed-{family}.err"));
-    let mut child = python
-        .command(&url)
-        .arg("make_failed.py")
-        .args(["--redis-url", &url, "--queue", QUEUE, "--timing"])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--func",
-            &format!("jobs.{family}"),
-        ])
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("make_failed.py runs");
-    let mut con = connect(&url);
-    let mut last = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() >= Duration::from_secs(2) {
-            last = Instant::now();
-            let failed: u64 = cmd(&mut con, &["ZCARD", &failed_key()]);
-            println!(
-                "  making failed jobs ({family}): {failed}/{total} after {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    };
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "make_failed.py {family} failed: {err}");
-    if !err.trim().is_empty() {
-        println!("  {}", err.trim());
-    }
-    let text = std::fs::read_to_string(&out_path).expect("make_failed.py output");
-    serde_json::from_str(&text).expect("make_failed.py prints a JSON list of ids")
-}
-
-// --- retryguard serve over plain HTTP/1.1 ---------------------------------------------------
-
-/// `target/release/retryguard`, built by cargo with this bench; `None` if it cannot serve.
-fn serve_binary() -> Option<PathBuf> {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_retryguard"));
-    let ok = Command::new(&bin)
-        .args(["serve", "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(bin)
-}
-
-/// A `retryguard serve` child, killed when dropped.
-#[derive(Debug)]
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start(bin: &Path, redis_url: &str, dir: &Path) -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut cmd = Command::new(bin);
-        // Only our settings: no retryguard.toml (an empty dir), no inherited RETRYGUARD_*.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("RETRYGUARD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let log = dir.join("serve.log");
-        let empty = dir.join("serve-cwd");
-        std::fs::create_dir_all(&empty).expect("serve's dir");
-        let child = cmd
-            .arg("serve")
-            .current_dir(&empty)
-            .env("RETRYGUARD_REDIS_URL", redis_url)
-            .env("RETRYGUARD_LISTEN", addr.to_string())
-            .env("RETRYGUARD_RETRY_COOLDOWN_SECONDS", "0")
-            .env("RETRYGUARD_SERVER_REQUEST_TIMEOUT_SECONDS", "600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("serve log"))
-            .spawn()
-            .expect("retryguard serve starts");
-        let mut serve = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = serve.child.try_wait() {
-                panic!(
-                    "retryguard serve exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
-                && http(addr, "GET", "/healthz").0 == 200
-            {
-                return serve;
-            }
-            assert!(Instant::now() < deadline, "retryguard serve is not up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The server's peak RSS so far (`VmHWM`).
-    fn peak_rss_kb(&self) -> Option<u64> {
-        vm_hwm(&format!("/proc/{}/status", self.child.id()))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request (`Connection: close`, no body); the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to retryguard serve");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(700)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    let body = &raw[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        let start = eol + 2;
-        let end = (start + size).min(data.len());
-        out.extend_from_slice(&data[start..end]);
-        data = data.get(end + 2..).unwrap_or_default();
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn vm_hwm(status_path: &str) -> Option<u64> {
-    std::fs::read_to_string(status_path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 // --- the child: the service in its own process ------------------------------------------------

@@ -204,6 +204,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/policies/bindings/{pattern}"),
     ("GET", "/api/v1/policies/bindings/{pattern}/history"),
     ("POST", "/api/v1/policies/bindings/{pattern}/rollback"),
+    ("POST", "/api/v1/policies/bindings/{pattern}/promote"),
     ("GET", "/api/v1/policies/{digest}"),
     ("DELETE", "/api/v1/policies/{digest}"),
     ("POST", "/api/v1/policies/{digest}/replay"),

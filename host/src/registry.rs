@@ -160,6 +160,9 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// How often `watch` tries to subscribe again while it cannot.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+
 /// The name the built-in default policy is listed under.
 pub const BUILTIN_NAME: &str = "builtin-default";
 
@@ -563,6 +566,64 @@ impl Registry {
         Ok(revision)
     }
 
+    /// Promotes the shadow of `pattern`: its policy and params become the active ones and
+    /// the binding has no shadow any more. Refused (409) when `pattern` has no shadow, or
+    /// when the bindings changed between reading and writing (compare-and-set on the
+    /// revision: what was watched in shadow is what gets promoted).
+    pub async fn promote(
+        &self,
+        pattern: &str,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<StoredBinding, RegistryError> {
+        let pattern = Pattern::parse(pattern)
+            .map_err(RegistryError::Invalid)?
+            .to_string();
+        let snapshot = self.store.bindings().await?;
+        let Some(current) = snapshot.bindings.iter().find(|b| b.pattern == pattern) else {
+            return Err(RegistryError::NotFound(format!(
+                "nothing is bound to `{pattern}`"
+            )));
+        };
+        let Some(shadow) = current.spec.shadow.clone() else {
+            return Err(RegistryError::Conflict(format!(
+                "`{pattern}` has no shadow policy to promote"
+            )));
+        };
+        let spec = BindingSpec {
+            active: shadow,
+            shadow: None,
+        };
+        self.check_spec(&spec).await?;
+        match self
+            .store
+            .change_binding(
+                &pattern,
+                Some(&spec),
+                store::Change::Promote,
+                actor,
+                now_ms,
+                store::Condition::AtRevision(snapshot.revision),
+            )
+            .await?
+        {
+            ChangeResult::Changed { .. } => {}
+            _ => {
+                return Err(RegistryError::Conflict(
+                    "the bindings changed meanwhile: look at the shadow again, then retry".into(),
+                ));
+            }
+        }
+        self.refresh().await?;
+        self.store
+            .bindings()
+            .await?
+            .bindings
+            .into_iter()
+            .find(|b| b.pattern == pattern)
+            .ok_or_else(|| RegistryError::Conflict("the binding changed meanwhile".into()))
+    }
+
     /// Restores the state `pattern` had before its last change.
     pub async fn rollback(
         &self,
@@ -762,6 +823,10 @@ impl Registry {
                         if let Err(e) = self.refresh_if_moved().await {
                             tracing::warn!(error = %e, "bindings revision check failed");
                         }
+                        // No subscription (Redis was down when it was made): try again.
+                        if pubsub.is_none() {
+                            break;
+                        }
                     }
                     m = message => match m {
                         Some(payload) => self.on_event(&payload).await,
@@ -770,7 +835,17 @@ impl Registry {
                     },
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // A dropped subscription is made again soon; a failed one (Redis down) every
+            // second at most, so announcements work again soon after Redis is back.
+            let pause = if pubsub.is_some() {
+                Duration::from_millis(200)
+            } else {
+                check_every.min(RESUBSCRIBE_EVERY)
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
     }
 

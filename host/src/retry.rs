@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod filter;
 pub mod outcome;
+pub mod replay;
 pub mod service;
 pub mod state;
 

@@ -49,6 +49,7 @@ use super::AppState;
         super::policies::unbind,
         super::policies::history,
         super::policies::rollback,
+        super::policies::promote,
         super::policies::experiments,
         super::policies::replay,
         openapi_json,

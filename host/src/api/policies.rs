@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
             "/api/v1/policies/bindings/{pattern}/rollback",
             post(rollback),
         )
+        .route("/api/v1/policies/bindings/{pattern}/promote", post(promote))
         .route("/api/v1/policies/{digest}", get(show).delete(retire))
         .route("/api/v1/policies/{digest}/replay", post(replay))
 }
@@ -136,12 +137,13 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, Api
     }))
 }
 
-/// What an upload says besides the bytes (query parameters).
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// What an upload says besides the bytes: query parameters, or the text fields of a
+/// `multipart/form-data` upload (a field wins over the same query parameter).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// A name for people (1–128 bytes).
-    pub name: String,
+    /// A name for people (1–128 bytes). Required (here or as a form field).
+    pub name: Option<String>,
     /// What it is for (up to 4096 bytes).
     #[serde(default)]
     pub description: String,
@@ -159,7 +161,116 @@ pub struct UploadQuery {
     pub instances: Option<u64>,
 }
 
-/// Uploads a policy component (the raw `.wasm` bytes as the body). It is validated as the
+/// A `multipart/form-data` upload (`curl -F policy=@policy.wasm -F name=strict`): the file in
+/// the part `policy`, and any of the query parameters as text parts.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the form; the handler reads it part by part"
+)]
+pub struct UploadForm {
+    /// The component's bytes.
+    #[schema(value_type = String, format = Binary)]
+    pub policy: Vec<u8>,
+    pub name: String,
+    pub description: Option<String>,
+    pub allow_wasi: Option<bool>,
+    pub fuel: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub instances: Option<u64>,
+}
+
+/// Most text fields (and bytes in each) a multipart upload may carry besides the file.
+const MAX_FORM_FIELDS: usize = 16;
+const MAX_FORM_FIELD_BYTES: usize = 8192;
+
+/// Reads a multipart upload: the `policy` file part and the text fields, into `q`.
+async fn read_form(
+    mut q: UploadQuery,
+    mut form: axum::extract::Multipart,
+) -> Result<(UploadQuery, Bytes), ApiError> {
+    let bad = |message: String| ApiError::bad_request("invalid_body", message);
+    let mut policy = None;
+    let mut fields = 0;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("unreadable multipart body: {}", e.body_text())))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "policy" {
+            if policy.is_some() {
+                return Err(bad("more than one `policy` part".into()));
+            }
+            let bytes = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(MAX_UPLOAD_BYTES as u64)
+                } else {
+                    bad(format!("unreadable `policy` part: {}", e.body_text()))
+                }
+            })?;
+            policy = Some(bytes);
+            continue;
+        }
+        fields += 1;
+        if fields > MAX_FORM_FIELDS {
+            return Err(bad(format!("more than {MAX_FORM_FIELDS} form fields")));
+        }
+        let text = field
+            .text()
+            .await
+            .map_err(|e| bad(format!("unreadable field `{name}`: {}", e.body_text())))?;
+        if text.len() > MAX_FORM_FIELD_BYTES {
+            return Err(bad(format!(
+                "field `{name}` is over {MAX_FORM_FIELD_BYTES} bytes"
+            )));
+        }
+        let number = |text: &str| {
+            text.trim().parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "field `{name}` must be a whole number, not `{text}`"
+                ))
+            })
+        };
+        match name.as_str() {
+            "name" => q.name = Some(text),
+            "description" => q.description = text,
+            "allow_wasi" => {
+                q.allow_wasi = match text.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(bad(format!(
+                            "field `allow_wasi` must be true or false, not `{other}`"
+                        )));
+                    }
+                }
+            }
+            "fuel" => q.fuel = Some(number(&text)?),
+            "deadline_ms" => q.deadline_ms = Some(number(&text)?),
+            "memory_bytes" => q.memory_bytes = Some(number(&text)?),
+            "instances" => q.instances = Some(number(&text)?),
+            other => {
+                return Err(bad(format!(
+                    "unknown form field `{other}` (expected policy, name, description, \
+                     allow_wasi, fuel, deadline_ms, memory_bytes, instances)"
+                )));
+            }
+        }
+    }
+    let policy = policy.ok_or_else(|| {
+        bad(
+            "a multipart upload needs the component in a part named `policy` \
+             (curl -F policy=@policy.wasm -F name=…)"
+                .into(),
+        )
+    })?;
+    Ok((q, policy))
+}
+
+/// Uploads a policy component: the raw `.wasm` bytes as the body (`application/wasm`), or a
+/// `multipart/form-data` form with the file in the part `policy`. It is validated as the
 /// engine loads policies — size, a component, the `retry-policy` world, no imports beyond
 /// (allowed) WASI, a smoke evaluation over sample failures — then stored by digest and
 /// announced, so every instance compiles it before it is bound. The same bytes again are
@@ -169,11 +280,17 @@ pub struct UploadQuery {
     path = "/api/v1/policies",
     tag = "policies",
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component's bytes"),
+    request_body(
+        description = "The component: raw bytes, or a form with the file in `policy`",
+        content(
+            (Vec<u8> = "application/wasm"),
+            (UploadForm = "multipart/form-data"),
+        )
+    ),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, description = "Stored", body = PolicyJson),
-        (status = 400, description = "A bad name, description or limit", body = ErrorBody),
+        (status = 400, description = "A bad name, description, limit or form", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
         (status = 413, description = "Over the upload size cap", body = ErrorBody),
@@ -185,8 +302,35 @@ pub async fn upload(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<PolicyJson>), ApiError> {
+    use axum::extract::FromRequest as _;
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
+    let (q, body) = if multipart {
+        let form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+        read_form(q, form).await?
+    } else {
+        let body = Bytes::from_request(request, &state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_UPLOAD_BYTES as u64)
+            } else {
+                ApiError::bad_request("invalid_body", e.body_text())
+            }
+        })?;
+        (q, body)
+    };
+    let Some(name) = q.name else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a policy needs a name: ?name=… (or a `name` form field)",
+        ));
+    };
     let registry = registry(&state)?;
     let base = *registry.builtin().limits();
     let custom = q.fuel.is_some()
@@ -209,14 +353,15 @@ pub async fn upload(
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_body",
-            "the body must be the policy component's bytes (Content-Type: application/wasm)",
+            "the body must be the policy component's bytes (Content-Type: application/wasm), \
+             or a multipart/form-data form with them in the part `policy`",
         ));
     }
     let meta = registry
         .upload(
             body.to_vec(),
             Upload {
-                name: q.name,
+                name,
                 description: q.description,
                 limits,
                 allow_wasi: q.allow_wasi,
@@ -509,6 +654,37 @@ pub async fn rollback(
     changed(&state, &p.pattern).await
 }
 
+/// Promotes the pattern's shadow: the shadow policy and params become the active ones and
+/// the binding has no shadow any more — after watching it in `/api/v1/policies/experiments`.
+/// Audited (`binding_promoted`) and announced like any change; `…/rollback` undoes it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies/bindings/{pattern}/promote",
+    tag = "policies",
+    params(PatternPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Promoted", body = BindingChanged),
+        (status = 400, description = "Not a pattern, or the shadow's params no longer validate", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "Nothing is bound to the pattern", body = ErrorBody),
+        (status = 409, description = "The binding has no shadow, or the bindings changed meanwhile", body = ErrorBody),
+        (status = 422, description = "The shadow policy no longer loads", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn promote(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(p): ApiPath<PatternPath>,
+) -> Result<Json<BindingChanged>, ApiError> {
+    registry(&state)?
+        .promote(&p.pattern, &actor, now_ms())
+        .await?;
+    changed(&state, &p.pattern).await
+}
+
 /// The window of `GET /api/v1/policies/experiments`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -555,13 +731,41 @@ pub async fn experiments(
     Ok(Json(report).into_response())
 }
 
-/// Which current failed jobs a replay looks at.
+/// Which failed jobs a replay looks at (current jobs and recorded decisions alike).
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplayFilter {
     pub queue: Option<String>,
     /// Job type glob (`payments.*`).
     pub job_type: Option<String>,
+}
+
+/// What a replay evaluates the candidate over.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaySource {
+    /// The failed jobs in Redis now, beside the policy bound to each now.
+    Current,
+    /// The policy decisions recorded in the audit trail, each at its recorded clock.
+    Audit,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// Which recorded decisions a replay reads: `hours` back from now (default 24), or
+/// `since_ms`/`until_ms` (until defaults to now, since to 24 h before until); at most 720 h.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayAudit {
+    /// The last this many hours (1–720).
+    pub hours: Option<u64>,
+    /// Records at or after this time (epoch ms).
+    pub since_ms: Option<u64>,
+    /// Records before this time (epoch ms).
+    pub until_ms: Option<u64>,
+    /// Most recorded decisions replayed (1–100,000, default 10,000).
+    pub max_records: Option<u64>,
 }
 
 /// The body of a replay.
@@ -572,13 +776,65 @@ pub struct ReplayBody {
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub params: std::collections::BTreeMap<String, String>,
     pub filter: ReplayFilter,
-    /// Most jobs evaluated (1–100,000, default 10,000).
+    /// `current`, `audit` or `both` (default).
+    pub source: ReplaySource,
+    /// Most current jobs evaluated (1–100,000, default 10,000).
     pub max_jobs: Option<u64>,
+    /// The window of recorded decisions (needs `source` `audit` or `both`).
+    pub audit: Option<ReplayAudit>,
 }
 
-/// What-if: evaluates the policy `digest` with `params` over the current failed jobs (those
-/// the filter matches) beside the policy bound to each job's type now, and reports how the
-/// decisions differ, with counts and examples. Changes nothing.
+/// Longest window of recorded decisions one replay reads.
+const MAX_REPLAY_HOURS: u64 = 720;
+
+/// Checks a replay's window of recorded decisions against `now`: `(since, until, max)`.
+fn replay_window(a: &ReplayAudit, now: u64) -> Result<(u64, u64, u64), ApiError> {
+    let bad = |message: String| ApiError::bad_request("invalid_body", message);
+    let max_records = a.max_records.unwrap_or(10_000);
+    if !(1..=100_000).contains(&max_records) {
+        return Err(bad(format!(
+            "audit.max_records must be 1 to 100000, not {max_records}"
+        )));
+    }
+    let (since, until) = match (a.hours, a.since_ms, a.until_ms) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(bad(
+                "audit: give either hours or since_ms/until_ms, not both".into(),
+            ));
+        }
+        (Some(h), None, None) => {
+            if !(1..=MAX_REPLAY_HOURS).contains(&h) {
+                return Err(bad(format!(
+                    "audit.hours must be 1 to {MAX_REPLAY_HOURS}, not {h}"
+                )));
+            }
+            (now.saturating_sub(h * 3_600_000), now)
+        }
+        (None, since, until) => {
+            let until = until.unwrap_or(now);
+            let since = since.unwrap_or(until.saturating_sub(24 * 3_600_000));
+            if since >= until {
+                return Err(bad(format!(
+                    "audit.since_ms ({since}) must be before audit.until_ms ({until})"
+                )));
+            }
+            if until - since > MAX_REPLAY_HOURS * 3_600_000 {
+                return Err(bad(format!(
+                    "audit: the window is at most {MAX_REPLAY_HOURS} hours; since_ms to until_ms spans {} ms",
+                    until - since
+                )));
+            }
+            (since, until)
+        }
+    };
+    Ok((since, until, max_records))
+}
+
+/// What-if: evaluates the policy `digest` with `params` over the current failed jobs beside
+/// the policy bound to each job's type now, and over the policy decisions recorded in the
+/// audit trail (each on its recorded input, at its recorded clock) beside the verdict the
+/// record stands for, and reports how the decisions differ, with counts and examples.
+/// Changes nothing. Without an audit directory the recorded section says so.
 #[utoipa::path(
     post,
     path = "/api/v1/policies/{digest}/replay",
@@ -601,27 +857,64 @@ pub async fn replay(
     ApiPath(p): ApiPath<DigestPath>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<crate::retry::service::ReplayReport>, ApiError> {
-    let max_jobs = body.max_jobs.unwrap_or(10_000);
-    if !(1..=100_000).contains(&max_jobs) {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("max_jobs must be 1 to 100000, not {max_jobs}"),
+    use crate::retry::service::{RecordedReplay, RecordedWindow, ReplayError, ReplayReport};
+    let bad = |message: String| ApiError::bad_request("invalid_body", message);
+    let current = body.source != ReplaySource::Audit;
+    let recorded = body.source != ReplaySource::Current;
+    if !current && body.max_jobs.is_some() {
+        return Err(bad(
+            "max_jobs limits the current jobs: it needs source `current` or `both`".into(),
         ));
     }
-    let params: crate::policy::Params = body.params.into_iter().collect();
-    let candidate = registry(&state)?.candidate(&p.digest, &params).await?;
+    if !recorded && body.audit.is_some() {
+        return Err(bad(
+            "audit picks recorded decisions: it needs source `audit` or `both`".into(),
+        ));
+    }
+    let max_jobs = body.max_jobs.unwrap_or(10_000);
+    if !(1..=100_000).contains(&max_jobs) {
+        return Err(bad(format!("max_jobs must be 1 to 100000, not {max_jobs}")));
+    }
+    let now = now_ms();
+    let (since, until, max_records) = replay_window(&body.audit.unwrap_or_default(), now)?;
+    let registry = registry(&state)?;
+    let params: crate::policy::Params = body.params.clone().into_iter().collect();
+    let candidate = registry.candidate(&p.digest, &params).await?;
     let filter = crate::retry::JobFilter {
         queue: body.filter.queue,
         job_type: body.filter.job_type,
         ..crate::retry::JobFilter::default()
     };
-    let report = state
-        .service
-        .replay(
-            &candidate,
-            &filter,
-            usize::try_from(max_jobs).unwrap_or(usize::MAX),
-        )
-        .await?;
+    let mut report = ReplayReport {
+        candidate: candidate.policy.digest().to_string(),
+        params: body.params,
+        current: None,
+        recorded: None,
+    };
+    if current {
+        let max_jobs = usize::try_from(max_jobs).unwrap_or(usize::MAX);
+        report.current = Some(state.service.replay(&candidate, &filter, max_jobs).await?);
+    }
+    if recorded {
+        report.recorded = Some(match &state.audit_dir {
+            None => RecordedReplay::not_configured(since, until),
+            Some(dir) => {
+                let window = RecordedWindow {
+                    since_ms: since,
+                    until_ms: until,
+                    filter,
+                    max_records,
+                };
+                state
+                    .service
+                    .replay_recorded(&candidate, dir, registry, &window)
+                    .await
+                    .map_err(|e| match e {
+                        ReplayError::Query(e) => ApiError::from(e),
+                        ReplayError::Retry(e) => ApiError::from(e),
+                    })?
+            }
+        });
+    }
     Ok(Json(report))
 }

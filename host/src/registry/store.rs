@@ -177,6 +177,8 @@ pub enum Change {
     Set,
     Delete,
     Rollback,
+    /// The shadow became the active policy.
+    Promote,
 }
 
 impl Change {
@@ -185,6 +187,7 @@ impl Change {
             Self::Set => "binding_set",
             Self::Delete => "binding_deleted",
             Self::Rollback => "binding_rolled_back",
+            Self::Promote => "binding_promoted",
         }
     }
 }

@@ -12,7 +12,13 @@ use serde::Serialize;
 use super::audit;
 use super::filter::JobFilter;
 use super::outcome::{JobOutcome, Outcome};
+use super::replay::Origin;
+pub use super::replay::{
+    CurrentReplay, RecordedReplay, RecordedWindow, ReplayError, ReplayExample, ReplayReport,
+    ReplayTally,
+};
 use super::state::{self, Keys, Recorded, RetryState};
+use crate::audit::AuditDir;
 use crate::policy::types::derive_seed;
 use crate::policy::{
     Classification, Decision, Digest, EvalError, Evaluation, FailureInput, HoldKind, Params,
@@ -404,16 +410,15 @@ impl<B: QueueBackend> RetryService<B> {
         candidate: &Bound,
         filter: &JobFilter,
         max_jobs: usize,
-    ) -> Result<ReplayReport, RetryError> {
+    ) -> Result<CurrentReplay, RetryError> {
         let now = now_ms();
         let mut queues = self.backend.failed_queues().await?;
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);
         }
-        let mut report = ReplayReport {
-            candidate: candidate.policy.digest().to_string(),
+        let mut report = CurrentReplay {
             now_ms: now,
-            ..ReplayReport::default()
+            ..CurrentReplay::default()
         };
         'queues: for queue in queues {
             let mut after: Option<JobRef> = None;
@@ -462,16 +467,35 @@ impl<B: QueueBackend> RetryService<B> {
                 })
                 .await
                 .map_err(|err| RetryError::Engine(err.to_string()))?;
+                let origin = Origin {
+                    record_id: None,
+                    recorded_decision: None,
+                    at_ms: now,
+                };
                 for (e, c) in compared {
-                    report.add(&e.view, &c);
-                    if report.jobs as usize >= max_jobs {
-                        report.complete = false;
+                    report.tally.add(&e.view, &c, origin);
+                    if report.tally.jobs as usize >= max_jobs {
+                        report.tally.complete = false;
                         break 'queues;
                     }
                 }
             }
         }
         Ok(report)
+    }
+
+    /// What-if over the past: evaluates `candidate` over the policy decisions recorded in
+    /// the audit trail within `window`, each at its recorded clock, beside the verdict each
+    /// record stands for (see `super::replay`). Changes nothing and writes no audit record.
+    pub async fn replay_recorded(
+        &self,
+        candidate: &Bound,
+        dir: &Arc<AuditDir>,
+        registry: &Registry,
+        window: &RecordedWindow,
+    ) -> Result<RecordedReplay, ReplayError> {
+        let mut conn = self.conn.clone();
+        super::replay::recorded(&self.engine, &mut conn, dir, registry, candidate, window).await
     }
 
     /// The queues with failed jobs, for listings: discovery scans the whole keyspace, so
@@ -552,7 +576,8 @@ impl<B: QueueBackend> RetryService<B> {
         Ok((jobs, states))
     }
 
-    /// Evaluates jobs on the blocking pool (policies are CPU work); applies the filter.
+    /// Evaluates jobs on the blocking pool (policies are CPU work), split over up to one
+    /// task per core; applies the filter. The order of `jobs` is kept.
     async fn evaluate_jobs(
         &self,
         jobs: Vec<(FailedJob, RetryState)>,
@@ -560,54 +585,29 @@ impl<B: QueueBackend> RetryService<B> {
         now: u64,
         shadows: bool,
     ) -> Result<Vec<Option<Evaluated>>, RetryError> {
-        let engine = Arc::clone(&self.engine);
         // One table for the whole batch: no decision mixes two bindings revisions.
         let table = self.policies.table();
-        let filter = filter.clone();
-        let cache = Arc::clone(&self.cache);
-        tokio::task::spawn_blocking(move || {
-            jobs.into_iter()
-                .map(|(job, state)| {
-                    if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms) {
-                        return None;
-                    }
-                    let binding = Arc::clone(table.resolve(&job.job_type));
-                    let input = failure_input(&job, &state);
-                    let eval = evaluate_cached(&engine, &cache, &job, &input, &binding.active, now);
-                    let view = view_of(job, state.attempts, &binding.active.policy, eval, now);
-                    let matches = match &view.classification {
-                        Some(c) => filter.matches_classification(&c.failure_type, c.retryable),
-                        None => !filter.needs_classification(),
-                    };
-                    if !matches {
-                        return None;
-                    }
-                    // Same input, same clock; never acted on.
-                    let shadow = binding.shadow.as_ref().filter(|_| shadows).map(|s| {
-                        let eval = evaluate_cached(&engine, &cache, &view.job, &input, s, now);
-                        let v = view_of(view.job.clone(), state.attempts, &s.policy, eval, now);
-                        ShadowDecision {
-                            digest: v.policy_digest,
-                            pattern: binding.pattern.clone(),
-                            outcome: v.outcome.as_str().to_string(),
-                            retry_at_ms: v.retry_at_ms,
-                            failure_type: v.classification.map(|c| c.failure_type),
-                            reason: v.reason,
-                            active_outcome: view.outcome.as_str().to_string(),
-                            active_retry_at_ms: view.retry_at_ms,
-                        }
-                    });
-                    Some(Evaluated {
-                        view,
-                        input,
-                        binding,
-                        shadow,
+        let chunks = split_for_cores(jobs);
+        let mut tasks = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let engine = Arc::clone(&self.engine);
+            let table = Arc::clone(&table);
+            let filter = filter.clone();
+            let cache = Arc::clone(&self.cache);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(job, state)| {
+                        evaluate_one(&engine, &cache, &table, &filter, job, &state, now, shadows)
                     })
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| RetryError::Engine(e.to_string()))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut evaluated = Vec::new();
+        for task in tasks {
+            evaluated.extend(task.await.map_err(|e| RetryError::Engine(e.to_string()))?);
+        }
+        Ok(evaluated)
     }
 
     /// Retries one job.
@@ -1056,103 +1056,75 @@ fn apply_requeue_result(mut o: JobOutcome, r: RequeueResult) -> JobOutcome {
     o
 }
 
-/// How a candidate policy's decisions differ from the bound ones (`RetryService::replay`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ReplayReport {
-    pub candidate: String,
-    /// The clock both were evaluated at.
-    pub now_ms: u64,
-    /// Jobs evaluated by both.
-    pub jobs: u64,
-    pub agreed: u64,
-    /// Differences by kind (`active_retries_shadow_holds` = the bound policy would retry
-    /// and the candidate hold, and so on: the kinds of `/api/v1/policies/experiments`).
-    pub differences: BTreeMap<String, u64>,
-    /// The candidate's outcomes (`retried`, `blocked_cooldown`, …) and the bound ones'.
-    pub candidate_outcomes: BTreeMap<String, u64>,
-    pub bound_outcomes: BTreeMap<String, u64>,
-    /// Up to 20 differing jobs.
-    pub examples: Vec<ReplayExample>,
-    /// False when `max_jobs` stopped it before every matching job was seen.
-    pub complete: bool,
-}
-
-impl Default for ReplayReport {
-    fn default() -> Self {
-        Self {
-            candidate: String::new(),
-            now_ms: 0,
-            jobs: 0,
-            agreed: 0,
-            differences: BTreeMap::new(),
-            candidate_outcomes: BTreeMap::new(),
-            bound_outcomes: BTreeMap::new(),
-            examples: Vec::new(),
-            complete: true,
+/// Jobs in at most one chunk per core (and at least 64 jobs a chunk: below that a second
+/// task costs more than it saves), in order.
+fn split_for_cores<T>(jobs: Vec<T>) -> Vec<Vec<T>> {
+    const MIN_CHUNK: usize = 64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunks = cores.min(jobs.len().div_ceil(MIN_CHUNK)).max(1);
+    let size = jobs.len().div_ceil(chunks).max(1);
+    let mut out = Vec::with_capacity(chunks);
+    let mut rest = jobs.into_iter();
+    loop {
+        let chunk: Vec<T> = rest.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            break;
         }
+        out.push(chunk);
     }
+    out
 }
 
-/// One job on which a replayed candidate differs from the bound policy.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ReplayExample {
-    pub job_id: String,
-    pub job_type: String,
-    pub kind: String,
-    pub bound_digest: String,
-    pub bound_outcome: String,
-    pub bound_retry_at_ms: Option<u64>,
-    pub bound_failure_type: Option<String>,
-    pub candidate_outcome: String,
-    pub candidate_retry_at_ms: Option<u64>,
-    pub candidate_failure_type: Option<String>,
-    pub candidate_reason: String,
-}
-
-impl ReplayReport {
-    fn add(&mut self, bound: &JobView, candidate: &JobView) {
-        self.jobs += 1;
-        *self
-            .bound_outcomes
-            .entry(bound.outcome.as_str().to_string())
-            .or_default() += 1;
-        *self
-            .candidate_outcomes
-            .entry(candidate.outcome.as_str().to_string())
-            .or_default() += 1;
-        match crate::registry::experiments::compare(
-            bound.outcome.as_str(),
-            bound.retry_at_ms,
-            candidate.outcome.as_str(),
-            candidate.retry_at_ms,
-        ) {
-            None => self.agreed += 1,
-            Some(kind) => {
-                *self.differences.entry(kind.to_string()).or_default() += 1;
-                if self.examples.len() < 20 {
-                    self.examples.push(ReplayExample {
-                        job_id: bound.job.id.clone(),
-                        job_type: bound.job.job_type.clone(),
-                        kind: kind.to_string(),
-                        bound_digest: bound.policy_digest.clone(),
-                        bound_outcome: bound.outcome.as_str().to_string(),
-                        bound_retry_at_ms: bound.retry_at_ms,
-                        bound_failure_type: bound
-                            .classification
-                            .as_ref()
-                            .map(|c| c.failure_type.clone()),
-                        candidate_outcome: candidate.outcome.as_str().to_string(),
-                        candidate_retry_at_ms: candidate.retry_at_ms,
-                        candidate_failure_type: candidate
-                            .classification
-                            .as_ref()
-                            .map(|c| c.failure_type.clone()),
-                        candidate_reason: candidate.reason.clone(),
-                    });
-                }
-            }
+/// One job: its binding's verdict, the filter, and (when asked) the shadow's verdict.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+fn evaluate_one(
+    engine: &PolicyEngine,
+    cache: &ClassificationCache,
+    table: &Table,
+    filter: &JobFilter,
+    job: FailedJob,
+    state: &RetryState,
+    now: u64,
+    shadows: bool,
+) -> Option<Evaluated> {
+    if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms) {
+        return None;
+    }
+    let binding = Arc::clone(table.resolve(&job.job_type));
+    let input = failure_input(&job, state);
+    let eval = evaluate_cached(engine, cache, &job, &input, &binding.active, now);
+    let view = view_of(job, state.attempts, &binding.active.policy, eval, now);
+    let matches = match &view.classification {
+        Some(c) => filter.matches_classification(&c.failure_type, c.retryable),
+        None => !filter.needs_classification(),
+    };
+    if !matches {
+        return None;
+    }
+    // Same input, same clock; never acted on.
+    let shadow = binding.shadow.as_ref().filter(|_| shadows).map(|s| {
+        let eval = evaluate_cached(engine, cache, &view.job, &input, s, now);
+        let v = verdict_of(eval, now);
+        ShadowDecision {
+            digest: s.policy.digest().to_string(),
+            pattern: binding.pattern.clone(),
+            outcome: v.outcome.as_str().to_string(),
+            retry_at_ms: v.retry_at_ms,
+            failure_type: v.classification.map(|c| c.failure_type),
+            reason: v.reason,
+            active_outcome: view.outcome.as_str().to_string(),
+            active_retry_at_ms: view.retry_at_ms,
         }
-    }
+    });
+    Some(Evaluated {
+        view,
+        input,
+        binding,
+        shadow,
+    })
 }
 
 /// Evaluates `job` with a bound policy, its classification taken from / put in `cache` (a
@@ -1196,57 +1168,75 @@ fn failure_input(job: &FailedJob, state: &RetryState) -> FailureInput {
     }
 }
 
-fn view_of(
+/// A policy's evaluation as the retry service shows it (also what a replay compares).
+pub(super) fn view_of(
     job: FailedJob,
     attempts: u32,
     policy: &Policy,
     eval: Result<Evaluation, EvalError>,
     now: u64,
 ) -> JobView {
-    let digest = policy.digest().to_string();
-    match eval {
-        Ok(eval) => {
-            let (outcome, reason, retry_at_ms, hold_kind) = match eval.decision {
-                Decision::RetryAt { at_ms } if at_ms <= now => {
-                    (Outcome::Retried, "due now".to_string(), Some(at_ms), None)
-                }
-                Decision::RetryAt { at_ms } => (
-                    Outcome::BlockedCooldown,
-                    format!("cooling down for {} s more", (at_ms - now).div_ceil(1000)),
-                    Some(at_ms),
-                    None,
-                ),
-                Decision::Hold { kind, reason } => {
-                    let outcome = match kind {
-                        HoldKind::MaxAttempts => Outcome::BlockedMaxAttempts,
-                        HoldKind::NonRetryable => Outcome::BlockedNonRetryable,
-                        HoldKind::UnknownFailure => Outcome::BlockedUnknown,
-                        HoldKind::PolicySaysNo => Outcome::BlockedByPolicy,
-                    };
-                    (outcome, reason, None, Some(kind))
-                }
+    let v = verdict_of(eval, now);
+    JobView {
+        job,
+        attempts,
+        policy_digest: policy.digest().to_string(),
+        classification: v.classification,
+        outcome: v.outcome,
+        reason: v.reason,
+        retry_at_ms: v.retry_at_ms,
+        hold_kind: v.hold_kind,
+    }
+}
+
+/// What an evaluation means at `now`, in the outcomes' vocabulary.
+struct Verdict {
+    classification: Option<Classification>,
+    outcome: Outcome,
+    reason: String,
+    retry_at_ms: Option<u64>,
+    hold_kind: Option<HoldKind>,
+}
+
+fn verdict_of(eval: Result<Evaluation, EvalError>, now: u64) -> Verdict {
+    let eval = match eval {
+        Ok(eval) => eval,
+        Err(e) => {
+            return Verdict {
+                classification: None,
+                outcome: Outcome::PolicyError,
+                reason: format!("policy error: {e}"),
+                retry_at_ms: None,
+                hold_kind: None,
             };
-            JobView {
-                job,
-                attempts,
-                policy_digest: digest,
-                classification: Some(eval.classification),
-                outcome,
-                reason,
-                retry_at_ms,
-                hold_kind,
-            }
         }
-        Err(e) => JobView {
-            job,
-            attempts,
-            policy_digest: digest,
-            classification: None,
-            outcome: Outcome::PolicyError,
-            reason: format!("policy error: {e}"),
-            retry_at_ms: None,
-            hold_kind: None,
-        },
+    };
+    let (outcome, reason, retry_at_ms, hold_kind) = match eval.decision {
+        Decision::RetryAt { at_ms } if at_ms <= now => {
+            (Outcome::Retried, "due now".to_string(), Some(at_ms), None)
+        }
+        Decision::RetryAt { at_ms } => (
+            Outcome::BlockedCooldown,
+            format!("cooling down for {} s more", (at_ms - now).div_ceil(1000)),
+            Some(at_ms),
+            None,
+        ),
+        Decision::Hold { kind, reason } => {
+            let outcome = match kind {
+                HoldKind::MaxAttempts => Outcome::BlockedMaxAttempts,
+                HoldKind::NonRetryable => Outcome::BlockedNonRetryable,
+                HoldKind::UnknownFailure => Outcome::BlockedUnknown,
+                HoldKind::PolicySaysNo => Outcome::BlockedByPolicy,
+            };
+            (outcome, reason, None, Some(kind))
+        }
+    };
+    Verdict {
+        classification: Some(eval.classification),
+        outcome,
+        reason,
+        retry_at_ms,
+        hold_kind,
     }
 }
 

@@ -24,4 +24,5 @@ mod policies;
 #[path = "../rq/support/redis_server.rs"]
 #[allow(dead_code, reason = "shared harness: not every helper is used here")]
 mod redis_server;
+mod registry_watch;
 mod serve;

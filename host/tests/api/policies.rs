@@ -644,20 +644,549 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-    assert_eq!(reply.json["jobs"], 2, "{}", reply.json);
     assert_eq!(reply.json["candidate"], hostile.as_str());
+    let current = &reply.json["current"];
+    assert_eq!(current["jobs"], 2, "{}", reply.json);
     assert_eq!(
-        reply.json["candidate_outcomes"]["retried"], 2,
+        current["candidate_outcomes"]["retried"], 2,
         "{}",
         reply.json
     );
     assert_eq!(
-        reply.json["bound_outcomes"]["blocked_non_retryable"], 1,
+        current["bound_outcomes"]["blocked_non_retryable"], 1,
         "{}",
         reply.json
     );
     assert_eq!(
-        reply.json["differences"]["active_holds_shadow_retries"], 1,
+        current["differences"]["active_holds_shadow_retries"], 1,
+        "{}",
+        reply.json
+    );
+    // The dry run's decisions on the payments jobs are in the audit too: the fixture over
+    // them differs exactly as the shadow did.
+    let recorded = &reply.json["recorded"];
+    assert_eq!(recorded["configured"], true, "{}", reply.json);
+    assert_eq!(recorded["jobs"], 2, "{}", reply.json);
+    assert_eq!(recorded["agreed"], agreed, "{}", reply.json);
+    assert_eq!(recorded["differences"], json!(want), "{}", reply.json);
+}
+
+/// The outbox entries, oldest first, as field maps.
+fn outbox_records(redis: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg("-")
+        .arg("+")
+        .query(&mut connect(redis))
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            e.map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The policy input a decision record carries, with its traceback.
+fn recorded_input(
+    r: &std::collections::HashMap<String, String>,
+    traceback: String,
+) -> retryguard::policy::FailureInput {
+    let num = |k: &str| r[k].parse::<u64>().unwrap();
+    retryguard::policy::FailureInput {
+        job_id: r["job_id"].clone(),
+        job_type: r["job_type"].clone(),
+        queue: r["queue"].clone(),
+        job_status: r["job_status"].clone(),
+        exc_type: r["exc_type"].clone(),
+        exc_message: r["exc_message"].clone(),
+        traceback,
+        failed_at_ms: num("failed_at_ms"),
+        first_failed_at_ms: num("first_failed_at_ms"),
+        attempts: u32::try_from(num("prior_attempts")).unwrap(),
+        last_attempt_at_ms: r.get("last_attempt_at_ms").map(|v| v.parse().unwrap()),
+        queue_retries_left: r.get("queue_retries_left").map(|v| v.parse().unwrap()),
+        seed: num("seed"),
+        attributes: Vec::new(),
+    }
+}
+
+async fn post_replay(app: &Router, digest: &str, body: Value) -> Reply {
+    send_request(
+        app,
+        Request::builder()
+            .method("POST")
+            .uri(format!("/api/v1/policies/{digest}/replay"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// An unknown failure with a traceback of its own (its blob is deleted below).
+const ODD_TB: &str = "Traceback (most recent call last):\n  File \"/app/tasks.py\", line 5, in sync\n    frob()\nFrobnicationError: the frobnicator is unhappy\n";
+
+#[tokio::test]
+async fn replay_over_the_audit_agrees_with_itself_and_differs_as_direct_evaluation_says() {
+    use retryguard::policy::{EngineConfig, LoadOptions, PolicyEngine};
+    let redis = RedisServer::start();
+    let old = now_ms() - 3 * 3600 * 1000;
+    write_failed(
+        &mut connect(&redis),
+        &[
+            RawJob {
+                func: "payments.cards.charge",
+                ..RawJob::new("net-old", NETWORK_TB, old)
+            },
+            // Failed a moment ago: the default cools it down (a retry time in the future).
+            RawJob {
+                func: "payments.cards.capture",
+                ..RawJob::new("net-new", NETWORK_TB, now_ms() - 1000)
+            },
+            RawJob {
+                func: "reports.daily",
+                ..RawJob::new("val-1", crate::common::VALIDATION_TB, old)
+            },
+            RawJob {
+                func: "reports.sync",
+                ..RawJob::new("odd-1", ODD_TB, old)
+            },
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = retryguard::audit::AuditDir::open(tmp.path()).unwrap();
+    let app = retryguard::api::router(
+        state_with(config(&redis))
+            .await
+            .with_audit_dir(Arc::new(dir)),
+    );
+    let doc = send(&app, "GET", "/openapi.json").await.json;
+    let hostile = digest_of(HOSTILE);
+    let builtin = digest_of(retryguard::policy::builtin::DEFAULT_POLICY);
+    let reply = upload(&app, "name=hostile", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+
+    // Decisions: a dry run over every job, then a real retry-all (requeues and holds).
+    let reply = send(&app, "POST", "/api/v1/jobs/failed/retry-all?dry_run=true").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let reply = send(&app, "POST", "/api/v1/jobs/failed/retry-all").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(
+        reply.json["counts"]["retried"].as_u64().unwrap() >= 1,
+        "{}",
+        reply.json
+    );
+    // The odd job's traceback is lost: its decisions cannot be replayed.
+    let odd_sha = digest_of(ODD_TB.as_bytes());
+    let _: u64 = redis::cmd("HDEL")
+        .arg(retryguard::audit::Keys::BLOBS)
+        .arg(&odd_sha)
+        .query(&mut connect(&redis))
+        .unwrap();
+
+    // What each policy says of each recorded input at its recorded clock.
+    let engine = PolicyEngine::new(EngineConfig::default()).unwrap();
+    let active = engine.load_builtin().unwrap();
+    let candidate = engine.load(HOSTILE, &LoadOptions::default()).unwrap();
+    let records = outbox_records(&redis);
+    let mut con = connect(&redis);
+    let (mut skipped, mut missing, mut replayed, mut agreed, mut payments) = (0, 0, 0, 0, 0);
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut bound_outcomes: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut outcomes = std::collections::BTreeSet::new();
+    for r in &records {
+        if !r.contains_key("seed") {
+            skipped += 1;
+            continue;
+        }
+        assert_eq!(r["policy_digest"], builtin);
+        if r["traceback_sha256"] == odd_sha {
+            missing += 1;
+            continue;
+        }
+        replayed += 1;
+        if r["job_type"].starts_with("payments.") {
+            payments += 1;
+        }
+        let traceback: String = redis::cmd("HGET")
+            .arg(retryguard::audit::Keys::BLOBS)
+            .arg(&r["traceback_sha256"])
+            .query(&mut con)
+            .unwrap();
+        let input = recorded_input(r, traceback);
+        let now: u64 = r["now_ms"].parse().unwrap();
+        let a = engine.evaluate(&active, &input, &Vec::new(), now).unwrap();
+        let c = engine
+            .evaluate(&candidate, &input, &Vec::new(), now)
+            .unwrap();
+        let (ao, at) = outcome_of(&a.decision, now);
+        let (co, ct) = outcome_of(&c.decision, now);
+        outcomes.insert(ao.clone());
+        *bound_outcomes.entry(ao.clone()).or_default() += 1;
+        match retryguard::registry::experiments::compare(&ao, at, &co, ct) {
+            None => agreed += 1,
+            Some(kind) => *want.entry(kind.to_string()).or_default() += 1,
+        }
+    }
+    assert!(skipped >= 4, "two operations start and finish: {records:?}");
+    assert_eq!(
+        missing, 2,
+        "the odd job: one decision per retry-all: {records:?}"
+    );
+    assert!(
+        outcomes.contains("retried")
+            && outcomes.contains("blocked_cooldown")
+            && outcomes.contains("blocked_non_retryable"),
+        "retries, a cooldown and holds were recorded: {outcomes:?}"
+    );
+    assert!(!want.is_empty(), "the fixture should differ somewhere");
+
+    // The default with its own params agrees with every decision it made.
+    let reply = post_replay(&app, &builtin, json!({"source": "audit"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    crate::conform::assert_documented(&doc, "POST", "/api/v1/policies/{digest}/replay", &reply);
+    assert!(reply.json["current"].is_null(), "{}", reply.json);
+    let r = &reply.json["recorded"];
+    assert_eq!(r["configured"], true, "{r}");
+    assert_eq!(r["examined"], records.len(), "{r}");
+    assert_eq!(r["skipped"], skipped, "{r}");
+    assert_eq!(r["filtered_out"], 0, "{r}");
+    assert_eq!(r["unreplayable"], missing, "{r}");
+    assert_eq!(
+        r["unreplayable_reasons"],
+        json!({"traceback_missing": missing}),
+        "{r}"
+    );
+    assert_eq!(r["jobs"], replayed, "{r}");
+    assert_eq!(r["agreed"], replayed, "{r}");
+    assert_eq!(r["differences"], json!({}), "{r}");
+    assert_eq!(r["bound_outcomes"], json!(bound_outcomes), "{r}");
+    assert_eq!(r["candidate_outcomes"], json!(bound_outcomes), "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+
+    // The fixture differs exactly as evaluating it directly says.
+    let reply = post_replay(
+        &app,
+        &hostile,
+        json!({"source": "audit", "audit": {"hours": 1}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    crate::conform::assert_documented(&doc, "POST", "/api/v1/policies/{digest}/replay", &reply);
+    let r = &reply.json["recorded"];
+    assert_eq!(r["jobs"], replayed, "{r}");
+    assert_eq!(r["agreed"], agreed, "{r}");
+    assert_eq!(r["differences"], json!(want), "{r}");
+    assert_eq!(r["bound_outcomes"], json!(bound_outcomes), "{r}");
+    let examples = r["examples"].as_array().unwrap();
+    assert_eq!(
+        examples.len() as u64,
+        want.values().sum::<u64>().min(20),
+        "{r}"
+    );
+    for e in examples {
+        assert!(e["record_id"].is_string(), "{e}");
+        assert_eq!(e["bound_digest"], builtin.as_str(), "{e}");
+    }
+
+    // Both sources, one job type glob; a cap on the records replayed.
+    let reply = post_replay(
+        &app,
+        &hostile,
+        json!({"filter": {"job_type": "payments.*"}, "audit": {"max_records": 1}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    crate::conform::assert_documented(&doc, "POST", "/api/v1/policies/{digest}/replay", &reply);
+    assert!(reply.json["current"]["jobs"].is_u64(), "{}", reply.json);
+    let r = &reply.json["recorded"];
+    assert_eq!(r["jobs"], 1, "{r}");
+    assert_eq!(r["complete"], false, "{r}");
+    let reply = post_replay(
+        &app,
+        &hostile,
+        json!({"filter": {"job_type": "payments.*"}}),
+    )
+    .await;
+    let r = &reply.json["recorded"];
+    assert_eq!(r["jobs"], payments, "{r}");
+    assert_eq!(r["unreplayable"], 0, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+}
+
+#[tokio::test]
+async fn replay_refuses_bad_bodies_and_says_when_there_is_no_audit() {
+    let redis = RedisServer::start();
+    jobs(&redis);
+    let app = app(&redis).await;
+    let doc = send(&app, "GET", "/openapi.json").await.json;
+    let builtin = digest_of(retryguard::policy::builtin::DEFAULT_POLICY);
+
+    // No audit directory: the recorded section says so; the current one is there.
+    let reply = post_replay(&app, &builtin, json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    crate::conform::assert_documented(&doc, "POST", "/api/v1/policies/{digest}/replay", &reply);
+    assert_eq!(reply.json["current"]["jobs"], 2, "{}", reply.json);
+    assert_eq!(reply.json["current"]["agreed"], 2, "{}", reply.json);
+    assert_eq!(
+        reply.json["recorded"]["configured"], false,
+        "{}",
+        reply.json
+    );
+    assert!(
+        reply.json["recorded"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("audit")
+    );
+    let reply = post_replay(&app, &builtin, json!({"source": "current"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(reply.json["recorded"].is_null(), "{}", reply.json);
+
+    let now = now_ms();
+    for (body, needle) in [
+        (json!({"source": "past"}), "source"),
+        (json!({"audit": {"hours": 0}}), "hours"),
+        (json!({"audit": {"hours": 721}}), "hours"),
+        (json!({"audit": {"hours": 1, "since_ms": 5}}), "not both"),
+        (
+            json!({"audit": {"since_ms": now, "until_ms": now - 1}}),
+            "before",
+        ),
+        (
+            json!({"audit": {"since_ms": 0, "until_ms": now}}),
+            "720 hours",
+        ),
+        (json!({"audit": {"max_records": 0}}), "max_records"),
+        (json!({"audit": {"max_records": 100_001}}), "max_records"),
+        (json!({"audit": {"hours": 1, "limit": 5}}), "limit"),
+        (
+            json!({"source": "current", "audit": {"hours": 1}}),
+            "source",
+        ),
+        (json!({"source": "audit", "max_jobs": 5}), "source"),
+        (json!({"max_jobs": 0}), "max_jobs"),
+    ] {
+        let reply = post_replay(&app, &builtin, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.json
+        );
+        crate::conform::assert_documented(&doc, "POST", "/api/v1/policies/{digest}/replay", &reply);
+        let message = reply.json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body}: {}", reply.json);
+    }
+}
+
+/// A `multipart/form-data` body: text fields, then (if given) the `policy` file part.
+fn multipart(fields: &[(&str, &str)], policy: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "retryguard-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some(bytes) = policy {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"policy\"; \
+                 filename=\"policy.wasm\"\r\ncontent-type: application/wasm\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload_form(
+    app: &Router,
+    query: &str,
+    fields: &[(&str, &str)],
+    policy: Option<&[u8]>,
+) -> Reply {
+    let (content_type, body) = multipart(fields, policy);
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/policies{query}"))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    send_request(app, request).await
+}
+
+#[tokio::test]
+async fn a_multipart_upload_stores_the_same_policy_as_raw_bytes_and_bad_forms_are_400() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let before = revision(&app).await;
+    let reply = upload_form(
+        &app,
+        "",
+        &[
+            ("name", "hostile-by-form"),
+            ("description", "uploaded as a form"),
+            ("fuel", "2000000"),
+        ],
+        Some(HOSTILE),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    assert_eq!(reply.json["digest"], digest_of(HOSTILE).as_str());
+    assert_eq!(reply.json["name"], "hostile-by-form");
+    assert_eq!(reply.json["description"], "uploaded as a form");
+    assert_eq!(reply.json["limits"]["fuel"], 2_000_000);
+    // A form field and the query together: the name may come from the query.
+    let reply = upload_form(&app, "?name=from-query", &[], Some(HOSTILE)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form, Option<&[u8]>, &str); 6] = [
+        (&[("name", "x")], None, "part named `policy`"),
+        (&[], Some(HOSTILE), "needs a name"),
+        (
+            &[("name", "x"), ("color", "red")],
+            Some(HOSTILE),
+            "unknown form field `color`",
+        ),
+        (
+            &[("name", "x"), ("allow_wasi", "maybe")],
+            Some(HOSTILE),
+            "allow_wasi",
+        ),
+        (
+            &[("name", "x"), ("fuel", "lots")],
+            Some(HOSTILE),
+            "whole number",
+        ),
+        (&[("name", "x")], Some(b""), "component's bytes"),
+    ];
+    for (fields, policy, says) in cases {
+        let reply = upload_form(&app, "", fields, policy).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{fields:?}: {}",
+            reply.json
+        );
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{fields:?}: {}",
+            reply.json
+        );
+    }
+    // A form that is not the policy world: refused like raw bytes.
+    let reply = upload_form(&app, "", &[("name", "junk")], Some(b"\0asm\x01\0\0\0")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.json
+    );
+    assert_eq!(revision(&app).await, before, "uploads change no binding");
+}
+
+#[tokio::test]
+async fn promote_makes_the_shadow_active_is_audited_and_rolls_back() {
+    let redis = RedisServer::start();
+    jobs(&redis);
+    let app = app(&redis).await;
+    let builtin = digest_of(retryguard::policy::builtin::DEFAULT_POLICY);
+    let hostile = digest_of(HOSTILE);
+    let reply = upload(&app, "name=candidate", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+
+    // Nothing bound, then bound without a shadow: nothing to promote.
+    let reply = send(&app, "POST", "/api/v1/policies/bindings/payments.*/promote").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.json);
+    let reply = put_binding(
+        &app,
+        "payments.*",
+        json!({"policy": builtin, "params": {"max_attempts": "2"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let reply = send(&app, "POST", "/api/v1/policies/bindings/payments.*/promote").await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.json);
+
+    // The candidate in shadow, then promoted with its own params.
+    let reply = put_binding(
+        &app,
+        "payments.*",
+        json!({"policy": builtin, "params": {"max_attempts": "2"},
+               "shadow": {"policy": hostile, "params": {}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let before = revision(&app).await;
+    let reply = send(&app, "POST", "/api/v1/policies/bindings/payments.*/promote").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(
+        reply.json["binding"]["policy"],
+        hostile.as_str(),
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.json["binding"]["params"], json!({}), "{}", reply.json);
+    assert!(reply.json["binding"]["shadow"].is_null(), "{}", reply.json);
+    assert_eq!(revision(&app).await, before + 1);
+    // Live at once: the payments job is judged by the promoted policy, the other by `*`.
+    let judged = judged_by(&app).await;
+    assert!(
+        judged.iter().any(|(_, d, _)| *d == hostile)
+            && judged.iter().any(|(_, d, _)| *d == builtin),
+        "{judged:?}"
+    );
+    let record = last_outbox_record(&redis);
+    assert_eq!(record["decision"], "binding_promoted");
+    assert_eq!(record["job_type"], "payments.*");
+    assert_eq!(record["policy_digest"], hostile.as_str());
+    let attributes: Value = serde_json::from_str(record["attributes"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        attributes["before"]["shadow"]["policy"],
+        hostile.as_str(),
+        "{attributes}"
+    );
+    assert!(attributes["after"]["shadow"].is_null(), "{attributes}");
+
+    // Rollback restores the binding as it was watched: builtin acting, candidate in shadow.
+    let reply = send(
+        &app,
+        "POST",
+        "/api/v1/policies/bindings/payments.*/rollback",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(
+        reply.json["binding"]["policy"],
+        builtin.as_str(),
+        "{}",
+        reply.json
+    );
+    assert_eq!(
+        reply.json["binding"]["params"]["max_attempts"], "2",
+        "{}",
+        reply.json
+    );
+    assert_eq!(
+        reply.json["binding"]["shadow"]["policy"],
+        hostile.as_str(),
         "{}",
         reply.json
     );

@@ -1,6 +1,6 @@
-//! `retryguard policy upload|list|bindings|bind|unbind|history|rollback|retire`: the policy
-//! registry of a running `retryguard serve`, over its HTTP API (`/api/v1/policies*`, role
-//! `admin` to change anything).
+//! `retryguard policy upload|list|bindings|bind|unbind|history|rollback|promote|replay|retire`: the
+//! policy registry of a running `retryguard serve`, over its HTTP API (`/api/v1/policies*`,
+//! role `admin` to change anything).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -108,8 +108,15 @@ pub enum RegistryCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Make a pattern's shadow policy (and its params) the active one, clearing the shadow.
+    Promote {
+        pattern: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// What-if: evaluate an uploaded policy over the current failed jobs beside the bound
-    /// policies, and show how the decisions would differ. Changes nothing.
+    /// policies, and over the policy decisions recorded in the audit trail (each at its
+    /// recorded clock), and show how the decisions would differ. Changes nothing.
     Replay {
         /// The candidate policy's digest.
         digest: String,
@@ -122,9 +129,24 @@ pub enum RegistryCommand {
         /// Only job types matching this glob (`payments.*`).
         #[arg(long)]
         job_type: Option<String>,
-        /// Most jobs evaluated.
-        #[arg(long, default_value_t = 10_000)]
-        max_jobs: u64,
+        /// What to replay over: the failed jobs now, the decisions in the audit trail, or both.
+        #[arg(long, value_enum, default_value_t = ReplaySource::Both)]
+        source: ReplaySource,
+        /// Most current jobs evaluated (server default 10,000).
+        #[arg(long)]
+        max_jobs: Option<u64>,
+        /// Recorded decisions of the last this many hours (1-720; server default 24).
+        #[arg(long, conflicts_with_all = ["since_ms", "until_ms"])]
+        hours: Option<u64>,
+        /// Recorded decisions at or after this time (epoch ms).
+        #[arg(long)]
+        since_ms: Option<u64>,
+        /// Recorded decisions before this time (epoch ms; default now).
+        #[arg(long)]
+        until_ms: Option<u64>,
+        /// Most recorded decisions replayed (server default 10,000).
+        #[arg(long)]
+        max_records: Option<u64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -134,6 +156,24 @@ pub enum RegistryCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+/// What `policy replay` evaluates the candidate over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplaySource {
+    Current,
+    Audit,
+    Both,
+}
+
+impl ReplaySource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Audit => "audit",
+            Self::Both => "both",
+        }
+    }
 }
 
 /// Largest file `upload` sends (the server's cap).
@@ -180,6 +220,7 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
         | RegistryCommand::Unbind { server, .. }
         | RegistryCommand::History { server, .. }
         | RegistryCommand::Rollback { server, .. }
+        | RegistryCommand::Promote { server, .. }
         | RegistryCommand::Retire { server, .. }
         | RegistryCommand::Replay { server, .. } => server,
     };
@@ -379,20 +420,48 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             )?;
             changed(client, &json, &format!("rolled back {pattern}"));
         }
+        RegistryCommand::Promote { pattern, .. } => {
+            let (_, json) = client.call(
+                "POST",
+                &format!("/api/v1/policies/bindings/{}/promote", encode(pattern)),
+            )?;
+            changed(client, &json, &format!("promoted the shadow of {pattern}"));
+        }
         RegistryCommand::Replay {
             digest,
             params: p,
             queue,
             job_type,
+            source,
             max_jobs,
+            hours,
+            since_ms,
+            until_ms,
+            max_records,
             ..
         } => {
-            let body = json!({
+            let mut body = json!({
                 "params": params(p)?,
                 "filter": {"queue": queue, "job_type": job_type},
-                "max_jobs": max_jobs,
-            })
-            .to_string();
+                "source": source.as_str(),
+            });
+            if let Some(n) = max_jobs {
+                body["max_jobs"] = json!(n);
+            }
+            let window = [
+                ("hours", hours),
+                ("since_ms", since_ms),
+                ("until_ms", until_ms),
+                ("max_records", max_records),
+            ];
+            if window.iter().any(|(_, v)| v.is_some()) {
+                body["audit"] = window
+                    .iter()
+                    .filter_map(|(k, v)| v.map(|v| ((*k).to_string(), json!(v))))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            let body = body.to_string();
             let (_, json) = client.call_with(
                 "POST",
                 &format!("/api/v1/policies/{}/replay", encode(digest)),
@@ -401,29 +470,7 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             if client.json {
                 client.print_json(&json);
             } else {
-                out!(
-                    "{} jobs, {} agree{}",
-                    json["jobs"],
-                    json["agreed"],
-                    if json["complete"] == false {
-                        " (stopped at --max-jobs)"
-                    } else {
-                        ""
-                    }
-                );
-                for (kind, n) in json["differences"].as_object().into_iter().flatten() {
-                    out!("  {kind}: {n}");
-                }
-                for e in json["examples"].as_array().into_iter().flatten() {
-                    out!(
-                        "  {}  {}  bound: {}  candidate: {} ({})",
-                        str_of(e, "job_id"),
-                        str_of(e, "job_type"),
-                        str_of(e, "bound_outcome"),
-                        str_of(e, "candidate_outcome"),
-                        str_of(e, "candidate_reason")
-                    );
-                }
+                print_replay(&json);
             }
         }
         RegistryCommand::Retire { digest, .. } => {
@@ -437,6 +484,94 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
         }
     }
     Ok(())
+}
+
+/// A replay report for people: the current jobs, then the recorded decisions.
+fn print_replay(json: &Value) {
+    out!("candidate {}", str_of(json, "candidate"));
+    let current = &json["current"];
+    if current.is_object() {
+        out!(
+            "current failed jobs: {} evaluated, {} agree{}",
+            current["jobs"],
+            current["agreed"],
+            if current["complete"] == false {
+                " (stopped at --max-jobs)"
+            } else {
+                ""
+            }
+        );
+        print_differences(current);
+    }
+    let recorded = &json["recorded"];
+    if !recorded.is_object() {
+        return;
+    }
+    if recorded["configured"] == false {
+        out!(
+            "recorded decisions: {}",
+            recorded["message"].as_str().unwrap_or("not configured")
+        );
+        return;
+    }
+    out!(
+        "recorded decisions {} .. {}: {} records read, {} replayed, {} agree, {} not decisions, {} filtered out, {} unreplayable{}",
+        crate::retry::audit::rfc3339(recorded["since_ms"].as_u64().unwrap_or(0)),
+        crate::retry::audit::rfc3339(recorded["until_ms"].as_u64().unwrap_or(0)),
+        recorded["examined"],
+        recorded["jobs"],
+        recorded["agreed"],
+        recorded["skipped"],
+        recorded["filtered_out"],
+        recorded["unreplayable"],
+        if recorded["complete"] == false {
+            " (stopped at a cap: --max-records or 200,000 records read)"
+        } else {
+            ""
+        }
+    );
+    print_differences(recorded);
+    for (reason, n) in recorded["unreplayable_reasons"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        out!("  unreplayable {reason}: {n}");
+    }
+    for u in recorded["unreplayable_examples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out!(
+            "  record {}  {}  {}: {}",
+            str_of(u, "record_id"),
+            str_of(u, "job_id"),
+            str_of(u, "reason"),
+            str_of(u, "detail")
+        );
+    }
+}
+
+/// A replay section's differences and examples.
+fn print_differences(section: &Value) {
+    for (kind, n) in section["differences"].as_object().into_iter().flatten() {
+        out!("  {kind}: {n}");
+    }
+    for e in section["examples"].as_array().into_iter().flatten() {
+        let record = e["record_id"]
+            .as_str()
+            .map(|r| format!("record {r}  "))
+            .unwrap_or_default();
+        out!(
+            "  {record}{}  {}  bound: {}  candidate: {} ({})",
+            str_of(e, "job_id"),
+            str_of(e, "job_type"),
+            str_of(e, "bound_outcome"),
+            str_of(e, "candidate_outcome"),
+            str_of(e, "candidate_reason")
+        );
+    }
 }
 
 fn changed(client: &Client, json: &Value, what: &str) {

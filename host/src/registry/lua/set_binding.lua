@@ -8,7 +8,8 @@
 -- KEYS[4] retryguard:audit:outbox             the audit outbox (stream)
 -- ARGV[1] pattern
 -- ARGV[2] the new binding as JSON ('' removes the binding); its `revision` is set here
--- ARGV[3] the audit decision: binding_set | binding_deleted | binding_rolled_back
+-- ARGV[3] the audit decision: binding_set | binding_deleted | binding_rolled_back |
+--         binding_promoted
 -- ARGV[4] actor
 -- ARGV[5] '1': only when the pattern is unbound (seeding: no audit record), else '0'
 -- ARGV[6] history entries kept
