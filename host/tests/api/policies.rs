@@ -517,7 +517,7 @@ fn outcome_of(d: &retryguard::policy::Decision, now: u64) -> (String, Option<u64
 
 #[tokio::test]
 async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() {
-    use retryguard::policy::{EngineConfig, FailureInput, LoadOptions, PolicyEngine};
+    use retryguard::policy::{EngineConfig, LoadOptions, PolicyEngine};
     let redis = RedisServer::start();
     jobs(&redis);
     let ended = now_ms() - 3 * 3600 * 1000;
@@ -579,24 +579,8 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
             .arg(&r["traceback_sha256"])
             .query(&mut con)
             .unwrap();
-        let num = |k: &str| r[k].parse::<u64>().unwrap();
-        let input = FailureInput {
-            job_id: r["job_id"].clone(),
-            job_type: r["job_type"].clone(),
-            queue: r["queue"].clone(),
-            job_status: r["job_status"].clone(),
-            exc_type: r["exc_type"].clone(),
-            exc_message: r["exc_message"].clone(),
-            traceback,
-            failed_at_ms: num("failed_at_ms"),
-            first_failed_at_ms: num("first_failed_at_ms"),
-            attempts: u32::try_from(num("prior_attempts")).unwrap(),
-            last_attempt_at_ms: r.get("last_attempt_at_ms").map(|v| v.parse().unwrap()),
-            queue_retries_left: r.get("queue_retries_left").map(|v| v.parse().unwrap()),
-            seed: num("seed"),
-            attributes: Vec::new(),
-        };
-        let now = num("now_ms");
+        let input = recorded_input(r, traceback);
+        let now: u64 = r["now_ms"].parse().unwrap();
         let a = engine.evaluate(&active, &input, &Vec::new(), now).unwrap();
         let s = engine.evaluate(&shadow, &input, &Vec::new(), now).unwrap();
         let (ao, at) = outcome_of(&a.decision, now);
