@@ -214,7 +214,7 @@ impl RecordedReplay {
         Self {
             configured: false,
             message: Some(
-                "no audit directory is configured (`[audit] dir`): no recorded decision to replay"
+                "no audit directory is configured (`[audit] path`): no recorded decision to replay"
                     .into(),
             ),
             since_ms,
