@@ -123,7 +123,9 @@ pub trait QueueBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
 
     /// Reads jobs in one round trip. `None` for a job whose data is gone (its dangling
-    /// registry member is pruned).
+    /// registry member is pruned). A job whose keys cannot be read (RQ: a job hash or results
+    /// stream of another Redis type) is still returned, its failure text saying why, and
+    /// never fails the others; `requeue` refuses it.
     fn read_jobs(
         &self,
         refs: &[JobRef],
@@ -153,8 +155,10 @@ pub trait QueueBackend: Send + Sync + 'static {
         count: u64,
     ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
 
-    /// Performs each requeue atomically, pipelined. A `QueueError::Unavailable` means the
-    /// outcome of the whole batch is unknown: re-send it with the same operation id.
+    /// Performs each requeue atomically, pipelined, each with its own result: one job's
+    /// data (odd bytes, a key of the wrong type) is that job's refusal, never an error of the
+    /// batch. A `QueueError::Unavailable` means the outcome of the whole batch is unknown:
+    /// re-send it with the same operation id.
     fn requeue(
         &self,
         batch: &[Requeue<'_>],

@@ -115,6 +115,40 @@ impl RqBackend {
         }
     }
 
+    /// The first failed registry (by queue name) that holds `id`, and its score.
+    async fn find_in_failed_registries(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, f64)>, QueueError> {
+        let queues = self.failed_queues().await?;
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for q in &queues {
+            pipe.cmd("ZSCORE").arg(RqKeys::failed(q)).arg(id);
+        }
+        let scores: Vec<redis::RedisResult<Option<f64>>> = pipe
+            .ignore_errors()
+            .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
+            .await
+            .map_err(redis_error)?
+            .into_iter()
+            // A registry key of another type holds no job.
+            .map(|reply| reply.and_then(|v| Ok(redis::from_redis_value(v)?)))
+            .collect();
+        for (queue, score) in queues.into_iter().zip(scores) {
+            match score {
+                Ok(Some(score)) => return Ok(Some((queue, score))),
+                Ok(None) => {}
+                Err(e) if is_wrongtype(&e) => {}
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+        Ok(None)
+    }
+
     async fn load_script(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         self.requeue
@@ -252,12 +286,18 @@ impl QueueBackend for RqBackend {
                 .arg("COUNT")
                 .arg(RESULTS_LOOKBACK);
         }
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        // Each reply on its own: one job's key of the wrong type (`WRONGTYPE`) is that job's
+        // problem, never the whole page's.
+        let replies: Vec<redis::RedisResult<Value>> = pipe
+            .ignore_errors()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
         let mut jobs = Vec::with_capacity(refs.len());
         let mut dangling = Vec::new();
         for (r, pair) in refs.iter().zip(replies.chunks(2)) {
             let job = match pair {
-                [hash, results] => parse_job_with(r, hash, results, Some(&self.decoded)),
+                [hash, results] => job_from_replies(r, hash, results, &self.decoded)?,
                 _ => None,
             };
             if job.is_none() {
@@ -273,22 +313,34 @@ impl QueueBackend for RqBackend {
 
     async fn find_failed(&self, id: &str) -> Result<Option<FailedJob>, QueueError> {
         let mut conn = self.conn.clone();
-        let origin: Option<String> = redis::cmd("HGET")
+        let origin: redis::RedisResult<Value> = redis::cmd("HGET")
             .arg(RqKeys::job(id))
             .arg("origin")
             .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let Some(queue) = origin else {
-            return Ok(None);
+            .await;
+        let origin = match origin {
+            Ok(Value::Nil) => return Ok(None),
+            Ok(v) => bulk(&v)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string),
+            // The job key is not a hash: it cannot say which queue the job failed on.
+            Err(e) if is_wrongtype(&e) => None,
+            Err(e) => return Err(redis_error(e)),
         };
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(RqKeys::failed(&queue))
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let Some(score) = score else {
+        let found = match origin {
+            Some(queue) => {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(RqKeys::failed(&queue))
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                score.map(|score| (queue, score))
+            }
+            // Without an origin that names a queue, the failed registries are asked.
+            None => self.find_in_failed_registries(id).await?,
+        };
+        let Some((queue, score)) = found else {
             return Ok(None);
         };
         let r = JobRef {
@@ -373,9 +425,21 @@ impl QueueBackend for RqBackend {
                 .await
                 .map_err(redis_error)?;
         }
-        replies
-            .into_iter()
-            .map(|reply| parse_requeue_reply(reply.map_err(redis_error)?))
+        // Each reply parsed on its own, so the error names the job whose reply it was.
+        batch
+            .iter()
+            .zip(replies)
+            .map(|(r, reply)| {
+                reply
+                    .map_err(redis_error)
+                    .and_then(parse_requeue_reply)
+                    .map_err(|e| match e {
+                        QueueError::Redis(why) => {
+                            QueueError::Redis(format!("requeue of job {}: {why}", r.job.id))
+                        }
+                        other => other,
+                    })
+            })
             .collect()
     }
 
@@ -440,6 +504,11 @@ fn requeue_command(hash: &str, r: &Requeue<'_>) -> redis::Cmd {
         cmd.arg(*field).arg(value);
     }
     cmd
+}
+
+/// Whether Redis refused a command because its key holds another type.
+fn is_wrongtype(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }
 
 fn is_noscript(reply: &redis::RedisResult<Value>) -> bool {
@@ -561,6 +630,66 @@ fn stream_entries(results: &Value) -> Vec<(&[u8], &[Value])> {
             _ => None,
         })
         .collect()
+}
+
+/// A job from its `HMGET` and `XREVRANGE` replies, either of which may be an error. A job
+/// key or results key of the wrong type (`WRONGTYPE`) makes the job [`broken`]; any other
+/// error is Redis's.
+fn job_from_replies(
+    r: &JobRef,
+    hash: &redis::RedisResult<Value>,
+    results: &redis::RedisResult<Value>,
+    cache: &DecodeCache,
+) -> Result<Option<FailedJob>, QueueError> {
+    match (hash, results) {
+        (Ok(hash), Ok(results)) => Ok(parse_job_with(r, hash, results, Some(cache))),
+        // Nothing of the job can be read: its status is what the failed registry it was
+        // found in says (and so a job in no failed registry is `not_found` to a retry,
+        // never `already_requeued`).
+        (Err(e), _) if is_wrongtype(e) => Ok(Some(broken(
+            r,
+            None,
+            &format!("{} is not a hash", RqKeys::job(&r.id)),
+        ))),
+        // The hash is readable, the results stream is not: the job's own fields still say
+        // what it is (its type picks the policy), its failure is unknown. A hash that is
+        // gone is a job that is gone.
+        (Ok(hash), Err(e)) if is_wrongtype(e) => Ok(parse_job(r, hash, &Value::Nil).map(|job| {
+            broken(
+                r,
+                Some(job),
+                &format!("{} is not a stream", RqKeys::results(&r.id)),
+            )
+        })),
+        (Err(e), _) | (_, Err(e)) => Err(redis_error(e.clone())),
+    }
+}
+
+/// A failed job retryguard cannot read because one of its keys holds the wrong type: like a
+/// failure whose `exc_string` is undecodable, its failure text says why, in parentheses (not
+/// a Python exception, so the default policy holds it as `unknown`). Its results entry id is
+/// empty, so no decode or classification cache keeps it, and the requeue script refuses it
+/// (it checks every key's type first) whatever the decision, forced or not.
+fn broken(r: &JobRef, readable: Option<FailedJob>, why: &str) -> FailedJob {
+    let mut job = readable.unwrap_or_else(|| FailedJob {
+        id: r.id.clone(),
+        queue: r.queue.clone(),
+        job_type: String::new(),
+        status: "failed".to_string(),
+        created_at: String::new(),
+        failed_at_ms: None,
+        exc_type: String::new(),
+        exc_message: String::new(),
+        traceback: String::new(),
+        result_id: String::new(),
+        retries_left: None,
+        failure_ttl_seconds: None,
+    });
+    job.exc_type.clear();
+    job.exc_message.clear();
+    job.result_id.clear();
+    job.traceback = format!("(unreadable job: {why}; retryguard never requeues it)");
+    job
 }
 
 /// Builds a `FailedJob` from the job hash fields (`JOB_FIELDS` order) and the newest

@@ -82,3 +82,56 @@ async fn eight_concurrent_http_retry_alls_run_each_job_exactly_once_more() {
         "every job ran exactly one more time: {runs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_key_of_the_wrong_type_never_makes_the_api_answer_5xx() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let ids = Python::venv().make_failed(&url, "broken", 3, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    // Still in the failed registry under its live score; its hash is now a string.
+    let key = format!("rq:job:{}", ids[0]);
+    let _: u64 = query(&mut con, &["DEL", &key]);
+    let _: () = query(&mut con, &["SET", &key, "x"]);
+
+    let mut config = Config::default();
+    config.redis.url = url.clone();
+    config.retry.cooldown_seconds = Some(0);
+    let engine = Arc::new(PolicyEngine::new(EngineConfig::default()).unwrap());
+    let policy = engine.load_builtin().unwrap();
+    let state = AppState::connect(Arc::new(config), engine, policy)
+        .await
+        .unwrap();
+    let app = api::router(state);
+    for (method, uri) in [
+        ("GET", "/api/v1/jobs/failed".to_string()),
+        ("GET", format!("/api/v1/jobs/failed/{}", ids[0])),
+        ("GET", "/api/v1/jobs/stats".to_string()),
+        (
+            "POST",
+            "/api/v1/jobs/failed/retry-all?wait_seconds=50".to_string(),
+        ),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{method} {uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let queued: u64 = query(&mut con, &["LLEN", "rq:queue:broken"]);
+    assert_eq!(
+        queued, 2,
+        "every readable job was retried, the broken one held"
+    );
+}

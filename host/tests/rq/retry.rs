@@ -14,7 +14,7 @@ use retryguard::retry::{
     JobFilter, Outcome, Progress, RetryError, RetryOptions, RetryService, ServiceConfig,
 };
 
-use crate::support::{JobHash, MakeFailed, Python, RedisServer, connect, query};
+use crate::support::{JobHash, MakeFailed, Python, RedisServer, connect, query, redis_get};
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -701,4 +701,226 @@ async fn retry_all_acts_on_no_more_jobs_than_its_limit() {
     let queued: u64 = query(&mut con, &["LLEN", "rq:queue:limit"]);
     let failed: u64 = query(&mut con, &["ZCARD", "rq:failed:limit"]);
     assert_eq!((queued, failed), (3, 7));
+}
+
+/// Overwrites `key` with a plain string, as a stray `SET` (or another program) would.
+fn overwrite_with_string(con: &mut redis::Connection, key: &str) {
+    let _: u64 = query(con, &["DEL", key]);
+    let _: () = query(con, &["SET", key, "not what RQ wrote"]);
+}
+
+/// Every outcome of a retry-all, by name (so a failure message shows them all).
+fn counts_by_name(summary: &retryguard::retry::Summary) -> BTreeMap<&'static str, u64> {
+    summary
+        .counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(o, n)| (o.as_str(), *n))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_key_or_results_key_of_the_wrong_type_is_held_as_broken_and_the_rest_served() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "broken", 5, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    // Both stay in the failed registry under the live score RQ gave them (now + failure_ttl).
+    let (no_hash, no_stream) = (&ids[0], &ids[1]);
+    overwrite_with_string(&mut con, &format!("rq:job:{no_hash}"));
+    overwrite_with_string(&mut con, &format!("rq:results:{no_stream}"));
+    let svc = service(&url, NO_COOLDOWN).await;
+
+    // The unfiltered list: every job, the two broken ones held with the reason in their text.
+    let page = svc
+        .list(&JobFilter::default(), None, 100)
+        .await
+        .expect("lists");
+    assert_eq!(page.jobs.len(), 5);
+    for view in &page.jobs {
+        let (key, want) = if &view.job.id == no_hash {
+            (
+                format!("rq:job:{no_hash} is not a hash"),
+                Outcome::BlockedUnknown,
+            )
+        } else if &view.job.id == no_stream {
+            (
+                format!("rq:results:{no_stream} is not a stream"),
+                Outcome::BlockedUnknown,
+            )
+        } else {
+            (String::new(), Outcome::Retried)
+        };
+        assert_eq!(view.outcome, want, "{}: {}", view.job.id, view.reason);
+        assert!(view.job.traceback.contains(&key), "{}", view.job.traceback);
+        assert_eq!(view.job.queue, "broken");
+    }
+    // The job type still comes from a readable hash (it picks the policy).
+    let readable = page.jobs.iter().find(|v| &v.job.id == no_stream).unwrap();
+    assert_eq!(readable.job.job_type, "jobs.count_and_fail");
+
+    // Show, for each.
+    for id in [no_hash, no_stream] {
+        let view = svc.get(id).await.expect("shows").expect("found");
+        assert_eq!(view.outcome, Outcome::BlockedUnknown, "{}", view.reason);
+        assert!(view.job.traceback.contains("unreadable job"));
+    }
+
+    // Stats.
+    let stats = svc.stats(1000).await.expect("stats");
+    assert_eq!(stats.failed_examined, 5);
+
+    // Retry-all: the three readable jobs are requeued, the broken ones held.
+    let summary = svc
+        .retry_all(
+            &JobFilter::default(),
+            &RetryOptions::new(),
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .expect("retry-all");
+    assert_eq!(
+        counts_by_name(&summary),
+        BTreeMap::from([("blocked_unknown", 2), ("retried", 3)])
+    );
+
+    // Forced, each is refused by the requeue script itself, and nothing of it changes.
+    let force = RetryOptions {
+        force: true,
+        reason: Some("ticket OPS-2".into()),
+        ..RetryOptions::new()
+    };
+    for (id, key, kind) in [
+        (no_hash, format!("rq:job:{no_hash}"), "hash"),
+        (no_stream, format!("rq:results:{no_stream}"), "stream"),
+    ] {
+        let o = svc.retry(id, &force, "local").await.expect("answers");
+        assert_eq!(o.outcome, Outcome::StaleDecision, "{}", o.reason);
+        assert!(
+            o.reason
+                .contains(&format!("{key} holds a string, not a {kind}")),
+            "{}",
+            o.reason
+        );
+        let score: Option<f64> = query(&mut con, &["ZSCORE", "rq:failed:broken", id]);
+        assert!(score.is_some(), "still in the failed registry");
+        assert_eq!(
+            redis_get(&url, &key).as_deref(),
+            Some("not what RQ wrote"),
+            "untouched"
+        );
+    }
+    assert_eq!(
+        JobHash::read(&mut con, no_stream).text("status").as_deref(),
+        Some("failed")
+    );
+    let queued: Vec<String> = query(&mut con, &["LRANGE", "rq:queue:broken", "0", "-1"]);
+    assert_eq!(queued.len(), 3);
+    assert!(!queued.contains(no_hash) && !queued.contains(no_stream));
+
+    // Out of every failed registry, an unreadable job is not found (never "already requeued").
+    let _: u64 = query(&mut con, &["ZREM", "rq:failed:broken", no_hash]);
+    let o = svc
+        .retry(no_hash, &RetryOptions::new(), "local")
+        .await
+        .expect("answers");
+    assert_eq!(o.outcome, Outcome::NotFound, "{}", o.reason);
+    assert!(svc.get(no_hash).await.expect("shows").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_key_of_the_wrong_type_never_loses_the_job() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "nolist", 1, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    // The queue list is a string: the push would fail after the job left the registry.
+    overwrite_with_string(&mut con, "rq:queue:nolist");
+    let svc = service(&url, NO_COOLDOWN).await;
+    let o = svc
+        .retry(&ids[0], &RetryOptions::new(), "local")
+        .await
+        .expect("answers");
+    assert_eq!(o.outcome, Outcome::StaleDecision, "{}", o.reason);
+    assert!(
+        o.reason
+            .contains("rq:queue:nolist holds a string, not a list"),
+        "{}",
+        o.reason
+    );
+    let score: Option<f64> = query(&mut con, &["ZSCORE", "rq:failed:nolist", &ids[0]]);
+    assert!(score.is_some(), "still in the failed registry");
+    assert_eq!(
+        JobHash::read(&mut con, &ids[0]).text("status").as_deref(),
+        Some("failed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_with_an_undecodable_status_never_turns_the_batch_unknown() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let ids = python.make_failed(&url, "bytes", 20, "jobs.count_and_fail", "runs");
+    let mut con = connect(&url);
+    let odd = &ids[7];
+    let _: () = redis::cmd("HSET")
+        .arg(format!("rq:job:{odd}"))
+        .arg("status")
+        .arg(&b"\xff\n"[..])
+        .query(&mut con)
+        .unwrap();
+    let svc = service(&url, NO_COOLDOWN).await;
+    let summary = svc
+        .retry_all(
+            &JobFilter::default(),
+            &RetryOptions::new(),
+            "local",
+            &new_operation_id(),
+            &Progress::default(),
+        )
+        .await
+        .expect("retry-all");
+    assert_eq!(
+        counts_by_name(&summary),
+        BTreeMap::from([("retried", 19), ("stale_decision", 1)])
+    );
+    let queued: Vec<String> = query(&mut con, &["LRANGE", "rq:queue:bytes", "0", "-1"]);
+    assert_eq!(queued.len(), 19);
+    assert!(!queued.contains(odd));
+
+    // Its own outcome says why, in escaped text; its audit record says the same.
+    let o = svc
+        .retry(odd, &RetryOptions::new(), "local")
+        .await
+        .expect("answers");
+    assert_eq!(o.outcome, Outcome::StaleDecision);
+    assert!(o.reason.ends_with(r"status is \xff\x0a"), "{}", o.reason);
+    let records: Vec<BTreeMap<String, Vec<u8>>> = {
+        type Entry = (String, Vec<(String, Vec<u8>)>);
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(Keys::OUTBOX)
+            .arg("-")
+            .arg("+")
+            .query(&mut con)
+            .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, kv)| kv.into_iter().collect())
+            .filter(|r: &BTreeMap<String, Vec<u8>>| {
+                r.get("job_id").map(Vec::as_slice) == Some(odd.as_bytes())
+            })
+            .collect()
+    };
+    assert_eq!(records.len(), 2, "one record per refusal");
+    for r in records {
+        assert_eq!(
+            r.get("error_message").map(Vec::as_slice),
+            Some(&br"status is \xff\x0a"[..])
+        );
+    }
 }

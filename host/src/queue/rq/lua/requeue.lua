@@ -22,10 +22,45 @@
 --            field, value, field, value, ...
 --
 -- Returns {outcome, attempts_or_detail}: 'retried' (attempts after this retry),
--- 'already_requeued', 'stale_decision' (why), 'not_found'. Every outcome but the answer to
--- a re-sent call appends exactly one audit record, in this same step.
+-- 'already_requeued', 'stale_decision' (why), 'not_found'. The detail is printable ASCII
+-- only: any byte taken from the data is escaped (`escape`), so one job's odd bytes never make
+-- a reply undecodable. Every outcome but the answer to a re-sent call (and a refusal because
+-- the outbox itself holds the wrong type) appends exactly one audit record, in this same step.
+--
+-- Every key's type is checked before anything is read or written: a command on a key of
+-- the wrong type (e.g. a job hash overwritten with a string) raises an error, and Redis
+-- keeps what a script wrote before its error: after the ZREM below, a failing RPUSH would
+-- lose the job. So a key of the wrong type is a refusal, never an error.
 
 local job_id, origin, seen_result, op = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+
+-- Printable ASCII, with every other byte (and the backslash) escaped, at most 200 bytes of
+-- the original: safe to put in a reply and in the audit record.
+local function escape(value)
+  local s = tostring(value)
+  local cut = ''
+  if #s > 200 then
+    s, cut = string.sub(s, 1, 200), '...'
+  end
+  s = string.gsub(s, '[%c\128-\255\\]', function(c)
+    if c == '\\' then return '\\\\' end
+    return string.format('\\x%02x', string.byte(c))
+  end)
+  return s .. cut
+end
+
+-- The type each key must have ('none' always passes: a missing key is handled below).
+-- KEYS[6] is only PERSISTed, which works on any type.
+local EXPECTED = {[1] = 'zset', [2] = 'hash', [3] = 'stream', [4] = 'list', [5] = 'set',
+  [7] = 'hash', [8] = 'stream', [9] = 'zset'}
+
+-- Why KEYS[i] cannot be used, or nil when its type is right.
+local function wrong_type(i)
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found == 'none' or found == EXPECTED[i] then return nil end
+  return escape(KEYS[i]) .. ' holds a ' .. escape(found) .. ', not a ' .. EXPECTED[i] ..
+    ': nothing was changed'
+end
 
 -- Appends the audit record with the script's own verdict.
 local function audit(decision, success, message, attempt)
@@ -37,8 +72,15 @@ end
 
 -- Refuses the requeue: the record says why.
 local function refuse(outcome, why)
-  audit(outcome, 'false', why, redis.call('HGET', KEYS[7], 'attempts') or '0')
+  audit(outcome, 'false', why, escape(redis.call('HGET', KEYS[7], 'attempts') or '0'))
   return {outcome, why}
+end
+
+-- retryguard's state first: every step below reads it.
+local damaged = wrong_type(7)
+if damaged then
+  if not wrong_type(8) then audit('stale_decision', 'false', damaged, '0') end
+  return {'stale_decision', damaged}
 end
 
 -- The state belongs to this incarnation of the job id: a reused id starts afresh.
@@ -48,13 +90,26 @@ end
 
 -- A re-sent call of an operation that already requeued this job gets the same answer.
 if redis.call('HGET', KEYS[7], 'last_operation') == op then
-  return {'retried', redis.call('HGET', KEYS[7], 'attempts')}
+  return {'retried', escape(redis.call('HGET', KEYS[7], 'attempts') or '0')}
 end
+
+-- The outbox (every outcome below writes it: without it nothing is written at all) and the
+-- set of requeued jobs.
+damaged = wrong_type(8)
+if damaged then return {'stale_decision', damaged} end
+damaged = wrong_type(9)
+if damaged then return refuse('stale_decision', damaged) end
 
 if redis.call('EXISTS', KEYS[2]) == 0 then
   -- A dangling registry member: its job hash expired or was deleted.
   redis.call('ZREM', KEYS[1], job_id)
   return refuse('not_found', 'job hash is gone')
+end
+-- The job's own keys, the queue and the set of queues: a job whose hash or results stream
+-- holds another type is broken, and is never requeued.
+for i = 1, 5 do
+  damaged = wrong_type(i)
+  if damaged then return refuse('stale_decision', damaged) end
 end
 if not redis.call('ZSCORE', KEYS[1], job_id) then
   return refuse('already_requeued', 'not in the failed registry')
@@ -68,7 +123,7 @@ if fields[2] ~= origin then
   return refuse('stale_decision', 'origin changed')
 end
 if fields[1] ~= 'failed' and fields[1] ~= 'stopped' then
-  return refuse('stale_decision', 'status is ' .. tostring(fields[1]))
+  return refuse('stale_decision', 'status is ' .. escape(fields[1]))
 end
 local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local newest_id = ''
