@@ -31,6 +31,13 @@ impl PolicyLimits {
     /// Upper bounds that no per-policy setting may exceed.
     pub const MAX_FUEL: u64 = 10_000_000_000;
     pub const MAX_DEADLINE_MS: u64 = 10_000;
+    /// The most core instances one evaluation can hold: the engine's pool gives a component
+    /// at most this many (`max_core_instances_per_component` in `engine.rs`), so a larger
+    /// `instances` would be a promise the pool cannot keep.
+    pub const MAX_INSTANCES: usize = 32;
+    /// The most elements one table can hold in the engine's pool (wasmtime's pooling
+    /// default, which `engine.rs` keeps).
+    pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
     /// The wall-clock deadline as a `Duration`.
     pub fn deadline(&self) -> Duration {
@@ -55,6 +62,18 @@ impl PolicyLimits {
         }
         if self.instances == 0 || self.tables == 0 || self.table_elements == 0 {
             return bad("instances, tables and table_elements must be at least 1".into());
+        }
+        if self.instances > Self::MAX_INSTANCES {
+            return bad(format!(
+                "instances must be 1..={} (the most the engine's pool gives one evaluation)",
+                Self::MAX_INSTANCES
+            ));
+        }
+        if self.table_elements > Self::MAX_TABLE_ELEMENTS {
+            return bad(format!(
+                "table_elements must be 1..={} (the most the engine's pool holds in a table)",
+                Self::MAX_TABLE_ELEMENTS
+            ));
         }
         Ok(())
     }
@@ -96,6 +115,57 @@ impl Default for EngineConfig {
             max_memory_bytes: 256 << 20,
             max_policy_bytes: 32 << 20,
             epoch_tick_ms: 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_beyond_the_pool_are_refused() {
+        let pool = EngineConfig::default();
+        assert!(PolicyLimits::default().validate(&pool).is_ok());
+        let at_most = PolicyLimits {
+            instances: PolicyLimits::MAX_INSTANCES,
+            table_elements: PolicyLimits::MAX_TABLE_ELEMENTS,
+            memory_bytes: pool.max_memory_bytes,
+            ..PolicyLimits::default()
+        };
+        assert!(at_most.validate(&pool).is_ok());
+        for (limits, says) in [
+            (
+                PolicyLimits {
+                    instances: 1_000_000,
+                    ..PolicyLimits::default()
+                },
+                "instances",
+            ),
+            (
+                PolicyLimits {
+                    instances: PolicyLimits::MAX_INSTANCES + 1,
+                    ..PolicyLimits::default()
+                },
+                "instances",
+            ),
+            (
+                PolicyLimits {
+                    table_elements: PolicyLimits::MAX_TABLE_ELEMENTS + 1,
+                    ..PolicyLimits::default()
+                },
+                "table_elements",
+            ),
+            (
+                PolicyLimits {
+                    memory_bytes: pool.max_memory_bytes + 1,
+                    ..PolicyLimits::default()
+                },
+                "memory_bytes",
+            ),
+        ] {
+            let e = limits.validate(&pool).unwrap_err().to_string();
+            assert!(e.contains(says), "{limits:?}: {e}");
         }
     }
 }
