@@ -207,6 +207,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/policies/bindings/{pattern}/promote"),
     ("GET", "/api/v1/policies/{digest}"),
     ("DELETE", "/api/v1/policies/{digest}"),
+    ("PATCH", "/api/v1/policies/{digest}"),
     ("POST", "/api/v1/policies/{digest}/replay"),
 ];
 

@@ -43,6 +43,7 @@ use super::AppState;
         super::policies::upload,
         super::policies::show,
         super::policies::retire,
+        super::policies::settings,
         super::policies::bindings,
         super::policies::binding,
         super::policies::bind,

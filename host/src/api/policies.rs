@@ -38,7 +38,10 @@ pub fn router() -> Router<AppState> {
             post(rollback),
         )
         .route("/api/v1/policies/bindings/{pattern}/promote", post(promote))
-        .route("/api/v1/policies/{digest}", get(show).delete(retire))
+        .route(
+            "/api/v1/policies/{digest}",
+            get(show).delete(retire).patch(settings),
+        )
         .route("/api/v1/policies/{digest}/replay", post(replay))
 }
 
@@ -269,12 +272,26 @@ async fn read_form(
     Ok((q, policy))
 }
 
+/// The answer to an upload: the policy as stored, and whether this upload stored it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    #[serde(flatten)]
+    pub policy: PolicyJson,
+    /// `true` (status 200) when these bytes were stored already: nothing changed, and the
+    /// policy is answered as stored (its name, uploader and limits as they were); `false`
+    /// (status 201) when this upload stored it.
+    pub already_stored: bool,
+}
+
 /// Uploads a policy component: the raw `.wasm` bytes as the body (`application/wasm`), or a
 /// `multipart/form-data` form with the file in the part `policy`. It is validated as the
 /// engine loads policies — size, a component, the `retry-policy` world, no imports beyond
-/// (allowed) WASI, a smoke evaluation over sample failures — then stored by digest and
-/// announced, so every instance compiles it before it is bound. The same bytes again are
-/// harmless.
+/// (allowed) WASI, limits the engine's pool can hold, a smoke evaluation over sample
+/// failures — then stored by digest and announced, so every instance compiles it before it
+/// is bound (201). The same bytes again keep what is stored: 200 with the stored policy and
+/// `already_stored: true` (a retired one is restored) when the upload asks for the stored
+/// settings (an omitted one means its default), else 409 `conflict` naming the fields that
+/// differ — change those with `PATCH /api/v1/policies/{digest}`.
 #[utoipa::path(
     post,
     path = "/api/v1/policies",
@@ -289,12 +306,14 @@ async fn read_form(
     ),
     security(("bearerAuth" = [])),
     responses(
-        (status = 201, description = "Stored", body = PolicyJson),
+        (status = 200, description = "These bytes were stored already, with these settings: nothing changed (`already_stored: true`)", body = Uploaded),
+        (status = 201, description = "Stored", body = Uploaded),
         (status = 400, description = "A bad name, description, limit or form", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 409, description = "These bytes are stored already with other settings (named): nothing changed; use `PATCH /api/v1/policies/{digest}`", body = ErrorBody),
         (status = 413, description = "Over the upload size cap", body = ErrorBody),
-        (status = 422, description = "Not a valid policy: `policy_rejected` with the reason", body = ErrorBody),
+        (status = 422, description = "Not a valid policy, or limits the engine cannot hold: `policy_rejected` with the reason", body = ErrorBody),
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
     )
 )]
@@ -303,7 +322,7 @@ pub async fn upload(
     Actor(actor): Actor,
     ApiQuery(q): ApiQuery<UploadQuery>,
     request: axum::extract::Request,
-) -> Result<(StatusCode, Json<PolicyJson>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     use axum::extract::FromRequest as _;
     let multipart = request
         .headers()
@@ -357,7 +376,7 @@ pub async fn upload(
              or a multipart/form-data form with them in the part `policy`",
         ));
     }
-    let meta = registry
+    let uploaded = registry
         .upload(
             body.to_vec(),
             Upload {
@@ -370,11 +389,125 @@ pub async fn upload(
             now_ms(),
         )
         .await?;
-    let mut listed = with_bindings(&state, vec![meta]).await?;
-    let json = listed
+    let mut listed = with_bindings(&state, vec![uploaded.meta]).await?;
+    let policy = listed
         .pop()
         .ok_or_else(|| ApiError::Internal("the uploaded policy vanished".into()))?;
-    Ok((StatusCode::CREATED, Json(json)))
+    let status = if uploaded.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Uploaded {
+            policy,
+            already_stored: !uploaded.created,
+        }),
+    ))
+}
+
+/// The body of `PATCH /api/v1/policies/{digest}`: the settings to change, each optional (an
+/// omitted one stays as stored). An unknown field is refused by name.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    /// A name for people (1–128 bytes).
+    pub name: Option<String>,
+    /// What it is for (up to 4096 bytes).
+    pub description: Option<String>,
+    /// Run it with the deny-all WASI (a policy that imports WASI needs it).
+    pub allow_wasi: Option<bool>,
+    /// CPU limit per evaluation, fuel units (1–10,000,000,000).
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per evaluation, ms (1–10,000).
+    pub deadline_ms: Option<u64>,
+    /// Linear memory cap, bytes (at most `[engine] max_memory_bytes`).
+    pub memory_bytes: Option<u64>,
+    /// Most core instances per evaluation (1–32, what the engine's pool holds).
+    pub instances: Option<u64>,
+}
+
+/// `PATCH /api/v1/policies/{digest}` takes no query parameters: any is refused by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsQuery {}
+
+/// The answer to a settings change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SettingsChanged {
+    /// The policy as stored now.
+    pub policy: PolicyJson,
+    /// The settings that changed (empty: the request asked for what was stored, and nothing
+    /// was written).
+    pub changed: Vec<String>,
+    /// The bindings revision the change made (every instance reloads the policy with its
+    /// new settings when it sees it); `null` when nothing changed.
+    pub revision: Option<u64>,
+}
+
+/// Changes a stored policy's settings: its name, description, WASI opt-in and limits — the
+/// only way to change them (uploading the same bytes again keeps what is stored). Limits are
+/// checked against the engine's pool and the policy is loaded and smoke-evaluated under the
+/// new settings; then the change is written in one atomic step with a new bindings revision
+/// and its audit record (`policy_settings_changed`, actor, before and after), and announced:
+/// every instance reloads the policy with its new settings as after a binding change. Live
+/// on this instance when it answers.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/policies/{digest}",
+    tag = "policies",
+    params(DigestPath),
+    request_body = SettingsRequest,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Changed (or already so: `changed` is empty)", body = SettingsChanged),
+        (status = 400, description = "A bad digest, name, description or body", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 409, description = "The policy changed meanwhile, or the limits of the built-in default (set by `[policy]`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Limits the engine cannot hold, or the policy fails under the new settings: `policy_rejected` with the reason", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn settings(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiPath(p): ApiPath<DigestPath>,
+    _: ApiQuery<SettingsQuery>,
+    ApiJson(body): ApiJson<SettingsRequest>,
+) -> Result<Json<SettingsChanged>, ApiError> {
+    let size = |field: &str, v: Option<u64>| {
+        v.map(|n| {
+            usize::try_from(n).map_err(|_| {
+                ApiError::bad_request("invalid_json", format!("`{field}` is too large: {n}"))
+            })
+        })
+        .transpose()
+    };
+    let change = crate::registry::SettingsChange {
+        memory_bytes: size("memory_bytes", body.memory_bytes)?,
+        instances: size("instances", body.instances)?,
+        name: body.name,
+        description: body.description,
+        allow_wasi: body.allow_wasi,
+        fuel: body.fuel,
+        deadline_ms: body.deadline_ms,
+    };
+    let changed = registry(&state)?
+        .change_settings(&p.digest, &change, &actor)
+        .await?;
+    let mut listed = with_bindings(&state, vec![changed.meta]).await?;
+    let policy = listed
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the changed policy vanished".into()))?;
+    Ok(Json(SettingsChanged {
+        policy,
+        changed: changed.changed.into_iter().map(str::to_string).collect(),
+        revision: changed.revision,
+    }))
 }
 
 /// The digest in a path.

@@ -10,11 +10,20 @@
 //! - `retryguard:bindings:history:<pattern>` — LIST of earlier states of a pattern, newest first
 //!   (JSON, `null` for "not bound"), at most [`HISTORY_LEN`];
 //! - channel `retryguard:policies:events` — `{"kind":"policy","digest":…}` after an upload,
-//!   `{"kind":"bindings","revision":N}` after a binding change.
+//!   `{"kind":"bindings","revision":N}` after a binding change,
+//!   `{"kind":"policy_settings","revision":N,"digest":…}` after a settings change.
 //!
 //! A binding change is one Lua script (`registry/lua/set_binding.lua`): it bumps the revision,
 //! stores the binding, pushes the previous state on the history and appends the audit record
 //! (actor, before, after) to the outbox, all or nothing; then it publishes.
+//!
+//! An upload stores a digest once (`registry/lua/add_policy.lua`): identical bytes uploaded
+//! again write nothing and get the stored metadata back. A stored policy's settings (name,
+//! description, WASI, limits) change only through `registry/lua/set_policy_meta.lua`, which
+//! compares the metadata with what the caller read, bumps the bindings revision, appends the
+//! audit record (`policy_settings_changed`) and announces
+//! `{"kind":"policy_settings","revision":N,"digest":…}`, all or nothing, so every instance
+//! rebuilds its table with the new settings as after a binding change.
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -36,6 +45,11 @@ pub const REVISION_KEY: &str = "retryguard:bindings:revision";
 pub const HISTORY_LEN: usize = 50;
 
 const SET_BINDING_LUA: &str = include_str!("lua/set_binding.lua");
+const ADD_POLICY_LUA: &str = include_str!("lua/add_policy.lua");
+const SET_POLICY_META_LUA: &str = include_str!("lua/set_policy_meta.lua");
+
+/// The audit decision of a change to a stored policy's settings.
+pub const SETTINGS_CHANGED: &str = "policy_settings_changed";
 
 fn meta_key(digest: &str) -> String {
     format!("retryguard:policy:{digest}:meta")
@@ -75,6 +89,117 @@ pub struct PolicyMeta {
     /// Retired by `DELETE`: no longer bindable; the bytes stay for replays.
     #[serde(default)]
     pub retired: bool,
+}
+
+/// What a stored policy's evaluations depend on besides its bytes, and what people call it:
+/// the part of [`PolicyMeta`] an upload states and `PATCH /api/v1/policies/{digest}` changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySettings {
+    pub name: String,
+    pub description: String,
+    pub allow_wasi: bool,
+    pub limits: PolicyLimits,
+}
+
+impl PolicySettings {
+    /// The fields (named as the upload's parameters) where `asked` differs from `self`, each
+    /// with both values.
+    pub fn differences(&self, asked: &Self) -> Vec<Difference> {
+        let mut out = Vec::new();
+        let mut field = |name: &'static str, stored: String, asked: String| {
+            if stored != asked {
+                out.push(Difference {
+                    field: name,
+                    stored,
+                    asked,
+                });
+            }
+        };
+        let quoted = |s: &str| format!("{s:?}");
+        field("name", quoted(&self.name), quoted(&asked.name));
+        field(
+            "description",
+            quoted(&self.description),
+            quoted(&asked.description),
+        );
+        field(
+            "allow_wasi",
+            self.allow_wasi.to_string(),
+            asked.allow_wasi.to_string(),
+        );
+        let (a, b) = (&self.limits, &asked.limits);
+        field("fuel", a.fuel.to_string(), b.fuel.to_string());
+        field(
+            "deadline_ms",
+            a.deadline_ms.to_string(),
+            b.deadline_ms.to_string(),
+        );
+        field(
+            "memory_bytes",
+            a.memory_bytes.to_string(),
+            b.memory_bytes.to_string(),
+        );
+        field(
+            "instances",
+            a.instances.to_string(),
+            b.instances.to_string(),
+        );
+        field("tables", a.tables.to_string(), b.tables.to_string());
+        field(
+            "table_elements",
+            a.table_elements.to_string(),
+            b.table_elements.to_string(),
+        );
+        out
+    }
+}
+
+/// One field where two [`PolicySettings`] differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub field: &'static str,
+    pub stored: String,
+    pub asked: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (stored {}, asked {})",
+            self.field, self.stored, self.asked
+        )
+    }
+}
+
+impl PolicyMeta {
+    /// Its settings.
+    pub fn settings(&self) -> PolicySettings {
+        PolicySettings {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            allow_wasi: self.allow_wasi,
+            limits: self.limits,
+        }
+    }
+
+    /// The same policy with `settings`.
+    pub fn with_settings(&self, settings: PolicySettings) -> Self {
+        Self {
+            name: settings.name,
+            description: settings.description,
+            allow_wasi: settings.allow_wasi,
+            limits: settings.limits,
+            ..self.clone()
+        }
+    }
+}
+
+/// A policy's metadata as read, with the exact JSON stored (what a compare-and-set compares).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    pub meta: PolicyMeta,
+    pub json: String,
 }
 
 /// A policy and its params, as a binding names them.
@@ -136,6 +261,16 @@ mod params_map {
     }
 }
 
+/// A stored metadata JSON, read.
+fn record(digest: &str, json: String) -> Result<PolicyRecord, QueueError> {
+    let meta = serde_json::from_str(&json).map_err(|e| {
+        QueueError::Redis(format!(
+            "the stored metadata of policy {digest} is unreadable: {e}"
+        ))
+    })?;
+    Ok(PolicyRecord { meta, json })
+}
+
 /// When [`Store::change_binding`] may change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
@@ -163,6 +298,8 @@ pub enum ChangeResult {
 pub struct Store {
     conn: ConnectionManager,
     set_binding: redis::Script,
+    add_policy: redis::Script,
+    set_policy_meta: redis::Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -197,30 +334,35 @@ impl Store {
         Self {
             conn,
             set_binding: redis::Script::new(SET_BINDING_LUA),
+            add_policy: redis::Script::new(ADD_POLICY_LUA),
+            set_policy_meta: redis::Script::new(SET_POLICY_META_LUA),
         }
     }
 
-    /// Stores a policy's bytes and metadata (idempotent: the digest names the bytes) and
-    /// announces it. A retired policy uploaded again is active again.
-    pub async fn put_policy(&self, meta: &PolicyMeta, bytes: &[u8]) -> Result<(), QueueError> {
+    /// Stores a policy's bytes and metadata and announces it, unless its digest is stored
+    /// already: then nothing is written and the stored record is returned (`Some`), whatever
+    /// `meta` says. Atomic, so two uploads of the same bytes at once store one record.
+    pub async fn add_policy(
+        &self,
+        meta: &PolicyMeta,
+        bytes: &[u8],
+    ) -> Result<Option<PolicyRecord>, QueueError> {
         let json = serde_json::to_string(meta).map_err(|e| QueueError::Redis(e.to_string()))?;
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .set(bytes_key(&meta.digest), bytes)
-            .ignore()
-            .set(meta_key(&meta.digest), json)
-            .ignore()
-            .zadd(POLICIES_KEY, &meta.digest, meta.uploaded_at_ms)
-            .ignore()
-            .publish(
-                EVENTS_CHANNEL,
-                format!(r#"{{"kind":"policy","digest":"{}"}}"#, meta.digest),
-            )
-            .ignore()
-            .query_async::<()>(&mut conn)
+        let existing: Option<String> = self
+            .add_policy
+            .key(meta_key(&meta.digest))
+            .key(bytes_key(&meta.digest))
+            .key(POLICIES_KEY)
+            .arg(json)
+            .arg(bytes)
+            .arg(meta.uploaded_at_ms)
+            .arg(&meta.digest)
+            .arg(EVENTS_CHANNEL)
+            .invoke_async(&mut conn)
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        existing.map(|json| record(&meta.digest, json)).transpose()
     }
 
     /// Every uploaded policy, oldest first.
@@ -260,6 +402,18 @@ impl Store {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
+    /// One policy's metadata with the JSON it is stored as (for a compare-and-set); an
+    /// unreadable record is an error, not "not stored".
+    pub async fn policy_record(&self, digest: &str) -> Result<Option<PolicyRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(meta_key(digest))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        json.map(|json| record(digest, json)).transpose()
+    }
+
     /// One policy's bytes.
     pub async fn policy_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, QueueError> {
         let mut conn = self.conn.clone();
@@ -270,18 +424,75 @@ impl Store {
             .map_err(redis_error)
     }
 
-    /// Marks a policy retired (the caller has checked that nothing binds it).
-    pub async fn retire_policy(&self, meta: &PolicyMeta) -> Result<(), QueueError> {
-        let retired = PolicyMeta {
-            retired: true,
-            ..meta.clone()
+    /// Replaces a policy's metadata with `new` if it is still `current` (`false`: it changed
+    /// meanwhile, nothing was written). Not a settings change: no revision, no audit record
+    /// (retiring, and restoring a retired policy by uploading it again); `announce` publishes
+    /// the upload announcement, so every instance compiles it ahead.
+    pub async fn replace_meta(
+        &self,
+        current: &PolicyRecord,
+        new: &PolicyMeta,
+        announce: bool,
+    ) -> Result<bool, QueueError> {
+        let announcement = if announce {
+            format!(r#"{{"kind":"policy","digest":"{}"}}"#, new.digest)
+        } else {
+            String::new()
         };
-        let json = serde_json::to_string(&retired).map_err(|e| QueueError::Redis(e.to_string()))?;
+        let reply = self
+            .set_meta(current, new, "", "", "", &announcement)
+            .await?;
+        Ok(reply == 0)
+    }
+
+    /// Changes a stored policy's settings if its metadata is still `current`, in one atomic
+    /// step with a new bindings revision, the audit record (`policy_settings_changed`: actor,
+    /// settings before and after) and the announcement. `None`: it changed meanwhile,
+    /// nothing was written.
+    pub async fn change_settings(
+        &self,
+        current: &PolicyRecord,
+        new: &PolicyMeta,
+        actor: &str,
+    ) -> Result<Option<u64>, QueueError> {
+        let json = |s: &PolicySettings| {
+            serde_json::to_string(s).map_err(|e| QueueError::Redis(e.to_string()))
+        };
+        let change = format!(
+            r#""before":{},"after":{}"#,
+            json(&current.meta.settings())?,
+            json(&new.settings())?
+        );
+        let reply = self
+            .set_meta(current, new, SETTINGS_CHANGED, actor, &change, "")
+            .await?;
+        Ok(u64::try_from(reply).ok().filter(|r| *r > 0))
+    }
+
+    async fn set_meta(
+        &self,
+        current: &PolicyRecord,
+        new: &PolicyMeta,
+        decision: &str,
+        actor: &str,
+        change: &str,
+        announcement: &str,
+    ) -> Result<i64, QueueError> {
+        let json = serde_json::to_string(new).map_err(|e| QueueError::Redis(e.to_string()))?;
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(meta_key(&meta.digest))
+        self.set_policy_meta
+            .key(meta_key(&new.digest))
+            .key(REVISION_KEY)
+            .key(crate::audit::Keys::OUTBOX)
+            .arg(&current.json)
             .arg(json)
-            .query_async::<()>(&mut conn)
+            .arg(decision)
+            .arg(actor)
+            .arg(&new.digest)
+            .arg(change)
+            .arg(EVENTS_CHANNEL)
+            .arg(announcement)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_error)
     }

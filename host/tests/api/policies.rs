@@ -167,9 +167,10 @@ async fn upload_bind_per_job_type_history_rollback_and_retire() {
     assert_eq!(reply.json["uploader"], "local");
     assert_eq!(reply.json["info"]["name"], "hostile");
     assert_eq!(reply.json["bound_to"], json!([]));
-    // The same bytes again: harmless.
-    let reply = upload(&app, "name=hostile-fixture", HOSTILE).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    // The same bytes again, asking for the same settings: the stored policy, unchanged.
+    let reply = upload(&app, "name=hostile-fixture&description=test", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["already_stored"], true, "{}", reply.json);
 
     let reply = put_binding(&app, "payments.*", json!({"policy": hostile, "params": {}})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
@@ -1033,9 +1034,18 @@ async fn a_multipart_upload_stores_the_same_policy_as_raw_bytes_and_bad_forms_ar
     assert_eq!(reply.json["name"], "hostile-by-form");
     assert_eq!(reply.json["description"], "uploaded as a form");
     assert_eq!(reply.json["limits"]["fuel"], 2_000_000);
-    // A form field and the query together: the name may come from the query.
-    let reply = upload_form(&app, "?name=from-query", &[], Some(HOSTILE)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    // A form field and the query together: the name may come from the query (the same
+    // bytes and settings again: the stored policy, unchanged).
+    let reply = upload_form(
+        &app,
+        "?name=hostile-by-form",
+        &[("description", "uploaded as a form"), ("fuel", "2000000")],
+        Some(HOSTILE),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["already_stored"], true, "{}", reply.json);
+    assert_eq!(reply.json["name"], "hostile-by-form");
 
     type Form<'a> = &'a [(&'a str, &'a str)];
     let cases: [(Form, Option<&[u8]>, &str); 6] = [
@@ -1174,4 +1184,444 @@ async fn promote_makes_the_shadow_active_is_audited_and_rolls_back() {
         "{}",
         reply.json
     );
+}
+
+/// The number of entries in the audit outbox.
+fn outbox_len(redis: &RedisServer) -> u64 {
+    redis::cmd("XLEN")
+        .arg(retryguard::audit::Keys::OUTBOX)
+        .query(&mut connect(redis))
+        .unwrap()
+}
+
+/// A request as the token holder `token` (no token: `None`).
+fn as_token(
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Request<Body> {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(Body::from(body)).unwrap()
+}
+
+async fn patch_policy(app: &Router, digest: &str, body: Value) -> Reply {
+    send_request(
+        app,
+        as_token(
+            "PATCH",
+            &format!("/api/v1/policies/{digest}"),
+            None,
+            "application/json",
+            body.to_string().into_bytes(),
+        ),
+    )
+    .await
+}
+
+/// The limits the live table of `state`'s instance evaluates `job_type` under.
+fn live_limits(state: &retryguard::api::AppState, job_type: &str) -> Value {
+    let table = state.service.registry().unwrap().table();
+    serde_json::to_value(table.resolve(job_type).active.policy.limits()).unwrap()
+}
+
+#[tokio::test]
+async fn uploading_identical_bytes_again_keeps_the_stored_policy_and_asks_for_patch() {
+    let redis = RedisServer::start();
+    jobs(&redis);
+    // Two admins: whoever uploads the same bytes second is not recorded as their uploader.
+    let (alice, alice_entry) =
+        retryguard::api::auth::new_token("alice", retryguard::api::auth::Role::Admin).unwrap();
+    let (bob, bob_entry) =
+        retryguard::api::auth::new_token("bob", retryguard::api::auth::Role::Admin).unwrap();
+    let mut c = config(&redis);
+    c.auth.tokens = vec![alice_entry, bob_entry];
+    let state = state_with(c).await;
+    let app = retryguard::api::router(state.clone());
+    let hostile = digest_of(HOSTILE);
+    let up = async |token: &str, query: &str| {
+        send_request(
+            &app,
+            as_token(
+                "POST",
+                &format!("/api/v1/policies?{query}"),
+                Some(token),
+                "application/wasm",
+                HOSTILE.to_vec(),
+            ),
+        )
+        .await
+    };
+    let get_policy = async || {
+        let r = send_request(
+            &app,
+            as_token(
+                "GET",
+                &format!("/api/v1/policies/{hostile}"),
+                Some(&alice),
+                "application/json",
+                Vec::new(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        r.json
+    };
+
+    let first = up(
+        &alice,
+        "name=strict&description=d&fuel=20000000&instances=20",
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+    let reply = send_request(
+        &app,
+        as_token(
+            "PUT",
+            "/api/v1/policies/bindings/payments.*",
+            Some(&alice),
+            "application/json",
+            json!({"policy": hostile}).to_string().into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let stored = get_policy().await;
+    let live = live_limits(&state, "payments.cards.charge");
+    assert_eq!(live["fuel"], 20_000_000, "{live}");
+    let rev = reply.json["revision"].as_u64().unwrap();
+    let records = outbox_len(&redis);
+
+    // Identical bytes and settings, by someone else: 200, the stored policy as it is.
+    let again = up(&bob, "name=strict&description=d&fuel=20000000&instances=20").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!(again.json["already_stored"], true, "{}", again.json);
+    assert_eq!(again.json["uploader"], "alice", "{}", again.json);
+    assert_eq!(
+        again.json["bound_to"],
+        json!(["payments.*"]),
+        "{}",
+        again.json
+    );
+
+    // Other settings for the same bytes: refused, naming each field, pointing at PATCH.
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "name=lenient&description=d&fuel=20000000&instances=20",
+            &["name"],
+        ),
+        (
+            "name=strict&description=d&fuel=1000000000&instances=20",
+            &["fuel"],
+        ),
+        // Omitted limits mean the defaults, as for a first upload: not what is stored.
+        ("name=strict&description=d", &["fuel", "instances"]),
+        (
+            "name=strict&fuel=20000000&instances=20&allow_wasi=true",
+            &["description", "allow_wasi"],
+        ),
+    ];
+    for (query, fields) in cases {
+        let reply = up(&bob, query).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{query}: {}",
+            reply.json
+        );
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        for field in fields {
+            assert!(message.contains(field), "{query}: {message}");
+        }
+        assert!(
+            message.contains(&format!("PATCH /api/v1/policies/{hostile}")),
+            "{query}: {message}"
+        );
+    }
+    // Limits the engine's pool cannot hold: 422, stored or not.
+    for query in [
+        "name=strict&description=d&fuel=20000000&instances=1000000",
+        "name=strict&description=d&fuel=20000000&instances=33",
+    ] {
+        let reply = up(&bob, query).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "policy_rejected"),
+            "{query}: {}",
+            reply.json
+        );
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("instances"),
+            "{}",
+            reply.json
+        );
+    }
+
+    // Nothing changed: the stored record, the live limits, the revision, the audit trail.
+    assert_eq!(get_policy().await, stored);
+    assert_eq!(live_limits(&state, "payments.cards.charge"), live);
+    let reply = send_request(
+        &app,
+        as_token(
+            "GET",
+            "/api/v1/policies/bindings",
+            Some(&alice),
+            "application/json",
+            Vec::new(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.json["revision"], rev, "{}", reply.json);
+    assert_eq!(outbox_len(&redis), records);
+    assert_eq!(first.json["already_stored"], false, "{}", first.json);
+}
+
+#[tokio::test]
+async fn limits_beyond_the_engine_pool_are_refused_and_nothing_is_stored() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    for query in ["name=x&instances=1000000", "name=x&instances=33"] {
+        let reply = upload(&app, query, HOSTILE).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "policy_rejected"),
+            "{query}: {}",
+            reply.json
+        );
+    }
+    let reply = send(&app, "GET", "/api/v1/policies").await;
+    assert_eq!(
+        reply.json["policies"].as_array().unwrap().len(),
+        1,
+        "only the built-in default: {}",
+        reply.json
+    );
+    // The most the pool holds is accepted.
+    let reply = upload(&app, "name=x&instances=32", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    assert_eq!(reply.json["limits"]["instances"], 32, "{}", reply.json);
+}
+
+#[tokio::test]
+async fn a_settings_change_is_its_own_audited_change_live_when_it_answers() {
+    let redis = RedisServer::start();
+    jobs(&redis);
+    let state = state_with(config(&redis)).await;
+    let app = retryguard::api::router(state.clone());
+    let hostile = digest_of(HOSTILE);
+    let builtin = digest_of(retryguard::policy::builtin::DEFAULT_POLICY);
+    let reply = upload(&app, "name=strict", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    let uploaded_at = reply.json["uploaded_at_ms"].clone();
+    let reply = put_binding(&app, "payments.*", json!({"policy": hostile})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let rev = revision(&app).await;
+    let default_fuel = live_limits(&state, "payments.cards.charge")["fuel"].clone();
+    assert_eq!(default_fuel, 10_000_000);
+
+    let reply = patch_policy(
+        &app,
+        &hostile,
+        json!({"name": "strict-v2", "fuel": 20_000_000, "instances": 20}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(
+        reply.json["changed"],
+        json!(["name", "fuel", "instances"]),
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.json["revision"], rev + 1, "{}", reply.json);
+    assert_eq!(reply.json["policy"]["name"], "strict-v2");
+    assert_eq!(reply.json["policy"]["limits"]["fuel"], 20_000_000);
+    assert_eq!(reply.json["policy"]["bound_to"], json!(["payments.*"]));
+    // Kept: who uploaded it when.
+    assert_eq!(reply.json["policy"]["uploader"], "local");
+    assert_eq!(reply.json["policy"]["uploaded_at_ms"], uploaded_at);
+    // Live on this instance when it answers: the bound policy runs with the new limits.
+    let live = live_limits(&state, "payments.cards.charge");
+    assert_eq!(
+        (live["fuel"].clone(), live["instances"].clone()),
+        (json!(20_000_000), json!(20))
+    );
+    assert_eq!(revision(&app).await, rev + 1);
+    // Audited like a binding change.
+    let record = last_outbox_record(&redis);
+    assert_eq!(record["decision"], "policy_settings_changed");
+    assert_eq!(record["user_or_system"], "local");
+    assert_eq!(record["policy_digest"], hostile.as_str());
+    let change: Value = serde_json::from_str(record["attributes"].as_str().unwrap()).unwrap();
+    assert_eq!(change["revision"], rev + 1, "{change}");
+    assert_eq!(change["policy"], hostile.as_str(), "{change}");
+    assert_eq!(change["before"]["name"], "strict", "{change}");
+    assert_eq!(change["before"]["limits"]["fuel"], 10_000_000, "{change}");
+    assert_eq!(change["after"]["name"], "strict-v2", "{change}");
+    assert_eq!(change["after"]["limits"]["fuel"], 20_000_000, "{change}");
+    assert_eq!(change["after"]["limits"]["instances"], 20, "{change}");
+
+    // Uploading the same bytes with the new settings now finds them stored.
+    let reply = upload(&app, "name=strict-v2&fuel=20000000&instances=20", HOSTILE).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["already_stored"], true);
+
+    // Refused, each changing nothing.
+    let records = outbox_len(&redis);
+    let cases: Vec<(String, Value, StatusCode, &str)> = vec![
+        (
+            hostile.clone(),
+            json!({"instances": 1_000_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "instances",
+        ),
+        (
+            hostile.clone(),
+            json!({"memory_bytes": 1u64 << 40}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "memory_bytes",
+        ),
+        (
+            hostile.clone(),
+            json!({"fuel": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fuel",
+        ),
+        (
+            hostile.clone(),
+            json!({"fuel": 5, "uploader": "mallory"}),
+            StatusCode::BAD_REQUEST,
+            "uploader",
+        ),
+        (
+            hostile.clone(),
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "nothing to change",
+        ),
+        (
+            hostile.clone(),
+            json!({"name": " "}),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            "0".repeat(64),
+            json!({"fuel": 5}),
+            StatusCode::NOT_FOUND,
+            "no policy",
+        ),
+        (
+            builtin.clone(),
+            json!({"fuel": 20_000_000}),
+            StatusCode::CONFLICT,
+            "[policy]",
+        ),
+    ];
+    for (digest, body, status, says) in cases {
+        let reply = patch_policy(&app, &digest, body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.json);
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{body}: {}",
+            reply.json
+        );
+    }
+    // Asking for what is stored: nothing written.
+    let reply = patch_policy(&app, &hostile, json!({"fuel": 20_000_000})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["changed"], json!([]));
+    assert!(reply.json["revision"].is_null(), "{}", reply.json);
+    assert_eq!(revision(&app).await, rev + 1);
+    assert_eq!(outbox_len(&redis), records);
+    assert_eq!(
+        live_limits(&state, "payments.cards.charge")["fuel"],
+        20_000_000
+    );
+}
+
+#[test]
+fn the_cli_says_when_an_upload_was_stored_already_and_updates_settings() {
+    let redis = RedisServer::start();
+    let (mut child, port, _stdout) = crate::common::spawn_serve_with(&redis, &[]);
+    let file = std::env::temp_dir().join(format!("retryguard-hostile-{port}.wasm"));
+    std::fs::write(&file, HOSTILE).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let policy = |args: &[&str]| {
+        crate::common::retryguard()
+            .arg("policy")
+            .args(args)
+            .env("RETRYGUARD_SERVER", format!("http://127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let hostile = digest_of(HOSTILE);
+
+    let out = policy(&["upload", &file, "--name", "strict", "--fuel", "20000000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("uploaded "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = policy(&["upload", &file, "--name", "strict", "--fuel", "20000000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("already stored")
+            && text(&out.stdout).contains("nothing changed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = policy(&["upload", &file, "--name", "lenient", "--fuel", "20000000"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("conflict") && err.contains("name") && err.contains("PATCH"),
+        "{err}"
+    );
+
+    let out = policy(&[
+        "update",
+        &hostile,
+        "--fuel",
+        "30000000",
+        "--name",
+        "strict-v2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["changed"], json!(["name", "fuel"]), "{json}");
+    assert_eq!(json["policy"]["limits"]["fuel"], 30_000_000, "{json}");
+    let out = policy(&["update", &hostile, "--instances", "1000000"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("instances"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = policy(&["update", &hostile]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nothing to change"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
 }

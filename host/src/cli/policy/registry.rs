@@ -1,4 +1,4 @@
-//! `retryguard policy upload|list|bindings|bind|unbind|history|rollback|promote|replay|retire`: the
+//! `retryguard policy upload|update|list|bindings|bind|unbind|history|rollback|promote|replay|retire`: the
 //! policy registry of a running `retryguard serve`, over its HTTP API (`/api/v1/policies*`,
 //! role `admin` to change anything).
 
@@ -57,6 +57,34 @@ pub enum RegistryCommand {
         #[arg(long)]
         memory_bytes: Option<u64>,
         /// Most instances per evaluation (a componentize-py policy needs about 14).
+        #[arg(long)]
+        instances: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Change a stored policy's name, description, WASI opt-in or limits (uploading the same
+    /// bytes again never does): audited, and every instance reloads the policy with them.
+    Update {
+        /// The policy's digest (`retryguard policy list`).
+        digest: String,
+        /// A new name for people.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Run it with the deny-all WASI (`true`) or without (`false`).
+        #[arg(long, value_name = "true|false")]
+        allow_wasi: Option<bool>,
+        /// CPU limit per evaluation.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Wall-clock limit per evaluation, ms.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Memory cap per evaluation, bytes.
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        /// Most instances per evaluation (at most 32).
         #[arg(long)]
         instances: Option<u64>,
         #[command(flatten)]
@@ -214,6 +242,7 @@ macro_rules! out {
 pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     let server = match &command {
         RegistryCommand::Upload { server, .. }
+        | RegistryCommand::Update { server, .. }
         | RegistryCommand::List { server }
         | RegistryCommand::Bindings { server }
         | RegistryCommand::Bind { server, .. }
@@ -283,6 +312,14 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             )?;
             if client.json {
                 client.print_json(&json);
+            } else if json["already_stored"] == true {
+                out!(
+                    "already stored: {} ({}, {} bytes, uploaded by {}); nothing changed",
+                    str_of(&json, "digest"),
+                    str_of(&json, "name"),
+                    json["size"],
+                    str_of(&json, "uploader")
+                );
             } else {
                 out!(
                     "uploaded {} ({}, {} bytes)",
@@ -294,6 +331,71 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
                     "bind it: retryguard policy bind 'PATTERN' --policy {}",
                     str_of(&json, "digest")
                 );
+            }
+        }
+        RegistryCommand::Update {
+            digest,
+            name,
+            description,
+            allow_wasi,
+            fuel,
+            deadline_ms,
+            memory_bytes,
+            instances,
+            ..
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(n) = name {
+                body.insert("name".into(), json!(n));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            if let Some(w) = allow_wasi {
+                body.insert("allow_wasi".into(), json!(w));
+            }
+            for (key, value) in [
+                ("fuel", fuel),
+                ("deadline_ms", deadline_ms),
+                ("memory_bytes", memory_bytes),
+                ("instances", instances),
+            ] {
+                if let Some(v) = value {
+                    body.insert(key.into(), json!(v));
+                }
+            }
+            if body.is_empty() {
+                eprintln!(
+                    "error: nothing to change: give --name, --description, --allow-wasi, \
+                     --fuel, --deadline-ms, --memory-bytes or --instances"
+                );
+                return Err(Reported);
+            }
+            let body = Value::Object(body).to_string();
+            let (_, json) = client.call_with(
+                "PATCH",
+                &format!("/api/v1/policies/{}", encode(digest)),
+                Some(("application/json", body.as_bytes())),
+            )?;
+            if client.json {
+                client.print_json(&json);
+            } else {
+                let changed: Vec<&str> = json["changed"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if changed.is_empty() {
+                    out!("{digest}: already so, nothing changed");
+                } else {
+                    out!(
+                        "{digest}: changed {} (revision {}); limits now {}",
+                        changed.join(", "),
+                        json["revision"],
+                        json["policy"]["limits"]
+                    );
+                }
             }
         }
         RegistryCommand::List { .. } => {
