@@ -159,6 +159,9 @@ fuzz_target!(|input: Input| {
                     assert_eq!(parts.get(1).map_or(&b""[..], Vec::as_slice), why.as_bytes());
                 }
                 Ok(RequeueResult::NotFound) => assert_eq!(first, Some(&b"not_found"[..])),
+                Ok(RequeueResult::Unknown { why }) => {
+                    panic!("the reply parser never answers unknown (the caller does): {why}")
+                }
                 Err(_) => {}
             }
         }

@@ -80,6 +80,11 @@ pub enum RequeueResult {
     Stale { why: String },
     /// The job is gone (its dangling registry member was pruned).
     NotFound,
+    /// Redis answered this job's requeue with an error, or with a reply that is none of the
+    /// above: whether it happened is unknown (a script may fail after a write). Sending the
+    /// same requeue again resolves it. Only this job is unknown; the rest of the batch keeps
+    /// its outcomes.
+    Unknown { why: String },
 }
 
 /// Counts per state of one queue.

@@ -425,22 +425,14 @@ impl QueueBackend for RqBackend {
                 .await
                 .map_err(redis_error)?;
         }
-        // Each reply parsed on its own, so the error names the job whose reply it was.
-        batch
-            .iter()
-            .zip(replies)
-            .map(|(r, reply)| {
-                reply
-                    .map_err(redis_error)
-                    .and_then(parse_requeue_reply)
-                    .map_err(|e| match e {
-                        QueueError::Redis(why) => {
-                            QueueError::Redis(format!("requeue of job {}: {why}", r.job.id))
-                        }
-                        other => other,
-                    })
-            })
-            .collect()
+        if replies.len() != batch.len() {
+            return Err(QueueError::Redis(format!(
+                "{} replies to a pipeline of {} requeues",
+                replies.len(),
+                batch.len()
+            )));
+        }
+        Ok(requeue_results(replies))
     }
 
     async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
@@ -513,6 +505,20 @@ fn is_wrongtype(e: &RedisError) -> bool {
 
 fn is_noscript(reply: &redis::RedisResult<Value>) -> bool {
     matches!(reply, Err(e) if e.code() == Some("NOSCRIPT"))
+}
+
+/// Each reply of a requeue pipeline parsed on its own: an error reply (or one that makes no
+/// sense) is that job's `Unknown`, never the whole batch's.
+fn requeue_results(replies: Vec<redis::RedisResult<Value>>) -> Vec<RequeueResult> {
+    replies
+        .into_iter()
+        .map(|reply| {
+            reply
+                .map_err(redis_error)
+                .and_then(parse_requeue_reply)
+                .unwrap_or_else(|e| RequeueResult::Unknown { why: e.to_string() })
+        })
+        .collect()
 }
 
 fn parse_requeue_reply(reply: Value) -> Result<RequeueResult, QueueError> {
@@ -796,4 +802,50 @@ fn parse_job_with(
 /// The epoch milliseconds of a stream entry id (`<ms>-<seq>`).
 fn stream_id_ms(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(parts: &[&str]) -> redis::RedisResult<Value> {
+        Ok(Value::Array(
+            parts
+                .iter()
+                .map(|p| Value::BulkString(p.as_bytes().to_vec()))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn one_bad_requeue_reply_is_that_jobs_unknown_only() {
+        let error: redis::RedisResult<Value> = Err(RedisError::from(std::io::Error::other(
+            "OOM command not allowed when used memory > 'maxmemory'",
+        )));
+        let results = requeue_results(vec![
+            reply(&["retried", "2"]),
+            error,
+            reply(&["\u{fffd}garbage"]),
+            reply(&["stale_decision", "status is \\xff"]),
+            reply(&["already_requeued"]),
+        ]);
+        assert_eq!(results[0], RequeueResult::Retried { attempts: 2 });
+        assert!(
+            matches!(&results[1], RequeueResult::Unknown { why } if why.contains("OOM")),
+            "{:?}",
+            results[1]
+        );
+        assert!(
+            matches!(&results[2], RequeueResult::Unknown { .. }),
+            "{:?}",
+            results[2]
+        );
+        assert_eq!(
+            results[3],
+            RequeueResult::Stale {
+                why: "status is \\xff".into()
+            }
+        );
+        assert_eq!(results[4], RequeueResult::AlreadyRequeued);
+    }
 }

@@ -1052,6 +1052,12 @@ fn apply_requeue_result(mut o: JobOutcome, r: RequeueResult) -> JobOutcome {
             o.outcome = Outcome::NotFound;
             o.reason = "the job is gone".into();
         }
+        RequeueResult::Unknown { why } => {
+            o.outcome = Outcome::Unknown;
+            o.reason = format!(
+                "Redis answered this job's requeue with an error ({why}); retry the job again to resolve it: the requeue re-checks atomically, so it answers `already_requeued` if this one happened"
+            );
+        }
     }
     o
 }
