@@ -33,6 +33,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod operations;
+pub mod origin;
 pub mod policies;
 pub mod views;
 
@@ -58,12 +59,18 @@ pub struct AppState {
     pub audit_dir: Option<Arc<AuditDir>>,
     /// The bearer tokens of `[auth]` (none: open to loopback callers, actor `local`).
     pub auth: Arc<auth::Auth>,
+    /// The `Host` names this server answers to (`[server] listen` and `allowed_hosts`).
+    pub hosts: Arc<origin::HostPolicy>,
 }
 
 impl AppState {
     pub fn new(service: Arc<Service>, config: Arc<Config>) -> Self {
         Self {
             auth: Arc::new(auth::Auth::from_config(&config.auth.tokens)),
+            hosts: Arc::new(origin::HostPolicy::new(
+                &config.server.listen,
+                &config.server.allowed_hosts,
+            )),
             operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
             service,
             config,
@@ -136,6 +143,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_origin,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn(request_id))

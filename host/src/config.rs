@@ -63,8 +63,11 @@ impl Default for RedisConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `host:port`; loopback only until the API has authentication (DESIGN.md §9).
+    /// `IP:port`; loopback only without `[auth] tokens`.
     pub listen: String,
+    /// Names (besides the listen address) that requests may carry in `Host`, e.g. the name
+    /// of a TLS proxy in front; `*` accepts any (only with tokens). Refuses DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// Longest any request may take; a retry-all goes on as an operation past it.
     pub request_timeout_seconds: u64,
     /// Largest request body accepted.
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8000".into(),
+            allowed_hosts: Vec::new(),
             request_timeout_seconds: 60,
             // Room for a guard result of `max_result_bytes` and its JSON envelope.
             body_limit_bytes: 128 << 10,
@@ -253,6 +257,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("redis", "connect_timeout_ms", Kind::Integer),
     ("redis", "response_timeout_ms", Kind::Integer),
     ("server", "listen", Kind::Text),
+    ("server", "allowed_hosts", Kind::List),
     ("server", "request_timeout_seconds", Kind::Integer),
     ("server", "body_limit_bytes", Kind::Integer),
     ("server", "retry_all_wait_seconds", Kind::Integer),
@@ -394,6 +399,34 @@ impl Config {
             }
             Ok(_) => {}
         }
+        for host in &s.allowed_hosts {
+            let name = host.trim();
+            if name == "*" {
+                if self.auth.tokens.is_empty() {
+                    return invalid(
+                        "server.allowed_hosts",
+                        "`*` (any Host) needs [auth] tokens: without them any web page could \
+                         read this API through a DNS-rebinding name"
+                            .into(),
+                    );
+                }
+                continue;
+            }
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
+            if !valid {
+                return invalid(
+                    "server.allowed_hosts",
+                    format!(
+                        "{host:?} is not a host name (letters, digits, `.`, `-`, `_`; no scheme \
+                         or port), or `*`"
+                    ),
+                );
+            }
+        }
         if !(1..=3600).contains(&s.request_timeout_seconds) {
             return invalid(
                 "server.request_timeout_seconds",
@@ -447,6 +480,7 @@ impl Config {
             }
         }
         let mut names = std::collections::BTreeSet::new();
+        let mut digests = std::collections::BTreeMap::new();
         for entry in &self.auth.tokens {
             let token =
                 crate::api::auth::Token::parse(entry).map_err(|message| ConfigError::Invalid {
@@ -457,6 +491,18 @@ impl Config {
                 return invalid(
                     "auth.tokens",
                     format!("two tokens are named {:?}", token.name),
+                );
+            }
+            // One token under two names (or roles) would act as whichever comes first: the
+            // audit trail would name the wrong actor, or the token would get the wrong role.
+            if let Some(first) = digests.insert(token.sha256, token.name.clone()) {
+                return invalid(
+                    "auth.tokens",
+                    format!(
+                        "tokens {first:?} and {:?} have the same sha256: one token must have \
+                         one name and one role (make another with `retryguard auth new-token`)",
+                        token.name
+                    ),
                 );
             }
         }
@@ -695,6 +741,20 @@ mod tests {
 
     fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_parts(None, Some(text), env(vars))
+    }
+
+    #[test]
+    fn one_token_digest_under_two_names_or_roles_is_refused() {
+        let digest = "ab".repeat(32);
+        for (a, b) in [("alice:read", "bob:read"), ("alice:read", "alice2:admin")] {
+            let text = format!("[auth]\ntokens = [\"{a}:{digest}\", \"{b}:{digest}\"]\n");
+            let e = parse(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains("same sha256"), "{text}: {e}");
+            assert!(!e.contains(&digest), "the error never echoes a digest: {e}");
+        }
+        let other = "cd".repeat(32);
+        let text = format!("[auth]\ntokens = [\"alice:read:{digest}\", \"bob:admin:{other}\"]\n");
+        assert!(parse(&text, &[]).is_ok());
     }
 
     #[test]

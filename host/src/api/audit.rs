@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody, NoBody};
 use super::views::parse_rfc3339;
 use crate::audit::AuditRecord;
 use crate::audit::query::{self, AuditQuery, DEFAULT_LIMIT, MAX_LIMIT, QueryError};
@@ -84,6 +84,7 @@ struct AuditPage {
 async fn retry_audit(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let q = audit_query(params)?;
     let Some(dir) = &state.audit_dir else {

@@ -180,11 +180,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(presented) = presented.filter(|t| !t.is_empty()) else {
         return unauthorized("this endpoint needs a bearer token (Authorization: Bearer …)");
     };
@@ -203,6 +199,15 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     tracing::debug!(actor = %token.name, "authenticated");
     req.extensions_mut().insert(Actor(token.name.clone()));
     next.run(req).await
+}
+
+/// The token of an `Authorization` value `Bearer <token>`. The scheme is case-insensitive
+/// (RFC 7235 §2.1: `BEARER`, `bearer`, `Bearer`); spaces or tabs may follow it.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches([' ', '\t']))
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -247,6 +252,22 @@ mod tests {
         );
         for bad in ["x", "a:b", "bad name:read:00", "n:root:00", "n:read:zz"] {
             assert!(Token::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer rg_x",
+            "bearer rg_x",
+            "BEARER rg_x",
+            "bEaReR  rg_x ",
+            "Bearer\trg_x",
+        ] {
+            assert_eq!(bearer_token(value), Some("rg_x"), "{value:?}");
+        }
+        for value in ["Basic rg_x", "Bearerrg_x", "rg_x", "Token rg_x", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -47,6 +48,12 @@ pub enum ApiError {
     /// 403: a valid token whose role is too low.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `cross_site`: a state-changing request a page of another site made a browser send.
+    #[error("{0}")]
+    CrossSite(String),
+    /// 403 `host_not_allowed`: a `Host` this server does not answer to (DNS rebinding).
+    #[error("{0}")]
+    HostNotAllowed(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -62,6 +69,9 @@ pub enum ApiError {
     /// 413.
     #[error("the request body is over the {0}-byte limit")]
     PayloadTooLarge(u64),
+    /// 415: a body whose content type the endpoint does not read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 414.
     #[error("the request URI is over the {0}-byte limit")]
     UriTooLong(usize),
@@ -91,12 +101,15 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } | Self::ForceRequiresReason => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::CrossSite(_) | Self::HostNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyOperations { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RedisUnavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,11 +124,14 @@ impl ApiError {
             Self::ForceRequiresReason => "force_requires_reason",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::CrossSite(_) => "cross_site",
+            Self::HostNotAllowed(_) => "host_not_allowed",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Unprocessable { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UriTooLong(_) => "uri_too_long",
             Self::TooManyOperations { .. } => "too_many_operations",
             Self::RedisUnavailable(_) => "redis_unavailable",
@@ -185,9 +201,17 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// `Query<T>` whose rejection is a JSON 400 naming the bad parameter.
+/// `Query<T>` whose rejection is a JSON 400 naming the bad parameter. Every `T` denies
+/// unknown fields, so a misspelt parameter is an error, never a silent default; a route
+/// without parameters takes `ApiQuery<NoQuery>`. Handlers list it before their body, so a bad
+/// parameter is reported even when the body is bad too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
+
+/// The query of a route that has no parameters: any parameter is refused by name.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -215,8 +239,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// `Json<T>` whose rejection is a JSON 4xx (400 malformed, 413 too large, 415 not JSON is a
-/// 400 here too: one shape for every bad body).
+/// `Json<T>` whose rejection is a JSON 4xx: 415 `unsupported_media_type` for a body that is
+/// not `application/json`, 400 `payload_too_large` over the body limit, 400 `invalid_json`
+/// for anything else (malformed JSON, a wrong type, or an unknown field: every body type
+/// denies unknown fields, and serde's message names the field).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -227,13 +253,53 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| Self(v))
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
                     ApiError::bad_request("payload_too_large", e.body_text())
-                } else {
-                    ApiError::bad_request("invalid_json", e.body_text())
                 }
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                    "this endpoint reads a JSON body: send it with \
+                     `Content-Type: application/json`"
+                        .into(),
+                ),
+                _ => ApiError::bad_request("invalid_json", e.body_text()),
             })
+    }
+}
+
+/// The body of a route that reads none: an empty body passes, any other is refused with
+/// 400 `unexpected_body` before the handler acts. A request never does something other than
+/// what it says because a body it carried (`{"dry_run": true}`, a form) went unread: the
+/// parameters of such a route go in the query string. Handlers list it last, after their
+/// query, so a bad parameter is reported first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let refused = || {
+            ApiError::bad_request(
+                "unexpected_body",
+                "this endpoint reads no request body, and nothing was done: its parameters go \
+                 in the query string (e.g. `?dry_run=true`)",
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(0) if !req.headers().contains_key(header::TRANSFER_ENCODING) => Ok(Self),
+            Some(_) => Err(refused()),
+            // Chunked, or no length: read it (within the body limit) to see.
+            None => match Bytes::from_request(req, state).await {
+                Ok(bytes) if bytes.is_empty() => Ok(Self),
+                _ => Err(refused()),
+            },
+        }
     }
 }
 
@@ -267,6 +333,44 @@ mod tests {
         assert_eq!(ok.unwrap().0.n, 3);
     }
 
+    #[tokio::test]
+    async fn no_body_passes_only_an_empty_body() {
+        let request = |length: Option<&str>, body: &'static str| {
+            let mut r = Request::builder().method("POST");
+            if let Some(n) = length {
+                r = r.header("content-length", n);
+            }
+            r.body(Body::from(body)).unwrap()
+        };
+        assert!(NoBody::from_request(request(None, ""), &()).await.is_ok());
+        assert!(
+            NoBody::from_request(request(Some("0"), ""), &())
+                .await
+                .is_ok()
+        );
+        for (length, body) in [(None, "dry_run=true"), (Some("2"), "{}"), (None, " ")] {
+            let e = NoBody::from_request(request(length, body), &())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "unexpected_body", "{length:?} {body:?}");
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_json_route_refuses_another_content_type_with_415() {
+        let request = Request::builder()
+            .method("POST")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("n=3"))
+            .unwrap();
+        let e = ApiJson::<serde_json::Value>::from_request(request, &())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(e.code(), "unsupported_media_type");
+    }
+
     #[test]
     fn every_error_maps_to_its_status_and_hides_internals() {
         let cases = [
@@ -275,6 +379,7 @@ mod tests {
             (ApiError::NotFound("no".into()), 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::PayloadTooLarge(1), 413),
+            (ApiError::UnsupportedMediaType("x".into()), 415),
             (ApiError::UriTooLong(1), 414),
             (ApiError::TooManyOperations { running: 4 }, 429),
             (ApiError::RedisUnavailable("secret-host:6379".into()), 503),

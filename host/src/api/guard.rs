@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, NoBody, NoQuery};
 use crate::guard::{Begin, Complete, Guard, GuardError, InvalidInput, Release, State as KeyState};
 
 /// The header on a replayed result (as Stripe names it).
@@ -254,6 +254,7 @@ struct BeginBody {
 async fn begin(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<BeginBody>,
 ) -> Result<Response, GuardReply> {
     let key = key(path)?;
@@ -361,6 +362,7 @@ struct CompleteBody {
 async fn complete(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Json<Value>, GuardReply> {
     let key = key(path)?;
@@ -404,6 +406,7 @@ struct ReleaseBody {
 async fn release(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ReleaseBody>,
 ) -> Result<Json<Value>, GuardReply> {
     let key = key(path)?;
@@ -449,6 +452,8 @@ fn stale(key: &str, token: u64, state: KeyState) -> GuardReply {
 async fn show(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<Value>, GuardReply> {
     let key = key(path)?;
     let r = guard(&state).get(&key).await?;
@@ -497,6 +502,8 @@ async fn show(
 async fn delete(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<Deleted>, GuardReply> {
     let key = key(path)?;
     let deleted = guard(&state).delete(&key).await?;

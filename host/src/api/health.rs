@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery, NoBody, NoQuery};
 use crate::config::redact_url;
 use crate::retry::service::RedisStatus;
 
@@ -79,7 +79,7 @@ struct NotReady {
     tag = "health",
     responses((status = 200, description = "Alive", body = Healthz))
 )]
-async fn healthz() -> Json<Healthz> {
+async fn healthz(_: ApiQuery<NoQuery>, _: NoBody) -> Json<Healthz> {
     Json(Healthz { status: "ok" })
 }
 
@@ -94,7 +94,7 @@ async fn healthz() -> Json<Healthz> {
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or request timeout", body = NotReady),
     )
 )]
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) -> Response {
     let redis_url = redact_url(&state.config.redis.url);
     let status = match tokio::time::timeout(READY_TIMEOUT, state.service.redis_status()).await {
         Ok(Ok(status)) => status,

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::Actor;
-use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::views::{
     JobJson, JobPage, OutcomeJson, SummaryJson, decode_cursor, encode_cursor, parse_rfc3339,
 };
@@ -81,6 +81,7 @@ struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
+    _: NoBody,
 ) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -135,6 +136,8 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<JobJson>, ApiError> {
     let id = job_id(id)?;
     match state.service.get(&id).await? {
@@ -193,6 +196,7 @@ async fn retry(
     Actor(actor): Actor,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<RetryQuery>,
+    _: NoBody,
 ) -> Result<Json<OutcomeJson>, ApiError> {
     let id = job_id(id)?;
     let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
@@ -280,6 +284,7 @@ async fn retry_all(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiQuery(q): ApiQuery<RetryAllQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let options = options(q.dry_run, q.force, q.retry_only_retryable, q.reason)?;
     if q.limit == Some(0) {
@@ -358,7 +363,11 @@ struct Stats {
         (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
     )
 )]
-async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn stats(
+    State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.service.stats(STATS_MAX_JOBS).await?;
     // Today's retry metrics from the audit trail; `null` when the audit is not configured
     // or cannot be read (logged): the queue counts still answer.

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
+use super::error::{ApiQuery, NoBody, NoQuery};
 use crate::metrics::{escape, global, header};
 
 /// Failed jobs classified per scrape, at most.
@@ -38,7 +39,7 @@ pub fn router() -> Router<AppState> {
         (status = 403, description = "The token's role is below `read` (only with `protect_metrics`)", body = super::error::ErrorBody),
     )
 )]
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) -> Response {
     let mut out = String::with_capacity(16 << 10);
     global().render(&mut out);
     gauges(&state, &mut out).await;

@@ -9,6 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::AppState;
+use super::error::{ApiQuery, NoBody, NoQuery};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +17,17 @@ use super::AppState;
         title = "retryguard",
         description = "Safe retries for failed RQ jobs, judged by sandboxed WebAssembly \
             policies. Every error is `{\"error\": {\"code\", \"message\"}}` (`ErrorBody`). \
-            With `[auth] tokens` configured, requests carry `Authorization: Bearer <token>`; \
-            roles: GET needs `read`, POST and DELETE need `operate`, DELETE of an idempotency \
-            key and `/api/v1/policies*` need `admin`; `/healthz`, `/readyz`, `/openapi.json` \
-            (and `/metrics` unless `protect_metrics`) are open. Any route may also answer \
-            413 (body over the limit), 414 (URI over 8192 bytes) and 503 `timeout`."
+            With `[auth] tokens` configured, requests carry `Authorization: Bearer <token>` \
+            (the scheme in any case); roles: every GET needs `read` (`/api/v1/policies*` \
+            included), POST, PUT and DELETE need `operate`, and DELETE of an idempotency key \
+            and every change under `/api/v1/policies*` need `admin`; `/healthz`, `/readyz`, \
+            `/openapi.json` (and `/metrics` unless `protect_metrics`) are open. Any route may \
+            also answer 400 `invalid_query` (a query parameter it does not take, named), \
+            400 `unexpected_body` (a body on a route that reads none: nothing is done), \
+            403 `cross_site` (a state-changing request from another site's page) or \
+            `host_not_allowed` (a `Host` the server does not answer to), 413 (body over the \
+            limit), 414 (URI over 8192 bytes), 415 (a JSON route's body is not \
+            `application/json`) and 503 `timeout`."
     ),
     paths(
         super::jobs::list,
@@ -106,6 +113,6 @@ pub fn router() -> Router<AppState> {
     tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
 )]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+async fn openapi_json(_: ApiQuery<NoQuery>, _: NoBody) -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }

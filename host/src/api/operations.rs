@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::error::{ApiError, ApiPath, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::views::{SummaryJson, all_counts};
 use super::{AppState, Service};
 use crate::queue::rq::decode::format_rq_time;
@@ -269,6 +269,8 @@ fn find(state: &AppState, id: &str) -> Result<Arc<Operation>, ApiError> {
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<OperationJson>, ApiError> {
     Ok(Json(find(&state, &id)?.view()))
 }
@@ -293,6 +295,8 @@ async fn show(
 async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<OperationJson>, ApiError> {
     let op = find(&state, &id)?;
     if op.finished_at().is_none() {

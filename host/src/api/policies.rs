@@ -2,6 +2,8 @@
 //! policies, bind them to job-type patterns, see a pattern's history and roll it back
 //! (`crate::registry` does the work; docs/policies.md tells the story).
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -10,11 +12,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Actor;
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::{ApiError, AppState};
 use crate::policy::PolicyLimits;
 use crate::registry::{
-    BindingSpec, MAX_UPLOAD_BYTES, PolicyMeta, RegistryError, StoredBinding, SwapStatus, Upload,
+    BindingSpec, MAX_UPLOAD_BYTES, PolicyMeta, PolicyRef, RegistryError, StoredBinding, SwapStatus,
+    Upload,
 };
 use crate::retry::service::now_ms;
 
@@ -133,7 +136,11 @@ async fn with_bindings(
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
+) -> Result<Json<PolicyList>, ApiError> {
     let metas = registry(&state)?.policies().await?;
     Ok(Json(PolicyList {
         policies: with_bindings(&state, metas).await?,
@@ -143,6 +150,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, Api
 /// What an upload says besides the bytes: query parameters, or the text fields of a
 /// `multipart/form-data` upload (a field wins over the same query parameter).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// A name for people (1–128 bytes). Required (here or as a form field).
@@ -536,6 +544,8 @@ pub struct DigestPath {
 pub async fn show(
     State(state): State<AppState>,
     ApiPath(p): ApiPath<DigestPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<PolicyJson>, ApiError> {
     let meta = registry(&state)?
         .store()
@@ -569,6 +579,8 @@ pub async fn show(
 pub async fn retire(
     State(state): State<AppState>,
     ApiPath(p): ApiPath<DigestPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<PolicyJson>, ApiError> {
     let meta = registry(&state)?.retire(&p.digest).await?;
     Ok(Json(PolicyJson {
@@ -602,7 +614,11 @@ pub struct BindingList {
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
     )
 )]
-pub async fn bindings(State(state): State<AppState>) -> Result<Json<BindingList>, ApiError> {
+pub async fn bindings(
+    State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
+) -> Result<Json<BindingList>, ApiError> {
     let registry = registry(&state)?;
     let snapshot = registry.store().bindings().await?;
     Ok(Json(BindingList {
@@ -638,6 +654,8 @@ pub struct PatternPath {
 pub async fn binding(
     State(state): State<AppState>,
     ApiPath(p): ApiPath<PatternPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<StoredBinding>, ApiError> {
     let snapshot = registry(&state)?.store().bindings().await?;
     snapshot
@@ -646,6 +664,55 @@ pub async fn binding(
         .find(|b| b.pattern == p.pattern)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("nothing is bound to `{}`", p.pattern)))
+}
+
+/// The body of `PUT /api/v1/policies/bindings/{pattern}`: the acting policy with its params,
+/// and optionally a shadow. An unknown field is refused by name (a field this version does
+/// not know is never silently dropped).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindRequest {
+    /// The acting policy's digest.
+    pub policy: String,
+    /// Its params by name (values are strings; the policy's `validate-params` checks them).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// A policy evaluated beside the acting one, whose verdicts are only recorded.
+    #[serde(default)]
+    pub shadow: Option<PolicyRefRequest>,
+}
+
+/// A policy and its params, in a request body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRefRequest {
+    /// The policy's digest.
+    pub policy: String,
+    /// Params by name.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+impl PolicyRefRequest {
+    fn into_ref(self) -> PolicyRef {
+        PolicyRef {
+            policy: self.policy,
+            params: self.params.into_iter().collect(),
+        }
+    }
+}
+
+impl BindRequest {
+    fn into_spec(self) -> BindingSpec {
+        BindingSpec {
+            active: PolicyRefRequest {
+                policy: self.policy,
+                params: self.params,
+            }
+            .into_ref(),
+            shadow: self.shadow.map(PolicyRefRequest::into_ref),
+        }
+    }
 }
 
 /// The answer to a binding change.
@@ -673,7 +740,7 @@ async fn changed(state: &AppState, pattern: &str) -> Result<Json<BindingChanged>
     path = "/api/v1/policies/bindings/{pattern}",
     tag = "policies",
     params(PatternPath),
-    request_body = BindingSpec,
+    request_body = BindRequest,
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Bound", body = BindingChanged),
@@ -688,8 +755,10 @@ pub async fn bind(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(p): ApiPath<PatternPath>,
-    ApiJson(spec): ApiJson<BindingSpec>,
+    _: ApiQuery<NoQuery>,
+    ApiJson(request): ApiJson<BindRequest>,
 ) -> Result<Json<BindingChanged>, ApiError> {
+    let spec = request.into_spec();
     registry(&state)?
         .bind(&p.pattern, &spec, &actor, now_ms())
         .await?;
@@ -717,6 +786,8 @@ pub async fn unbind(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(p): ApiPath<PatternPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<BindingChanged>, ApiError> {
     registry(&state)?
         .unbind(&p.pattern, &actor, now_ms())
@@ -749,6 +820,8 @@ pub struct BindingHistory {
 pub async fn history(
     State(state): State<AppState>,
     ApiPath(p): ApiPath<PatternPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<BindingHistory>, ApiError> {
     let history = registry(&state)?.store().history(&p.pattern).await?;
     Ok(Json(BindingHistory {
@@ -780,6 +853,8 @@ pub async fn rollback(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(p): ApiPath<PatternPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<BindingChanged>, ApiError> {
     registry(&state)?
         .rollback(&p.pattern, &actor, now_ms())
@@ -811,6 +886,8 @@ pub async fn promote(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(p): ApiPath<PatternPath>,
+    _: ApiQuery<NoQuery>,
+    _: NoBody,
 ) -> Result<Json<BindingChanged>, ApiError> {
     registry(&state)?
         .promote(&p.pattern, &actor, now_ms())
@@ -820,6 +897,7 @@ pub async fn promote(
 
 /// The window of `GET /api/v1/policies/experiments`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExperimentsQuery {
     /// How far back to look, hours (1–720, default 24).
@@ -846,6 +924,7 @@ pub struct ExperimentsQuery {
 pub async fn experiments(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ExperimentsQuery>,
+    _: NoBody,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
     let hours = q.hours.unwrap_or(24);
@@ -906,8 +985,8 @@ pub struct ReplayAudit {
 #[serde(default, deny_unknown_fields)]
 pub struct ReplayBody {
     /// The candidate's params.
-    #[schema(value_type = std::collections::BTreeMap<String, String>)]
-    pub params: std::collections::BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub params: BTreeMap<String, String>,
     pub filter: ReplayFilter,
     /// `current`, `audit` or `both` (default).
     pub source: ReplaySource,
@@ -988,6 +1067,7 @@ fn replay_window(a: &ReplayAudit, now: u64) -> Result<(u64, u64, u64), ApiError>
 pub async fn replay(
     State(state): State<AppState>,
     ApiPath(p): ApiPath<DigestPath>,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<crate::retry::service::ReplayReport>, ApiError> {
     use crate::retry::service::{RecordedReplay, RecordedWindow, ReplayError, ReplayReport};

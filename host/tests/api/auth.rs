@@ -138,3 +138,28 @@ fn a_non_loopback_listen_address_needs_tokens() {
     c.auth.tokens.pop();
     c.validate().unwrap();
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let redis = RedisServer::start();
+    let (token, entry) = api::auth::new_token("ops", Role::Read).unwrap();
+    let mut c = config(&redis);
+    c.auth.tokens = vec![entry];
+    let app = api::router(state_with(c).await);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEArer"] {
+        let request = Request::builder()
+            .uri("/api/v1/jobs/stats")
+            .header("authorization", format!("{scheme} {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let reply = send_request(&app, request).await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {}", reply.json);
+    }
+    let request = Request::builder()
+        .uri("/api/v1/jobs/stats")
+        .header("authorization", format!("Basic {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let reply = send_request(&app, request).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.json);
+}

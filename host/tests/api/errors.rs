@@ -219,3 +219,164 @@ async fn a_request_over_the_request_timeout_is_a_503() {
     assert_eq!(reply.code(), "timeout");
     assert!(reply.headers.contains_key("retry-after"));
 }
+
+/// A concrete URI for a route template.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{id}", "j-1")
+        .replace("{key}", "k-1")
+        .replace("{pattern}", "app.tasks.x")
+        .replace("{digest}", &"0".repeat(64))
+}
+
+/// Routes that read a JSON body (every other route reads none, or the policy upload's bytes).
+fn reads_json(method: &str, template: &str) -> bool {
+    matches!(
+        (method, template),
+        ("POST", "/api/v1/idempotency/{key}/begin")
+            | ("POST", "/api/v1/idempotency/{key}/complete")
+            | ("POST", "/api/v1/idempotency/{key}/release")
+            | ("PUT", "/api/v1/policies/bindings/{pattern}")
+            | ("POST", "/api/v1/policies/{digest}/replay")
+            | ("PATCH", "/api/v1/policies/{digest}")
+    )
+}
+
+fn request(
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: &'static str,
+) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(t) = content_type {
+        r = r.header("content-type", t);
+    }
+    r.body(Body::from(body)).unwrap()
+}
+
+#[tokio::test]
+async fn every_route_refuses_unknown_parameters_and_bodies_it_does_not_read() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    for (method, template) in retryguard::api::ROUTES {
+        let uri = concrete(template);
+        // An unknown parameter is refused by name, everywhere, before any body is looked at.
+        let bad_query = format!("{uri}?feul=5");
+        let reply = send_request(
+            &app,
+            request(method, &bad_query, Some("application/json"), "{\"x\": 1}"),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {bad_query}: {}",
+            reply.json
+        );
+        assert_eq!(
+            reply.code(),
+            "invalid_query",
+            "{method} {bad_query}: {}",
+            reply.json
+        );
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("feul"),
+            "{method} {bad_query}: {}",
+            reply.json
+        );
+        if *template == "/api/v1/policies" && *method == "POST" {
+            continue; // its body is the component
+        }
+        if reads_json(method, template) {
+            // A JSON route: another content type is 415, an unknown field a 400 naming it.
+            let reply = send_request(&app, request(method, &uri, Some("text/plain"), "{}")).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {uri}: {}",
+                reply.json
+            );
+            assert_eq!(reply.code(), "unsupported_media_type");
+            let reply = send_request(
+                &app,
+                request(
+                    method,
+                    &uri,
+                    Some("application/json"),
+                    "{\"auto_retry\": true}",
+                ),
+            )
+            .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {uri}: {}",
+                reply.json
+            );
+            assert!(
+                reply.json["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("auto_retry"),
+                "{method} {uri}: {}",
+                reply.json
+            );
+        } else {
+            // A route that reads no body refuses one, whatever its type.
+            for (content_type, body) in [
+                (Some("application/json"), "{\"dry_run\": true}"),
+                (Some("application/x-www-form-urlencoded"), "dry_run=true"),
+                (None, "x"),
+            ] {
+                let reply = send_request(&app, request(method, &uri, content_type, body)).await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::BAD_REQUEST,
+                    "{method} {uri} {content_type:?}: {}",
+                    reply.json
+                );
+                assert_eq!(
+                    reply.code(),
+                    "unexpected_body",
+                    "{method} {uri}: {}",
+                    reply.json
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_binding_with_an_unknown_field_is_refused_by_name_and_changes_nothing() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let before = send(&app, "GET", "/api/v1/policies/bindings").await;
+    let digest = before.json["bindings"][0]["policy"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = format!("{{\"policy\": \"{digest}\", \"auto_retry\": true}}");
+    let request = Request::builder()
+        .method("PUT")
+        .uri("/api/v1/policies/bindings/app.tasks.pay")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let reply = send_request(&app, request).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    assert!(
+        reply.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auto_retry"),
+        "{}",
+        reply.json
+    );
+    let after = send(&app, "GET", "/api/v1/policies/bindings").await;
+    assert_eq!(before.json["revision"], after.json["revision"]);
+    assert_eq!(before.json["bindings"], after.json["bindings"]);
+}

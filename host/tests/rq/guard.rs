@@ -2,92 +2,9 @@
 //! client (`clients/python/retryguard_guard.py`) against a real `retryguard serve`, and the
 //! ledger in Redis counts the charges.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use crate::support::{Python, RedisServer, connect, query};
-
-/// `retryguard serve` on a free port, killed when dropped.
-struct Serve {
-    child: Child,
-    port: u16,
-    _audit: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    fn start(redis_url: &str) -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let audit = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryguard"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RETRYGUARD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .arg("serve")
-            .current_dir(std::env::temp_dir())
-            .env("RETRYGUARD_REDIS_URL", redis_url)
-            .env("RETRYGUARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RETRYGUARD_AUDIT_DIR", audit.path())
-            .env("RETRYGUARD_RETRY_COOLDOWN_SECONDS", "0")
-            .env("RETRYGUARD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("retryguard serve starts");
-        let serve = Self {
-            child,
-            port,
-            _audit: audit,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(Instant::now() < deadline, "serve did not listen in 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        serve
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// One bodiless request; the status and the JSON body.
-    fn http(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let body = match body.find('{') {
-            Some(start) => &body[start..=body.rfind('}').unwrap_or(start)],
-            None => "null",
-        };
-        (status, serde_json::from_str(body).unwrap())
-    }
-}
+use crate::support::{Python, RedisServer, Serve, connect, query};
 
 /// Enqueues `func(arg)` on `queue` `count` times with RQ's own API; the job ids.
 fn enqueue(

@@ -17,5 +17,6 @@ mod guard;
 mod harness;
 mod http;
 mod layout;
+mod requests;
 mod retry;
 mod support;

@@ -9,7 +9,9 @@
 pub mod python;
 pub mod redis_server;
 pub mod rq_data;
+pub mod serve;
 
 pub use python::{MakeFailed, Python};
 pub use redis_server::RedisServer;
 pub use rq_data::{JobHash, ResultEntry, connect, query, redis_get};
+pub use serve::Serve;
