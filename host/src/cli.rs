@@ -31,7 +31,8 @@ enum Command {
     /// Make bearer tokens for `[auth] tokens`.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
-    /// The audit trail: run a writer on its own.
+    /// The audit trail without a server: query its records, today's retry stats, or run a
+    /// writer on its own (reads the Redis and audit directory of --config and RETRYGUARD_*).
     Audit(audit::AuditArgs),
     /// Write realistic failed RQ jobs into a Redis, to try retryguard without a deployment.
     Demo(demo::DemoArgs),

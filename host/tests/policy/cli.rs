@@ -53,7 +53,8 @@ fn eval_classifies_a_real_traceback_with_the_builtin_policy() {
             "{}",
             case.file
         );
-        let action = if case.retryable { "retry" } else { "hold" };
+        // Due at 61 s, asked at 1 s: cooling down, in the API's words.
+        let action = if case.retryable { "wait" } else { "hold" };
         assert_eq!(v["decision"]["action"], action, "{}", case.file);
         if case.retryable {
             assert_eq!(v["decision"]["retry_at_ms"], 61_000, "{}", case.file);
@@ -86,7 +87,7 @@ fn eval_reads_a_failure_record_and_params() {
     assert!(out.status.success(), "{out:?}");
     let v = json_stdout(&out);
     assert_eq!(v["classification"]["failure_type"], "network_error");
-    assert_eq!(v["decision"]["action"], "retry");
+    assert_eq!(v["decision"]["action"], "wait");
     assert_eq!(v["decision"]["retry_at_ms"], 1_040_000);
     assert!(
         v["decision"]["reason"]
@@ -185,4 +186,27 @@ fn check_rejects_invalid_policies_with_exit_code_1() {
     let out = retryguard(&["policy", "check", &missing.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn the_audit_help_names_every_subcommand_and_where_it_reads() {
+    let top = retryguard(&["--help"]);
+    let top = String::from_utf8_lossy(&top.stdout);
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("audit"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("query"),
+        "`retryguard --help` on audit: {line}"
+    );
+    let out = retryguard(&["audit", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["writer", "query", "stats", "RETRYGUARD_"] {
+        assert!(
+            help.contains(word),
+            "`retryguard audit --help` lacks {word}: {help}"
+        );
+    }
 }

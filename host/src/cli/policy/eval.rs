@@ -131,16 +131,21 @@ fn read_failure(args: &EvalArgs, now_ms: u64) -> anyhow::Result<FailureInput> {
 
 fn decision_json(decision: &Decision, now_ms: u64) -> Value {
     match decision {
+        // The API's vocabulary (`decision.action` of a failed job): `retry` when due now,
+        // `wait` while cooling down, `hold`.
         Decision::RetryAt { at_ms } => {
-            let reason = if *at_ms <= now_ms {
-                "retry now".to_string()
+            let (action, reason) = if *at_ms <= now_ms {
+                ("retry", "retry now".to_string())
             } else {
-                format!(
-                    "cooling down: retry in {} s",
-                    (at_ms - now_ms).div_ceil(1000)
+                (
+                    "wait",
+                    format!(
+                        "cooling down: retry in {} s",
+                        (at_ms - now_ms).div_ceil(1000)
+                    ),
                 )
             };
-            json!({"action": "retry", "retry_at_ms": at_ms, "hold_kind": null, "reason": reason})
+            json!({"action": action, "retry_at_ms": at_ms, "hold_kind": null, "reason": reason})
         }
         Decision::Hold { kind, reason } => {
             json!({"action": "hold", "retry_at_ms": null, "hold_kind": kind, "reason": reason})
