@@ -1555,7 +1555,16 @@ async fn a_settings_change_is_its_own_audited_change_live_when_it_answers() {
 #[test]
 fn the_cli_says_when_an_upload_was_stored_already_and_updates_settings() {
     let redis = RedisServer::start();
-    let (mut child, port, _stdout) = crate::common::spawn_serve_with(&redis, &[]);
+    let (child, port, _stdout) = crate::common::spawn_serve_with(&redis, &[]);
+    /// Stops `serve` however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Killed(child);
     let file = std::env::temp_dir().join(format!("retryguard-hostile-{port}.wasm"));
     std::fs::write(&file, HOSTILE).unwrap();
     let file = file.to_string_lossy().into_owned();
@@ -1621,7 +1630,5 @@ fn the_cli_says_when_an_upload_was_stored_already_and_updates_settings() {
         text(&out.stderr)
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
     let _ = std::fs::remove_file(&file);
 }
