@@ -269,9 +269,24 @@ fn check_text(name: &str, description: &str) -> Result<(), RegistryError> {
             "a policy needs a name of 1 to 128 bytes".into(),
         ));
     }
+    // A name is shown in tables, logs and the audit trail: a control character (a newline,
+    // an escape sequence) would forge lines there.
+    if name.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "a policy name may not contain control characters: {name:?}"
+        )));
+    }
     if description.len() > 4096 {
         return Err(RegistryError::Invalid(
             "a policy description may be at most 4096 bytes".into(),
+        ));
+    }
+    if description
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(RegistryError::Invalid(
+            "a policy description may not contain control characters but newlines and tabs".into(),
         ));
     }
     Ok(())
@@ -1140,5 +1155,22 @@ impl Registry {
             }
             Err(e) => tracing::warn!(error = %e, payload, "unreadable policy announcement"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_descriptions_refuse_control_characters() {
+        assert!(check_text("strict payments", "line one\nline\ttwo").is_ok());
+        for name in ["a\nb", "\u{1b}[31mred", "nul\0", "tab\there", "del\u{7f}"] {
+            let e = check_text(name, "").unwrap_err().to_string();
+            assert!(e.contains("control characters"), "{name:?}: {e}");
+        }
+        assert!(check_text("ok", "bell\u{7}").is_err());
+        assert!(check_text(" ", "").is_err());
+        assert!(check_text(&"x".repeat(129), "").is_err());
     }
 }

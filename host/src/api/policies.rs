@@ -148,7 +148,7 @@ pub async fn list(
 }
 
 /// What an upload says besides the bytes: query parameters, or the text fields of a
-/// `multipart/form-data` upload (a field wins over the same query parameter).
+/// `multipart/form-data` upload (each given once: in the query or as a field, never both).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -197,13 +197,17 @@ const MAX_FORM_FIELDS: usize = 16;
 const MAX_FORM_FIELD_BYTES: usize = 8192;
 
 /// Reads a multipart upload: the `policy` file part and the text fields, into `q`.
+/// A setting given twice (as a query parameter and a form field, or as two fields) is
+/// refused: which one would win is not the caller's to guess.
 async fn read_form(
     mut q: UploadQuery,
+    query_keys: &[String],
     mut form: axum::extract::Multipart,
 ) -> Result<(UploadQuery, Bytes), ApiError> {
     let bad = |message: String| ApiError::bad_request("invalid_body", message);
     let mut policy = None;
     let mut fields = 0;
+    let mut seen = std::collections::BTreeSet::new();
     while let Some(field) = form
         .next_field()
         .await
@@ -227,6 +231,14 @@ async fn read_form(
         fields += 1;
         if fields > MAX_FORM_FIELDS {
             return Err(bad(format!("more than {MAX_FORM_FIELDS} form fields")));
+        }
+        if query_keys.contains(&name) {
+            return Err(bad(format!(
+                "`{name}` is given both as a query parameter and as a form field: give it once"
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(bad(format!("the form field `{name}` is given twice")));
         }
         let text = field
             .text()
@@ -338,10 +350,18 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
     let (q, body) = if multipart {
+        let query_keys: Vec<String> = request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split('=').next().unwrap_or_default().to_string())
+            .collect();
         let form = axum::extract::Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-        read_form(q, form).await?
+        read_form(q, &query_keys, form).await?
     } else {
         let body = Bytes::from_request(request, &state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -436,11 +456,6 @@ pub struct SettingsRequest {
     pub instances: Option<u64>,
 }
 
-/// `PATCH /api/v1/policies/{digest}` takes no query parameters: any is refused by name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsQuery {}
-
 /// The answer to a settings change.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettingsChanged {
@@ -484,7 +499,7 @@ pub async fn settings(
     State(state): State<AppState>,
     Actor(actor): Actor,
     ApiPath(p): ApiPath<DigestPath>,
-    _: ApiQuery<SettingsQuery>,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<SettingsRequest>,
 ) -> Result<Json<SettingsChanged>, ApiError> {
     let size = |field: &str, v: Option<u64>| {

@@ -1632,3 +1632,49 @@ fn the_cli_says_when_an_upload_was_stored_already_and_updates_settings() {
 
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn a_form_setting_also_in_the_query_or_given_twice_is_refused_and_nothing_is_stored() {
+    let redis = RedisServer::start();
+    let app = app(&redis).await;
+    let before = revision(&app).await;
+    for (query, fields, says) in [
+        (
+            "?fuel=2000000",
+            &[("name", "twice"), ("fuel", "3000000")][..],
+            "both as a query parameter and as a form field",
+        ),
+        (
+            "?name=a",
+            &[("name", "b")][..],
+            "both as a query parameter and as a form field",
+        ),
+        ("", &[("name", "a"), ("name", "b")][..], "given twice"),
+    ] {
+        let reply = upload_form(&app, query, fields, Some(HOSTILE)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query} {fields:?}: {}",
+            reply.json
+        );
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{query} {fields:?}: {}",
+            reply.json
+        );
+    }
+    let listed = send(&app, "GET", "/api/v1/policies").await;
+    assert!(
+        !listed
+            .json
+            .to_string()
+            .contains(digest_of(HOSTILE).as_str()),
+        "{}",
+        listed.json
+    );
+    assert_eq!(revision(&app).await, before);
+}
