@@ -136,7 +136,9 @@ impl PolicyEngine {
             .total_core_instances(slots.saturating_mul(16))
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(2))
-            .max_core_instances_per_component(32)
+            .max_core_instances_per_component(
+                u32::try_from(PolicyLimits::MAX_INSTANCES).unwrap_or(u32::MAX),
+            )
             .max_memories_per_component(2)
             .max_tables_per_component(4)
             .max_memory_size(config.max_memory_bytes)
