@@ -249,6 +249,7 @@ struct BeginBody {
         (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 async fn begin(
@@ -357,6 +358,7 @@ struct CompleteBody {
         (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 async fn complete(
@@ -401,6 +403,7 @@ struct ReleaseBody {
         (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 async fn release(

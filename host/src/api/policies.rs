@@ -764,6 +764,7 @@ async fn changed(state: &AppState, pattern: &str) -> Result<Json<BindingChanged>
         (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
         (status = 422, description = "The stored policy no longer loads", body = ErrorBody),
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 pub async fn bind(
@@ -1077,6 +1078,7 @@ fn replay_window(a: &ReplayAudit, now: u64) -> Result<(u64, u64, u64), ApiError>
         (status = 404, description = "No such policy", body = ErrorBody),
         (status = 422, description = "The stored policy no longer loads", body = ErrorBody),
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 pub async fn replay(
