@@ -220,7 +220,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| {
+                let text = e.body_text();
+                // serde's words for a struct with no fields: say it plainly, naming the
+                // parameter (`unknown field `x`, there are no fields`).
+                let message = match text.strip_suffix(", there are no fields") {
+                    Some(head) => format!(
+                        "this endpoint takes no query parameters: {}",
+                        head.rsplit(": ").next().unwrap_or(head)
+                    ),
+                    None => text,
+                };
+                ApiError::bad_request("invalid_query", message)
+            })
     }
 }
 
@@ -331,6 +343,24 @@ mod tests {
         assert!(e.to_string().contains('n'), "{e}");
         let ok = ApiJson::<Body1>::from_request(request("{\"n\": 3}"), &()).await;
         assert_eq!(ok.unwrap().0.n, 3);
+    }
+
+    #[tokio::test]
+    async fn a_parameter_on_a_route_without_any_is_named() {
+        let mut parts = Request::builder()
+            .uri("/healthz?feul=5")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let e = ApiQuery::<NoQuery>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_query");
+        assert_eq!(
+            e.to_string(),
+            "this endpoint takes no query parameters: unknown field `feul`"
+        );
     }
 
     #[tokio::test]
