@@ -72,7 +72,7 @@ __all__ = [
 DEFAULT_URL = "http://127.0.0.1:8000"
 # RQ's default job timeout, when a job has none of its own.
 RQ_DEFAULT_TIMEOUT = 180
-# A lease outlives the job's timeout by this much (DESIGN.md §7).
+# A lease outlives the job's timeout by this much (docs/guard.md).
 LEASE_MARGIN = 60
 
 

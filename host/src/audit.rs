@@ -1,4 +1,4 @@
-//! The durable audit trail (DESIGN.md §8, `docs/audit.md`).
+//! The durable audit trail (`docs/audit.md`).
 //!
 //! Every decision and operator action enters the Redis stream `retryguard:audit:outbox` in
 //! the same atomic step as the change it records (`retry::state`, `rq/lua/requeue.lua`).

@@ -203,7 +203,7 @@ impl AuditConfig {
     }
 }
 
-/// `[guard]`: the idempotency guard job code calls around its side effects (DESIGN.md §7).
+/// `[guard]`: the idempotency guard job code calls around its side effects (docs/guard.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {

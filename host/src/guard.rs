@@ -1,4 +1,4 @@
-//! The idempotency guard (DESIGN.md §7, docs/guard.md): job code wraps a side effect (a
+//! The idempotency guard (docs/guard.md): job code wraps a side effect (a
 //! charge, an e-mail) in `begin` … `complete`, so a retried job replays the stored result
 //! instead of doing the side effect twice.
 //!

@@ -1,5 +1,5 @@
 //! The policy registry: uploaded policies and the bindings that say which one judges which
-//! job type (DESIGN.md §5), shared by every instance through Redis, swapped without a restart.
+//! job type (docs/policies.md), shared by every instance through Redis, swapped without a restart.
 //!
 //! - `store` keeps policies and bindings in Redis and changes bindings atomically with their
 //!   revision, history and audit record;

@@ -1,4 +1,4 @@
-//! The RQ 2.x adapter (DESIGN.md §6 has the data layout and its traps).
+//! The RQ 2.x adapter (docs/rq-layout.md has the data layout and its traps).
 //!
 //! Reads are pipelined (one round trip per batch of jobs) and decode only what they need;
 //! the requeue is one Lua script per job (`rq/lua/requeue.lua`), pipelined per batch.

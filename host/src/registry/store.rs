@@ -1,4 +1,4 @@
-//! Policies and bindings in Redis, so every instance sees the same ones (DESIGN.md §5).
+//! Policies and bindings in Redis, so every instance sees the same ones (docs/policies.md).
 //!
 //! Keys (all retryguard's own):
 //! - `retryguard:policy:<digest>:bytes` — the component, as uploaded; never deleted, so a past

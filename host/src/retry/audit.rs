@@ -1,5 +1,5 @@
 //! Audit records as they enter the outbox stream `retryguard:audit:outbox`, under the seed's
-//! column names plus what a replay needs (DESIGN.md §8). The record's time is its stream
+//! column names plus what a replay needs (docs/audit.md). The record's time is its stream
 //! id; `crate::audit` moves the outbox into parquet.
 
 use super::filter::JobFilter;

@@ -174,7 +174,7 @@ fn the_cap_applies_to_the_default_schedule() {
     );
 }
 
-/// DESIGN.md §1: fail 12:00:00 → attempt 1 at 12:01:00 → fails again at once → attempt 2 at
+/// The README's default policy: fail 12:00:00 → attempt 1 at 12:01:00 → fails again at once → attempt 2 at
 /// 12:03:00 → attempt 3 at 12:07:00 → max attempts reached.
 #[test]
 fn cooldown_counts_from_the_most_recent_failure() {

@@ -1,4 +1,4 @@
-//! What RQ 2.12 really stores for a failed job (DESIGN.md §6), one failure family at a time,
+//! What RQ 2.12 really stores for a failed job (docs/rq-layout.md), one failure family at a time,
 //! checked with the crate's own decoders.
 
 use std::time::{SystemTime, UNIX_EPOCH};
