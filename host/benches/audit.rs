@@ -7,7 +7,7 @@
 //! `target/release` with it (see the workspace Cargo.toml), so wasmtime is not rebuilt.
 //!
 //! 1. Write throughput: N realistic records (default 200,000; `--records N`), made by
-//!    `retry::audit::record` as the retry service makes them, are `XADD`ed to the outbox with
+//!    `retry::records::job_record` as the retry service makes them, are `XADD`ed to the outbox with
 //!    a pipelined client (not timed) and the tracebacks they name put in the blob hash; then
 //!    one `AuditWriter` (`--batch B`, default 10,000) drains the outbox with `flush_now()`
 //!    until it returns 0: `XREADGROUP`, parse, parquet + fsync + rename, `XACK` + `XDEL`, end
@@ -56,9 +56,8 @@ use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query};
 use retryguard::audit::schema;
 use retryguard::audit::writer::parse_entries;
-use retryguard::audit::{
-    AuditDir, AuditRecord, AuditWriter, Keys, StreamId, WriterConfig, WriterStatus,
-};
+use retryguard::audit::{AuditDir, AuditRecord, AuditWriter, StreamId, WriterConfig, WriterStatus};
+use retryguard::clock::now_ms;
 use retryguard::policy::{Classification, FailureInput};
 use retryguard::retry::{JobOutcome, Outcome, RetryOptions};
 use sha2::{Digest as _, Sha256};
@@ -186,7 +185,7 @@ async fn write_throughput(
     for f in &generator.families {
         blobs
             .cmd("HSET")
-            .arg(Keys::BLOBS)
+            .arg(retryguard::keyspace::AUDIT_BLOBS)
             .arg(&f.traceback_sha256)
             .arg(&f.traceback)
             .ignore();
@@ -199,7 +198,10 @@ async fn write_throughput(
         let now = now_ms();
         for _ in 0..chunk {
             let fields = generator.next_fields(now);
-            let cmd = pipe.cmd("XADD").arg(Keys::OUTBOX).arg("*");
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(retryguard::keyspace::AUDIT_OUTBOX)
+                .arg("*");
             for (k, v) in &fields {
                 cmd.arg(*k).arg(v);
             }
@@ -209,7 +211,7 @@ async fn write_throughput(
         left -= chunk;
     }
     let xlen: usize = redis::cmd("XLEN")
-        .arg(Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .query(&mut sync)
         .expect("XLEN");
     let used: String = redis::cmd("INFO")
@@ -239,7 +241,7 @@ async fn write_throughput(
     loop {
         let t = Instant::now();
         let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(Keys::OUTBOX)
+            .arg(retryguard::keyspace::AUDIT_OUTBOX)
             .arg(&from)
             .arg("+")
             .arg("COUNT")
@@ -310,7 +312,7 @@ async fn write_throughput(
         .records_written
         .load(std::sync::atomic::Ordering::Relaxed);
     let xlen: usize = redis::cmd("XLEN")
-        .arg(Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .query(&mut sync)
         .expect("XLEN");
     report.check(
@@ -933,7 +935,7 @@ struct Job {
     h: u64,
 }
 
-/// Makes the outbox fields of realistic records through `retry::audit::record` (the
+/// Makes the outbox fields of realistic records through `retry::records::job_record` (the
 /// producer the retry service uses), mostly `retried` decisions of retry-all operations, a
 /// third of them a later attempt of a job seen shortly before.
 #[derive(Debug)]
@@ -1099,7 +1101,7 @@ impl Generator {
             ),
             Outcome::BlockedCooldown => format!(
                 "cooldown: retry at {}",
-                retryguard::retry::audit::rfc3339(failed_at + (60_000 << job.attempts.min(6)))
+                retryguard::clock::format_rfc3339(failed_at + (60_000 << job.attempts.min(6)))
             ),
             _ => f.reason.clone(),
         };
@@ -1140,15 +1142,15 @@ impl Generator {
             attributes: Vec::new(),
         };
         let options = RetryOptions::new();
-        let fields = retryguard::retry::audit::record(
-            &o,
-            self.actor,
-            &options,
-            &self.operation,
-            Some(&input),
-            &self.params,
-            now,
-        );
+        let cx = retryguard::retry::records::Context {
+            actor: self.actor,
+            options: &options,
+            operation_id: &self.operation,
+            now_ms: now,
+        };
+        let fields =
+            retryguard::retry::records::job_record(&o, cx, Some((&input, &self.params)), None)
+                .fields();
         debug_assert_eq!(fields[0].0, "job_id");
         fields
     }
@@ -1261,12 +1263,6 @@ fn fs_type(path: &Path) -> String {
         })
         .max_by_key(|(len, _)| *len)
         .map_or_else(|| "unknown fs".into(), |(_, t)| t)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -38,9 +38,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use retryguard::clock::new_operation_id;
 use retryguard::policy::{EngineConfig, PolicyEngine};
 use retryguard::queue::rq::{RedisTimeouts, RqBackend};
-use retryguard::retry::service::new_operation_id;
 use retryguard::retry::{JobFilter, Progress, RetryOptions, RetryService, ServiceConfig};
 use serde_json::{Value, json};
 

@@ -16,13 +16,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
+use crate::app::App;
 use crate::audit::AuditDir;
 use crate::config::Config;
-use crate::policy::{Policy, PolicyEngine};
-use crate::queue::QueueError;
-use crate::queue::rq::RqBackend;
-use crate::registry::{Registry, RegistryError, Store};
-use crate::retry::{RetryService, ServiceConfig};
 
 pub mod audit;
 pub mod auth;
@@ -47,9 +43,10 @@ pub const ACTOR: &str = "local";
 pub const MAX_URI_BYTES: usize = 8192;
 
 /// The retry service the API runs on.
-pub type Service = RetryService<RqBackend>;
+pub type Service = crate::app::Service;
 
-/// Everything a handler can reach.
+/// Everything a handler can reach: the process's parts (`crate::app::App`) and the API's own
+/// request policy (tokens, hosts, running operations).
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
@@ -61,10 +58,25 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// The `Host` names this server answers to (`[server] listen` and `allowed_hosts`).
     pub hosts: Arc<origin::HostPolicy>,
+    /// The idempotency guard.
+    pub guard: Arc<crate::guard::Guard>,
+    /// The audit trail's health and queries.
+    pub audit: crate::audit::AuditReader,
+    /// Analyses over the audit trail.
+    pub analytics: Arc<crate::analytics::Analytics>,
+    /// The queue adapter, for Redis's own status.
+    pub backend: crate::queue::rq::RqBackend,
 }
 
 impl AppState {
+    /// The state over an already built service (tests), without an audit directory.
     pub fn new(service: Arc<Service>, config: Arc<Config>) -> Self {
+        Self::from_app(App::new(service, config))
+    }
+
+    /// The state over a process's parts.
+    pub fn from_app(app: App) -> Self {
+        let config = app.config;
         Self {
             auth: Arc::new(auth::Auth::from_config(&config.auth.tokens)),
             hosts: Arc::new(origin::HostPolicy::new(
@@ -72,56 +84,33 @@ impl AppState {
                 &config.server.allowed_hosts,
             )),
             operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
-            service,
+            audit_dir: app.audit.dir().cloned(),
+            service: app.service,
+            guard: app.guard,
+            audit: app.audit,
+            analytics: app.analytics,
+            backend: app.backend,
             config,
-            audit_dir: None,
         }
     }
 
     /// The same state, with audit queries over `dir`.
-    pub fn with_audit_dir(mut self, dir: Arc<AuditDir>) -> Self {
-        self.audit_dir = Some(dir);
-        self
-    }
-
-    /// Connects to the configured Redis and builds the service over the policy registry
-    /// there: `policy` is the built-in default, and with the `[retry]` params (checked by the
-    /// caller with `PolicyEngine::validate_params`) it seeds the `*` binding when Redis has
-    /// none yet. A difference between `[retry]` and the stored `*` binding is logged.
-    pub async fn connect(
-        config: Arc<Config>,
-        engine: Arc<PolicyEngine>,
-        policy: Arc<Policy>,
-    ) -> Result<Self, QueueError> {
-        let backend = RqBackend::connect(&config.redis.url, config.redis_timeouts()).await?;
-        let conn = backend.connection();
-        let registry = Arc::new(Registry::new(
-            Store::new(conn.clone()),
-            Arc::clone(&engine),
-            Arc::clone(&policy),
-            config.retry.params(),
-        ));
-        match registry
-            .start(&config.retry.params(), crate::retry::service::now_ms())
-            .await
-        {
-            Ok(Some(warning)) => tracing::warn!("{warning}"),
-            Ok(None) => {}
-            Err(RegistryError::Queue(e)) => return Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "the policy bindings in Redis did not load; the built-in default judges every job until they do")
-            }
+    pub fn with_audit_dir(self, dir: Arc<AuditDir>) -> Self {
+        let app = App {
+            config: self.config.clone(),
+            service: self.service.clone(),
+            backend: self.backend.clone(),
+            guard: self.guard.clone(),
+            audit: self.audit.clone(),
+            analytics: self.analytics.clone(),
         }
-        let service = RetryService::new(
-            backend,
-            conn,
-            engine,
-            policy,
-            config.retry.params(),
-            ServiceConfig::default(),
-        )
-        .with_registry(registry);
-        Ok(Self::new(Arc::new(service), config))
+        .with_audit_dir(dir);
+        Self {
+            audit_dir: app.audit.dir().cloned(),
+            audit: app.audit,
+            analytics: app.analytics,
+            ..self
+        }
     }
 }
 

@@ -5,36 +5,101 @@
 //! The `writer` moves the outbox into hive-partitioned parquet files (`files`) under one
 //! schema (`schema`); `health` tells whether that is keeping up.
 
-pub mod background;
 pub mod files;
-pub mod outcomes;
 pub mod query;
+pub mod record;
 pub mod schema;
-pub mod stats;
 pub mod writer;
 
 pub use files::AuditDir;
+pub use record::{FailureColumns, NewRecord, Verdict};
 pub use schema::{AuditRecord, StreamId};
 pub use writer::{AuditWriter, WriterConfig, WriterStatus};
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-/// retryguard's audit keys in Redis.
+/// retryguard's audit keys in Redis (`crate::keyspace` names every key; these are its audit
+/// ones, under the names the writer and the queries use).
 #[derive(Debug, Clone, Copy)]
-pub struct Keys;
+pub(crate) struct Keys;
 
 impl Keys {
-    /// The outbox stream.
-    pub const OUTBOX: &'static str = "retryguard:audit:outbox";
-    /// The writers' consumer group on the outbox.
-    pub const GROUP: &'static str = "retryguard-audit";
-    /// The writer lease (a string holding the holder's token).
-    pub const LEASE: &'static str = "retryguard:audit:lease";
-    /// Tracebacks waiting to be written to `_blobs/` (hash: sha256 → text).
-    pub const BLOBS: &'static str = "retryguard:audit:blobs";
-    /// The lease holder's last report (hash).
-    pub const WRITER_STATUS: &'static str = "retryguard:audit:writer";
+    pub const OUTBOX: &'static str = crate::keyspace::AUDIT_OUTBOX;
+    pub const GROUP: &'static str = crate::keyspace::AUDIT_GROUP;
+    pub const LEASE: &'static str = crate::keyspace::AUDIT_LEASE;
+    pub const BLOBS: &'static str = crate::keyspace::AUDIT_BLOBS;
+    pub const WRITER_STATUS: &'static str = crate::keyspace::AUDIT_WRITER_STATUS;
+}
+
+/// Read access to the audit trail for one process: its health from Redis, and queries over
+/// the outbox and the directory when one is configured. Built once by `crate::app`.
+#[derive(Clone)]
+pub struct AuditReader {
+    conn: ConnectionManager,
+    dir: Option<Arc<AuditDir>>,
+    max_lag_ms: u64,
+}
+
+impl std::fmt::Debug for AuditReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditReader")
+            .field("dir", &self.dir.as_ref().map(|d| d.root().to_path_buf()))
+            .field("max_lag_ms", &self.max_lag_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditReader {
+    /// A reader over `conn`'s outbox and `dir` (`None`: queries answer "not configured");
+    /// `max_lag_ms` is when the health says `degraded`.
+    pub fn new(conn: ConnectionManager, dir: Option<Arc<AuditDir>>, max_lag_ms: u64) -> Self {
+        Self {
+            conn,
+            dir,
+            max_lag_ms,
+        }
+    }
+
+    /// The audit directory, when one is configured.
+    pub fn dir(&self) -> Option<&Arc<AuditDir>> {
+        self.dir.as_ref()
+    }
+
+    /// Whether the audit trail keeps up (see [`health`]).
+    pub async fn health(&self) -> Result<AuditHealth, redis::RedisError> {
+        health(&mut self.conn.clone(), self.max_lag_ms).await
+    }
+
+    /// A page of records (`None`: no audit directory is configured).
+    pub async fn query(
+        &self,
+        q: &query::AuditQuery,
+    ) -> Result<Option<query::QueryPage>, query::QueryError> {
+        match &self.dir {
+            Some(dir) => query::query(&mut self.conn.clone(), dir, q).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The traceback texts of `shas` (see [`tracebacks`]); empty without a directory.
+    pub async fn tracebacks(
+        &self,
+        shas: Vec<String>,
+    ) -> Result<HashMap<String, String>, query::QueryError> {
+        match &self.dir {
+            Some(dir) => tracebacks(&mut self.conn.clone(), dir, shas).await,
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    /// The outbox connection, for the analyses over the trail (`crate::analytics`).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
 }
 
 /// Whether the audit trail keeps up, as any instance sees it.
@@ -81,7 +146,7 @@ pub async fn health(
         .arg("last_error")
         .query_async(conn)
         .await?;
-    let now = crate::retry::service::now_ms();
+    let now = crate::clock::now_ms();
     let oldest_pending_ms = writer::parse_entries(oldest)
         .first()
         .and_then(|e| e.id)
@@ -111,4 +176,49 @@ pub async fn health(
         last_flush_ms,
         last_error,
     })
+}
+
+/// The traceback texts of `shas` (the records' `traceback_sha256`), from Redis (not yet
+/// moved by the writer) or the audit directory's `_blobs/`; a sha found in neither is absent
+/// from the map.
+pub async fn tracebacks(
+    conn: &mut ConnectionManager,
+    dir: &Arc<AuditDir>,
+    shas: Vec<String>,
+) -> Result<HashMap<String, String>, query::QueryError> {
+    let mut found = HashMap::new();
+    if shas.is_empty() {
+        return Ok(found);
+    }
+    // Redis first: the writer stores a text in the directory before deleting it here, so a
+    // text missed here is in the directory when it is looked for there.
+    let texts: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+        .arg(crate::keyspace::AUDIT_BLOBS)
+        .arg(&shas)
+        .query_async(conn)
+        .await
+        .map_err(|e| {
+            query::QueryError::from(crate::queue::QueueError::from(
+                crate::redis_error::RedisError::from(e),
+            ))
+        })?;
+    let mut missing = Vec::new();
+    for (sha, text) in shas.into_iter().zip(texts) {
+        match text {
+            Some(t) => {
+                found.insert(sha, String::from_utf8_lossy(&t).into_owned());
+            }
+            None => missing.push(sha),
+        }
+    }
+    let dir = Arc::clone(dir);
+    let from_files = query::blocking(move || {
+        missing
+            .into_iter()
+            .filter_map(|sha| dir.blob(&sha).transpose().map(|t| t.map(|t| (sha, t))))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await?;
+    found.extend(from_files);
+    Ok(found)
 }

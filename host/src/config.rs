@@ -483,7 +483,7 @@ impl Config {
         let mut digests = std::collections::BTreeMap::new();
         for entry in &self.auth.tokens {
             let token =
-                crate::api::auth::Token::parse(entry).map_err(|message| ConfigError::Invalid {
+                crate::auth::Token::parse(entry).map_err(|message| ConfigError::Invalid {
                     key: "auth.tokens".into(),
                     message,
                 })?;

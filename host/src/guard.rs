@@ -27,15 +27,12 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionManager;
 
 use crate::config::GuardConfig;
-use crate::queue::QueueError;
-use crate::queue::rq::redis_error;
+use crate::redis_error::RedisError;
 
 /// Longest key, in bytes (of the key itself, after any percent-decoding).
 pub const MAX_KEY_BYTES: usize = 255;
 /// Longest fingerprint, in bytes.
 pub const MAX_FINGERPRINT_BYTES: usize = 1024;
-/// Prefix of every record's Redis key.
-pub const KEY_PREFIX: &str = "retryguard:idem:";
 
 static BEGIN: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("guard/begin.lua")));
@@ -43,11 +40,6 @@ static COMPLETE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("guard/complete.lua")));
 static RELEASE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("guard/release.lua")));
-
-/// The Redis key of the record of `key`.
-pub fn record_key(key: &str) -> String {
-    format!("{KEY_PREFIX}{key}")
-}
 
 /// Input the guard refuses (the API answers 400 or 413).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +62,7 @@ pub enum GuardError {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Redis(#[from] RedisError),
 }
 
 /// What `begin` found.
@@ -213,13 +205,13 @@ impl Guard {
         }
         let lease_seconds = self.lease_seconds(lease_seconds)?;
         let reply: Vec<String> = BEGIN
-            .key(record_key(key))
+            .key(crate::keyspace::idempotency_record(key))
             .arg(fingerprint)
             .arg(lease_seconds.saturating_mul(1000))
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         let num = |i: usize| number(&reply, i);
         match reply.first().map(String::as_str) {
             Some("acquired") => Ok(Begin::Acquired {
@@ -257,13 +249,13 @@ impl Guard {
             .into());
         }
         let reply: Vec<String> = COMPLETE
-            .key(record_key(key))
+            .key(crate::keyspace::idempotency_record(key))
             .arg(token)
             .arg(result)
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         match reply.first().map(String::as_str) {
             Some("completed") => Ok(Complete::Completed {
                 result: reply.get(1).cloned().unwrap_or_else(|| "null".into()),
@@ -279,12 +271,12 @@ impl Guard {
     pub async fn release(&self, key: &str, token: u64) -> Result<Release, GuardError> {
         Self::check_key(key)?;
         let reply: Vec<String> = RELEASE
-            .key(record_key(key))
+            .key(crate::keyspace::idempotency_record(key))
             .arg(token)
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         match reply.first().map(String::as_str) {
             Some("released") => Ok(Release::Released),
             Some("stale") => Ok(Release::Stale {
@@ -300,7 +292,7 @@ impl Guard {
         let (fields, time): (Vec<Option<String>>, (u64, u64)) = redis::pipe()
             .atomic()
             .cmd("HMGET")
-            .arg(record_key(key))
+            .arg(crate::keyspace::idempotency_record(key))
             .arg(&[
                 "state",
                 "token",
@@ -313,7 +305,7 @@ impl Guard {
             .cmd("TIME")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         let field = |i: usize| fields.get(i).cloned().flatten();
         let int = |i: usize| field(i).and_then(|v| v.parse::<u64>().ok());
         let now_ms = time.0.saturating_mul(1000) + time.1 / 1000;
@@ -338,10 +330,10 @@ impl Guard {
     pub async fn delete(&self, key: &str) -> Result<bool, GuardError> {
         Self::check_key(key)?;
         let deleted: u64 = redis::cmd("DEL")
-            .arg(record_key(key))
+            .arg(crate::keyspace::idempotency_record(key))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(deleted > 0)
     }
 }
@@ -355,7 +347,7 @@ fn number(reply: &[String], i: usize) -> Result<u64, GuardError> {
 }
 
 fn unexpected(what: &str, reply: &[String]) -> GuardError {
-    GuardError::Queue(QueueError::Redis(format!(
+    GuardError::Redis(RedisError::Failed(format!(
         "unexpected reply of the {what} script: {reply:?}"
     )))
 }
@@ -373,7 +365,10 @@ mod tests {
             Err(InvalidInput::Key(256)),
             "bytes, not characters"
         );
-        assert_eq!(record_key("order:7"), "retryguard:idem:order:7");
+        assert_eq!(
+            crate::keyspace::idempotency_record("order:7"),
+            "retryguard:idem:order:7"
+        );
         assert_eq!(State::from_field(Some("released")), State::Absent);
         assert_eq!(State::from_field(None), State::Absent);
     }

@@ -4,13 +4,19 @@
 //! sandboxed WebAssembly policies (`policy`); `queue` reads and requeues jobs in the queue's
 //! own Redis; the command line is in `cli`.
 
+pub mod analytics;
 pub mod api;
+pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod guard;
+pub mod keyspace;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod redis_error;
 pub mod registry;
 pub mod retry;

@@ -114,6 +114,15 @@ pub enum QueueError {
     Redis(String),
 }
 
+impl From<crate::redis_error::RedisError> for QueueError {
+    fn from(e: crate::redis_error::RedisError) -> Self {
+        match e {
+            crate::redis_error::RedisError::Unavailable(m) => Self::Unavailable(m),
+            crate::redis_error::RedisError::Failed(m) => Self::Redis(m),
+        }
+    }
+}
+
 /// A queue's failed jobs, read and requeued. Implementations pipeline their reads.
 pub trait QueueBackend: Send + Sync + 'static {
     /// Names of the queues that have (or had) failed jobs.

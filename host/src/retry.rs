@@ -1,15 +1,28 @@
-//! The retry service: list failed jobs with what their policy says, and retry them
-//! exactly once. `service` is the entry point; `state` holds retryguard's own Redis data.
+//! The retry service: list failed jobs with what their policy says, and retry them exactly
+//! once.
+//!
+//! - `types`: what a retry is asked with and reports; its errors.
+//! - `evaluate`: a job and its retry state judged by the bound policy (pure, no Redis).
+//! - `requeue`: evaluated jobs back to their queue, atomically and exactly once.
+//! - `service`: the entry point — list, get, retry one, retry all — over a queue backend.
+//! - `records`: the audit records of its decisions; `state`: retryguard's per-job data in
+//!   Redis; `tracker`: what became of each requeued job.
 
-pub mod audit;
+pub mod evaluate;
 pub mod filter;
 pub mod outcome;
-pub mod replay;
+pub mod records;
+pub mod requeue;
 pub mod service;
 pub mod state;
+pub mod tracker;
+pub mod types;
 
+pub use evaluate::{ClassificationCache, Evaluated};
 pub use filter::JobFilter;
 pub use outcome::{JobOutcome, Outcome};
-pub use service::{
-    JobView, Page, Progress, RetryError, RetryOptions, RetryService, ServiceConfig, Summary,
+pub use service::RetryService;
+pub use types::{
+    JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, ShadowDecision, Stats,
+    Summary,
 };

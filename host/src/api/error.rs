@@ -185,6 +185,7 @@ impl From<RetryError> for ApiError {
         match e {
             RetryError::ForceWithoutReason => Self::ForceRequiresReason,
             RetryError::Queue(q) => q.into(),
+            RetryError::Redis(r) => r.into(),
             RetryError::Engine(detail) => Self::Internal(format!("policy engine: {detail}")),
         }
     }
@@ -197,6 +198,15 @@ impl From<QueueError> for ApiError {
             e @ (QueueError::Redis(_) | QueueError::Unsupported(_)) => {
                 Self::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::redis_error::RedisError> for ApiError {
+    fn from(e: crate::redis_error::RedisError) -> Self {
+        match e {
+            crate::redis_error::RedisError::Unavailable(detail) => Self::RedisUnavailable(detail),
+            e @ crate::redis_error::RedisError::Failed(_) => Self::Internal(e.to_string()),
         }
     }
 }

@@ -76,7 +76,7 @@ impl From<GuardError> for GuardReply {
                 };
                 Self::Api(ApiError::bad_request(code, invalid.to_string()))
             }
-            GuardError::Queue(q) => Self::Api(q.into()),
+            GuardError::Redis(q) => Self::Api(q.into()),
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ApiQuery, NoBody, NoQuery};
 use crate::config::redact_url;
-use crate::retry::service::RedisStatus;
+use crate::queue::rq::RedisStatus;
 
 /// How long `/readyz` waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -96,16 +96,17 @@ async fn healthz(_: ApiQuery<NoQuery>, _: NoBody) -> Json<Healthz> {
 )]
 async fn readyz(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) -> Response {
     let redis_url = redact_url(&state.config.redis.url);
-    let status = match tokio::time::timeout(READY_TIMEOUT, state.service.redis_status()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return not_ready(redis_url, ApiError::from(e)),
-        Err(_) => {
-            return not_ready(
-                redis_url,
-                ApiError::RedisUnavailable(format!("no answer within {READY_TIMEOUT:?}")),
-            );
-        }
-    };
+    let status =
+        match tokio::time::timeout(READY_TIMEOUT, state.service.backend().redis_status()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return not_ready(redis_url, ApiError::from(e)),
+            Err(_) => {
+                return not_ready(
+                    redis_url,
+                    ApiError::RedisUnavailable(format!("no answer within {READY_TIMEOUT:?}")),
+                );
+            }
+        };
     let mut warnings = durability_warnings(&status);
     // A degraded audit does not stop retries (their records wait in the outbox), so the
     // instance stays ready; the status and a warning say so.

@@ -375,7 +375,7 @@ async fn stats(
         Some(dir) => {
             let mut conn = state.service.backend().connection();
             let now = crate::retry::service::now_ms();
-            match crate::audit::stats::retry_stats(&mut conn, dir, now).await {
+            match crate::analytics::stats::retry_stats(&mut conn, dir, now).await {
                 Ok(r) => serde_json::to_value(r).unwrap_or_default(),
                 Err(e) => {
                     ApiError::from(e).log();

@@ -58,7 +58,7 @@ impl From<RegistryError> for ApiError {
                 code: "policy_rejected",
                 message: load.to_string(),
             },
-            RegistryError::Queue(q) => q.into(),
+            RegistryError::Redis(q) => q.into(),
             RegistryError::Engine(detail) => ApiError::Internal(format!("policy engine: {detail}")),
         }
     }
@@ -930,7 +930,7 @@ pub struct ExperimentsQuery {
     params(ExperimentsQuery),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "The experiments", body = crate::registry::experiments::ExperimentReport),
+        (status = 200, description = "The experiments", body = crate::analytics::experiments::ExperimentReport),
         (status = 400, description = "`hours` out of range", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Role too low (needs `read`)", body = ErrorBody),
@@ -955,7 +955,7 @@ pub async fn experiments(
     };
     let since = now_ms().saturating_sub(hours * 3_600_000);
     let mut conn = state.service.backend().connection();
-    let report = crate::registry::experiments::report(&mut conn, dir, since).await?;
+    let report = crate::analytics::experiments::report(&mut conn, dir, since).await?;
     Ok(Json(report).into_response())
 }
 
@@ -1071,7 +1071,7 @@ fn replay_window(a: &ReplayAudit, now: u64) -> Result<(u64, u64, u64), ApiError>
     request_body = ReplayBody,
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "How the candidate differs", body = crate::retry::service::ReplayReport),
+        (status = 200, description = "How the candidate differs", body = crate::analytics::replay::ReplayReport),
         (status = 400, description = "Bad body, or params the policy refuses", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Role too low (needs `admin`)", body = ErrorBody),
@@ -1086,8 +1086,8 @@ pub async fn replay(
     ApiPath(p): ApiPath<DigestPath>,
     _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ReplayBody>,
-) -> Result<Json<crate::retry::service::ReplayReport>, ApiError> {
-    use crate::retry::service::{RecordedReplay, RecordedWindow, ReplayError, ReplayReport};
+) -> Result<Json<crate::analytics::replay::ReplayReport>, ApiError> {
+    use crate::analytics::replay::{RecordedWindow, ReplayError, ReplayReport};
     let bad = |message: String| ApiError::bad_request("invalid_body", message);
     let current = body.source != ReplaySource::Audit;
     let recorded = body.source != ReplaySource::Current;
@@ -1123,28 +1123,28 @@ pub async fn replay(
     };
     if current {
         let max_jobs = usize::try_from(max_jobs).unwrap_or(usize::MAX);
-        report.current = Some(state.service.replay(&candidate, &filter, max_jobs).await?);
+        report.current = Some(
+            crate::analytics::replay::current(&state.service, &candidate, &filter, max_jobs)
+                .await?,
+        );
     }
     if recorded {
-        report.recorded = Some(match &state.audit_dir {
-            None => RecordedReplay::not_configured(since, until),
-            Some(dir) => {
-                let window = RecordedWindow {
-                    since_ms: since,
-                    until_ms: until,
-                    filter,
-                    max_records,
-                };
-                state
-                    .service
-                    .replay_recorded(&candidate, dir, registry, &window)
-                    .await
-                    .map_err(|e| match e {
-                        ReplayError::Query(e) => ApiError::from(e),
-                        ReplayError::Retry(e) => ApiError::from(e),
-                    })?
-            }
-        });
+        let window = RecordedWindow {
+            since_ms: since,
+            until_ms: until,
+            filter,
+            max_records,
+        };
+        report.recorded = Some(
+            state
+                .analytics
+                .replay_recorded(registry, &candidate, &window)
+                .await
+                .map_err(|e| match e {
+                    ReplayError::Query(e) => ApiError::from(e),
+                    ReplayError::Retry(e) => ApiError::from(e),
+                })?,
+        );
     }
     Ok(Json(report))
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use crate::policy::HoldKind;
 use crate::queue::JobRef;
-use crate::queue::rq::decode::{format_rq_time, parse_rq_time};
+use crate::queue::rq::decode::format_rq_time;
 use crate::retry::{JobOutcome, JobView, Outcome, Summary};
 
 /// Longest cursor accepted (a `JobRef` of a long queue name and id).
@@ -162,42 +162,7 @@ impl From<&Summary> for SummaryJson {
     }
 }
 
-/// Parses an RFC 3339 time (`2026-11-29T12:00:00Z`, `…+02:00`, fractions optional) into
-/// epoch milliseconds. The offset is required, as RFC 3339 says.
-pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.len() > 64 {
-        return None;
-    }
-    let (local, offset_minutes) = if let Some(t) = text.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let at = text.len().checked_sub(6)?;
-        let (t, offset) = (text.get(..at)?, text.get(at..)?);
-        let bytes = offset.as_bytes();
-        let sign = match bytes.first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        if bytes.get(3) != Some(&b':') {
-            return None;
-        }
-        let hours: i64 = offset.get(1..3)?.parse().ok()?;
-        let minutes: i64 = offset.get(4..6)?.parse().ok()?;
-        if hours > 23 || minutes > 59 || !offset[1..3].bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        (t, sign * (hours * 60 + minutes))
-    };
-    // `parse_rq_time` reads the date and time as UTC; the offset is applied here.
-    let local = local.replace(['t'], "T");
-    if !local.contains('T') {
-        return None;
-    }
-    let ms = i64::try_from(parse_rq_time(&local)?).ok()?;
-    u64::try_from(ms.checked_sub(offset_minutes * 60_000)?).ok()
-}
+pub use crate::clock::parse_rfc3339;
 
 /// The opaque cursor of a listing: base64url (no padding) of the JSON of a `JobRef`.
 pub fn encode_cursor(r: &JobRef) -> String {

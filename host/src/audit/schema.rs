@@ -315,86 +315,7 @@ fn non_empty(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// Days since 1970-01-01 of an epoch-ms time.
-pub fn day_of_ms(ms: u64) -> i64 {
-    i64::try_from(ms / 86_400_000).unwrap_or(i64::MAX)
-}
-
-/// The UTC date `YYYY-MM-DD` of an epoch-ms time.
-pub fn date_of_ms(ms: u64) -> String {
-    let (y, m, d) = civil_from_days(day_of_ms(ms));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Epoch ms of the start of a `YYYY-MM-DD` UTC date.
-pub fn ms_of_date(date: &str) -> Option<u64> {
-    let mut parts = date.splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let days = days_from_civil(y, m, d);
-    u64::try_from(days).ok().map(|d| d * 86_400_000)
-}
-
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Howard Hinnant's `days_from_civil`.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Builds the outbox fields that describe a failure input (for replay); the traceback
-/// goes in by digest.
-pub fn failure_fields(f: &FailureInput) -> Vec<(&'static str, String)> {
-    use sha2::{Digest as _, Sha256};
-    let mut v = vec![
-        ("seed", f.seed.to_string()),
-        ("job_status", f.job_status.clone()),
-        ("exc_type", f.exc_type.clone()),
-        ("exc_message", f.exc_message.clone()),
-        (
-            "traceback_sha256",
-            hex::encode(Sha256::digest(f.traceback.as_bytes())),
-        ),
-        ("failed_at_ms", f.failed_at_ms.to_string()),
-        ("first_failed_at_ms", f.first_failed_at_ms.to_string()),
-        ("prior_attempts", f.attempts.to_string()),
-    ];
-    if let Some(t) = f.last_attempt_at_ms {
-        v.push(("last_attempt_at_ms", t.to_string()));
-    }
-    if let Some(n) = f.queue_retries_left {
-        v.push(("queue_retries_left", n.to_string()));
-    }
-    if !f.attributes.is_empty() {
-        v.push((
-            "attributes",
-            serde_json::to_string(&f.attributes).unwrap_or_default(),
-        ));
-    }
-    v
-}
+pub use crate::clock::{date_of_ms, day_of_ms, ms_of_date};
 
 /// Converts records to one arrow batch in the schema's column order.
 pub fn to_batch(records: &[AuditRecord]) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -647,9 +568,15 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let failure_only = crate::audit::NewRecord {
+            failure: Some(crate::audit::FailureColumns::of(&failure)),
+            ..crate::audit::NewRecord::default()
+        };
         fields.extend(
-            failure_fields(&failure)
+            failure_only
+                .fields()
                 .into_iter()
+                .filter(|(k, _)| !["user_or_system", "dry_run_flag", "forced"].contains(k))
                 .map(|(k, v)| (k.to_string(), v)),
         );
         let id = StreamId::parse("1732924800123-4").unwrap();

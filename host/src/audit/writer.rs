@@ -476,7 +476,7 @@ impl AuditWriter {
         crate::metrics::global().audit_written(written as u64);
         self.status
             .last_flush_ms
-            .store(crate::retry::service::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         if self.status.last_error().is_some() {
             tracing::info!("audit writer: recovered");
         }
@@ -528,7 +528,7 @@ impl AuditWriter {
             .arg("writer")
             .arg(&self.token)
             .arg("updated_ms")
-            .arg(crate::retry::service::now_ms())
+            .arg(crate::clock::now_ms())
             .arg("last_flush_ms")
             .arg(self.status.last_flush_ms.load(Ordering::Relaxed))
             .arg("last_error")
@@ -583,7 +583,7 @@ fn maintain(
     config: &WriterConfig,
     valid_until: Option<Instant>,
 ) -> std::io::Result<()> {
-    let today = schema::date_of_ms(crate::retry::service::now_ms());
+    let today = schema::date_of_ms(crate::clock::now_ms());
     for date in dir.dates()? {
         if valid_until.is_none_or(|t| Instant::now() >= t) {
             return Ok(());
@@ -605,8 +605,8 @@ fn maintain(
         }
     }
     if config.retention_days > 0 {
-        let keep_from_ms = crate::retry::service::now_ms()
-            .saturating_sub(u64::from(config.retention_days) * 86_400_000);
+        let keep_from_ms =
+            crate::clock::now_ms().saturating_sub(u64::from(config.retention_days) * 86_400_000);
         for date in dir.expire_before(&schema::date_of_ms(keep_from_ms))? {
             tracing::info!(%date, "audit: deleted an expired partition");
         }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use crate::audit::background::Background;
+use crate::analytics::stats;
+use crate::app::Background;
+use crate::audit::AuditDir;
 use crate::audit::query::{AuditQuery, query};
-use crate::audit::{AuditDir, stats};
 use crate::config::{Config, redact_url};
 
 #[derive(Debug, Args)]
@@ -166,7 +167,7 @@ async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> 
         let _ = writeln!(
             out,
             "{:<27} {:<22} {:<34} {:<14} {:<20} {:>3}  {}",
-            crate::retry::audit::rfc3339(ms),
+            crate::clock::format_rfc3339(ms),
             r.decision,
             r.job_id.clone().unwrap_or_else(dash),
             r.user_or_system,
@@ -192,7 +193,7 @@ async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> 
 
 async fn stats_cmd(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let (dir, mut conn) = open(&config).await?;
-    let now = crate::retry::service::now_ms();
+    let now = crate::clock::now_ms();
     let s = stats::retry_stats(&mut conn, &dir, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use sha2::{Digest as _, Sha256};
 
-use crate::api::auth::{Role, new_token};
+use crate::auth::{Role, new_token};
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
@@ -30,7 +30,7 @@ impl AuthCommand {
             Self::NewToken { name, role } => {
                 let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role"))?;
                 let (token, entry) = new_token(&name, role)?;
-                crate::api::auth::Token::parse(&entry).map_err(|e| anyhow::anyhow!(e))?;
+                crate::auth::Token::parse(&entry).map_err(|e| anyhow::anyhow!(e))?;
                 println!("token (shown once; give it to {name}): {token}");
                 println!("add to [auth] tokens in retryguard.toml:");
                 println!("  \"{entry}\"");

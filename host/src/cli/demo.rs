@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::Args;
 
+use crate::clock::now_ms;
 use crate::config::redact_url;
 use crate::queue::rq::decode::format_rq_time;
-use crate::retry::service::now_ms;
 
 /// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
 macro_rules! out {

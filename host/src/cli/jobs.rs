@@ -346,9 +346,7 @@ fn wait_for(at: &str) -> String {
     let Some(at_ms) = crate::api::views::parse_rfc3339(at) else {
         return at.to_string();
     };
-    let s = at_ms
-        .saturating_sub(crate::retry::service::now_ms())
-        .div_ceil(1000);
+    let s = at_ms.saturating_sub(crate::clock::now_ms()).div_ceil(1000);
     match s {
         0..=99 => format!("{s}s"),
         100..=5999 => format!("{}m", s.div_ceil(60)),

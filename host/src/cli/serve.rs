@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::api::{self, AppState};
+use crate::app::{App, Background};
 use crate::config::{self, Config, redact_url};
 use crate::policy::{EngineConfig, LoadOptions, PolicyEngine, builtin};
 
@@ -105,14 +106,14 @@ async fn serve(
     policy: Arc<crate::policy::Policy>,
 ) -> anyhow::Result<ExitCode> {
     let redis_url = redact_url(&config.redis.url);
-    let state = match AppState::connect(
+    let app = match App::connect(
         Arc::clone(&config),
         Arc::clone(&engine),
         Arc::clone(&policy),
     )
     .await
     {
-        Ok(state) => state,
+        Ok(app) => app,
         Err(e) => {
             eprintln!(
                 "error: cannot use Redis at {redis_url} ([redis] url, or {}): {e}\n  \
@@ -123,14 +124,14 @@ async fn serve(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let background = match crate::audit::background::Background::start(&config).await {
+    let background = match Background::start(&config).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let state = state.with_audit_dir(Arc::clone(&background.dir));
+    let state = AppState::from_app(app.with_audit_dir(Arc::clone(&background.dir)));
     // Binding changes from any instance: announced on pub/sub, and a revision check every
     // REVISION_CHECK covers a missed announcement or a dropped subscription.
     let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
@@ -183,7 +184,7 @@ async fn serve(
             " (writer off in this instance)"
         }
     );
-    match state.service.redis_status().await {
+    match state.backend.redis_status().await {
         Ok(status) => {
             for w in api::health::durability_warnings(&status) {
                 println!("  warning: {w}");

@@ -16,6 +16,8 @@ pub mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod status;
+pub use status::RedisStatus;
 
 pub use keys::RqKeys;
 
@@ -162,12 +164,7 @@ impl RqBackend {
 /// Maps a Redis error: connection trouble is `Unavailable` (the outcome of a write in flight
 /// is unknown), anything else `Redis`.
 pub(crate) fn redis_error(e: RedisError) -> QueueError {
-    crate::metrics::global().redis_error();
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        QueueError::Unavailable(e.to_string())
-    } else {
-        QueueError::Redis(e.to_string())
-    }
+    crate::redis_error::RedisError::from(e).into()
 }
 
 const JOB_FIELDS: [&str; 9] = [

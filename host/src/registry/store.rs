@@ -28,19 +28,11 @@
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
+use crate::keyspace;
 use crate::policy::types::PolicyInfo;
 use crate::policy::{Params, PolicyLimits};
-use crate::queue::QueueError;
-use crate::queue::rq::redis_error;
+use crate::redis_error::RedisError;
 
-/// The pub/sub channel of policy and binding changes.
-pub const EVENTS_CHANNEL: &str = "retryguard:policies:events";
-/// The ZSET of every uploaded policy's digest.
-pub const POLICIES_KEY: &str = "retryguard:policies";
-/// The HASH of bindings by pattern.
-pub const BINDINGS_KEY: &str = "retryguard:bindings";
-/// The revision counter of the bindings.
-pub const REVISION_KEY: &str = "retryguard:bindings:revision";
 /// Earlier states kept per pattern.
 pub const HISTORY_LEN: usize = 50;
 
@@ -50,18 +42,6 @@ const SET_POLICY_META_LUA: &str = include_str!("lua/set_policy_meta.lua");
 
 /// The audit decision of a change to a stored policy's settings.
 pub const SETTINGS_CHANGED: &str = "policy_settings_changed";
-
-fn meta_key(digest: &str) -> String {
-    format!("retryguard:policy:{digest}:meta")
-}
-
-fn bytes_key(digest: &str) -> String {
-    format!("retryguard:policy:{digest}:bytes")
-}
-
-fn history_key(pattern: &str) -> String {
-    format!("retryguard:bindings:history:{pattern}")
-}
 
 /// What is known of an uploaded policy besides its bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -262,9 +242,9 @@ mod params_map {
 }
 
 /// A stored metadata JSON, read.
-fn record(digest: &str, json: String) -> Result<PolicyRecord, QueueError> {
+fn record(digest: &str, json: String) -> Result<PolicyRecord, RedisError> {
     let meta = serde_json::from_str(&json).map_err(|e| {
-        QueueError::Redis(format!(
+        RedisError::Failed(format!(
             "the stored metadata of policy {digest} is unreadable: {e}"
         ))
     })?;
@@ -346,44 +326,44 @@ impl Store {
         &self,
         meta: &PolicyMeta,
         bytes: &[u8],
-    ) -> Result<Option<PolicyRecord>, QueueError> {
-        let json = serde_json::to_string(meta).map_err(|e| QueueError::Redis(e.to_string()))?;
+    ) -> Result<Option<PolicyRecord>, RedisError> {
+        let json = serde_json::to_string(meta).map_err(|e| RedisError::Failed(e.to_string()))?;
         let mut conn = self.conn.clone();
         let existing: Option<String> = self
             .add_policy
-            .key(meta_key(&meta.digest))
-            .key(bytes_key(&meta.digest))
-            .key(POLICIES_KEY)
+            .key(keyspace::policy_meta(&meta.digest))
+            .key(keyspace::policy_bytes(&meta.digest))
+            .key(keyspace::POLICIES)
             .arg(json)
             .arg(bytes)
             .arg(meta.uploaded_at_ms)
             .arg(&meta.digest)
-            .arg(EVENTS_CHANNEL)
+            .arg(keyspace::POLICY_EVENTS)
             .invoke_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         existing.map(|json| record(&meta.digest, json)).transpose()
     }
 
     /// Every uploaded policy, oldest first.
-    pub async fn policies(&self) -> Result<Vec<PolicyMeta>, QueueError> {
+    pub async fn policies(&self) -> Result<Vec<PolicyMeta>, RedisError> {
         let mut conn = self.conn.clone();
         let digests: Vec<String> = redis::cmd("ZRANGE")
-            .arg(POLICIES_KEY)
+            .arg(keyspace::POLICIES)
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         if digests.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = digests.iter().map(|d| meta_key(d)).collect();
+        let keys: Vec<String> = digests.iter().map(|d| keyspace::policy_meta(d)).collect();
         let metas: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(metas
             .into_iter()
             .flatten()
@@ -392,36 +372,36 @@ impl Store {
     }
 
     /// One policy's metadata.
-    pub async fn policy(&self, digest: &str) -> Result<Option<PolicyMeta>, QueueError> {
+    pub async fn policy(&self, digest: &str) -> Result<Option<PolicyMeta>, RedisError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = redis::cmd("GET")
-            .arg(meta_key(digest))
+            .arg(keyspace::policy_meta(digest))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// One policy's metadata with the JSON it is stored as (for a compare-and-set); an
     /// unreadable record is an error, not "not stored".
-    pub async fn policy_record(&self, digest: &str) -> Result<Option<PolicyRecord>, QueueError> {
+    pub async fn policy_record(&self, digest: &str) -> Result<Option<PolicyRecord>, RedisError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = redis::cmd("GET")
-            .arg(meta_key(digest))
+            .arg(keyspace::policy_meta(digest))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         json.map(|json| record(digest, json)).transpose()
     }
 
     /// One policy's bytes.
-    pub async fn policy_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, QueueError> {
+    pub async fn policy_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, RedisError> {
         let mut conn = self.conn.clone();
         redis::cmd("GET")
-            .arg(bytes_key(digest))
+            .arg(keyspace::policy_bytes(digest))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)
+            .map_err(RedisError::from)
     }
 
     /// Replaces a policy's metadata with `new` if it is still `current` (`false`: it changed
@@ -433,7 +413,7 @@ impl Store {
         current: &PolicyRecord,
         new: &PolicyMeta,
         announce: bool,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<bool, RedisError> {
         let announcement = if announce {
             format!(r#"{{"kind":"policy","digest":"{}"}}"#, new.digest)
         } else {
@@ -454,9 +434,9 @@ impl Store {
         current: &PolicyRecord,
         new: &PolicyMeta,
         actor: &str,
-    ) -> Result<Option<u64>, QueueError> {
+    ) -> Result<Option<u64>, RedisError> {
         let json = |s: &PolicySettings| {
-            serde_json::to_string(s).map_err(|e| QueueError::Redis(e.to_string()))
+            serde_json::to_string(s).map_err(|e| RedisError::Failed(e.to_string()))
         };
         let change = format!(
             r#""before":{},"after":{}"#,
@@ -477,36 +457,36 @@ impl Store {
         actor: &str,
         change: &str,
         announcement: &str,
-    ) -> Result<i64, QueueError> {
-        let json = serde_json::to_string(new).map_err(|e| QueueError::Redis(e.to_string()))?;
+    ) -> Result<i64, RedisError> {
+        let json = serde_json::to_string(new).map_err(|e| RedisError::Failed(e.to_string()))?;
         let mut conn = self.conn.clone();
         self.set_policy_meta
-            .key(meta_key(&new.digest))
-            .key(REVISION_KEY)
-            .key(crate::audit::Keys::OUTBOX)
+            .key(keyspace::policy_meta(&new.digest))
+            .key(keyspace::BINDINGS_REVISION)
+            .key(keyspace::AUDIT_OUTBOX)
             .arg(&current.json)
             .arg(json)
             .arg(decision)
             .arg(actor)
             .arg(&new.digest)
             .arg(change)
-            .arg(EVENTS_CHANNEL)
+            .arg(keyspace::POLICY_EVENTS)
             .arg(announcement)
             .invoke_async(&mut conn)
             .await
-            .map_err(redis_error)
+            .map_err(RedisError::from)
     }
 
     /// Every binding and the revision they are at, read together.
-    pub async fn bindings(&self) -> Result<BindingsSnapshot, QueueError> {
+    pub async fn bindings(&self) -> Result<BindingsSnapshot, RedisError> {
         let mut conn = self.conn.clone();
         let (revision, all): (Option<u64>, Vec<(String, String)>) = redis::pipe()
             .atomic()
-            .get(REVISION_KEY)
-            .hgetall(BINDINGS_KEY)
+            .get(keyspace::BINDINGS_REVISION)
+            .hgetall(keyspace::BINDINGS)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         let mut bindings: Vec<StoredBinding> = all
             .into_iter()
             .filter_map(|(_, json)| serde_json::from_str(&json).ok())
@@ -519,26 +499,26 @@ impl Store {
     }
 
     /// The bindings revision alone (the periodic check for missed announcements).
-    pub async fn revision(&self) -> Result<u64, QueueError> {
+    pub async fn revision(&self) -> Result<u64, RedisError> {
         let mut conn = self.conn.clone();
         let r: Option<u64> = redis::cmd("GET")
-            .arg(REVISION_KEY)
+            .arg(keyspace::BINDINGS_REVISION)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(r.unwrap_or(0))
     }
 
     /// Earlier states of a pattern, newest first (`None`: it was not bound).
-    pub async fn history(&self, pattern: &str) -> Result<Vec<Option<StoredBinding>>, QueueError> {
+    pub async fn history(&self, pattern: &str) -> Result<Vec<Option<StoredBinding>>, RedisError> {
         let mut conn = self.conn.clone();
         let items: Vec<String> = redis::cmd("LRANGE")
-            .arg(history_key(pattern))
+            .arg(keyspace::binding_history(pattern))
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(items
             .into_iter()
             .map(|json| serde_json::from_str(&json).ok())
@@ -555,7 +535,7 @@ impl Store {
         actor: &str,
         now_ms: u64,
         condition: Condition,
-    ) -> Result<ChangeResult, QueueError> {
+    ) -> Result<ChangeResult, RedisError> {
         let (only_if_unbound, expected_revision) = match condition {
             Condition::Always => (false, None),
             Condition::Unbound => (true, None),
@@ -570,27 +550,27 @@ impl Store {
                 changed_by: actor.to_string(),
                 changed_at_ms: now_ms,
             })
-            .map_err(|e| QueueError::Redis(e.to_string()))?,
+            .map_err(|e| RedisError::Failed(e.to_string()))?,
             None => String::new(),
         };
         let mut conn = self.conn.clone();
         let reply: i64 = self
             .set_binding
-            .key(BINDINGS_KEY)
-            .key(REVISION_KEY)
-            .key(history_key(pattern))
-            .key(crate::audit::Keys::OUTBOX)
+            .key(keyspace::BINDINGS)
+            .key(keyspace::BINDINGS_REVISION)
+            .key(keyspace::binding_history(pattern))
+            .key(keyspace::AUDIT_OUTBOX)
             .arg(pattern)
             .arg(after)
             .arg(change.as_str())
             .arg(actor)
             .arg(if only_if_unbound { "1" } else { "0" })
             .arg(HISTORY_LEN)
-            .arg(EVENTS_CHANNEL)
+            .arg(keyspace::POLICY_EVENTS)
             .arg(expected_revision.map(|r| r.to_string()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(RedisError::from)?;
         Ok(match reply {
             -1 => ChangeResult::AlreadyBound,
             -2 => ChangeResult::RevisionMismatch,

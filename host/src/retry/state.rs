@@ -2,31 +2,7 @@
 
 use redis::aio::ConnectionManager;
 
-use crate::queue::QueueError;
-use crate::queue::rq::redis_error;
-
-/// Key names of retryguard's own data.
-#[derive(Debug, Clone, Copy)]
-pub struct Keys;
-
-impl Keys {
-    /// The audit outbox stream: every decision enters it in the step that makes it.
-    pub const OUTBOX: &'static str = crate::audit::Keys::OUTBOX;
-
-    /// Requeued jobs whose outcome is still to be recorded (ZSET, score = requeue ms).
-    pub const WATCH: &'static str = "retryguard:outcomes:watch";
-
-    /// A job's retry state (hash). Its `created_at` field ties it to one incarnation of
-    /// the job id: a reused id starts afresh.
-    pub fn state(job_id: &str) -> String {
-        format!("retryguard:job:{job_id}")
-    }
-
-    /// A retry-all's snapshot of one queue's failed registry.
-    pub fn snapshot(operation_id: &str, queue: &str) -> String {
-        format!("retryguard:snapshot:{operation_id}:{queue}")
-    }
-}
+use crate::redis_error::RedisError;
 
 /// What retryguard remembers about one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,17 +25,17 @@ const STATE_FIELDS: [&str; 4] = [
 pub async fn read_states(
     conn: &mut ConnectionManager,
     jobs: &[(&str, &str)],
-) -> Result<Vec<RetryState>, QueueError> {
+) -> Result<Vec<RetryState>, RedisError> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
     for (id, _) in jobs {
         pipe.cmd("HMGET")
-            .arg(Keys::state(id))
+            .arg(crate::keyspace::job_state(id))
             .arg(&STATE_FIELDS[..]);
     }
-    let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await.map_err(redis_error)?;
+    let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await.map_err(RedisError::from)?;
     Ok(jobs
         .iter()
         .zip(rows)
@@ -88,14 +64,14 @@ pub struct Recorded<'a> {
     pub first_failed_ms: u64,
     pub state_ttl_seconds: u64,
     pub dry_run: bool,
-    pub audit: Vec<(&'static str, String)>,
+    pub audit: crate::audit::NewRecord,
 }
 
 /// Writes a batch of decisions and their audit records.
 pub async fn record_decisions(
     conn: &mut ConnectionManager,
     batch: &[Recorded<'_>],
-) -> Result<(), QueueError> {
+) -> Result<(), RedisError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -103,7 +79,7 @@ pub async fn record_decisions(
     pipe.atomic();
     for r in batch {
         if !r.dry_run {
-            let key = Keys::state(r.job_id);
+            let key = crate::keyspace::job_state(r.job_id);
             // A state of another incarnation is replaced, never mixed.
             pipe.cmd("EVAL")
                 .arg(RECORD_STATE_LUA)
@@ -117,13 +93,13 @@ pub async fn record_decisions(
                 .ignore();
         }
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(Keys::OUTBOX).arg("*");
-        for (field, value) in &r.audit {
-            cmd.arg(*field).arg(value);
+        cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
+        for (field, value) in r.audit.fields() {
+            cmd.arg(field).arg(value);
         }
         pipe.add_command(cmd).ignore();
     }
-    pipe.query_async::<()>(conn).await.map_err(redis_error)
+    pipe.query_async::<()>(conn).await.map_err(RedisError::from)
 }
 
 const RECORD_STATE_LUA: &str = r#"
@@ -138,7 +114,7 @@ return 1
 /// Stores texts that audit records name by sha256 (tracebacks) until the audit writer
 /// moves them to `_blobs/`. Called before the records are written, so a record never
 /// names a text that is nowhere.
-pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result<(), QueueError> {
+pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result<(), RedisError> {
     use sha2::{Digest as _, Sha256};
     let mut seen = std::collections::HashSet::new();
     let mut pipe = redis::pipe();
@@ -146,7 +122,7 @@ pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result
         let sha = hex::encode(Sha256::digest(text.as_bytes()));
         if seen.insert(sha.clone()) {
             pipe.cmd("HSETNX")
-                .arg(crate::audit::Keys::BLOBS)
+                .arg(crate::keyspace::AUDIT_BLOBS)
                 .arg(sha)
                 .arg(*text)
                 .ignore();
@@ -155,50 +131,50 @@ pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result
     if seen.is_empty() {
         return Ok(());
     }
-    pipe.query_async::<()>(conn).await.map_err(redis_error)
+    pipe.query_async::<()>(conn).await.map_err(RedisError::from)
 }
 
 /// Appends free-standing audit records (operation started/finished).
 pub async fn append_audit(
     conn: &mut ConnectionManager,
-    record: &[(&'static str, String)],
-) -> Result<(), QueueError> {
+    record: &crate::audit::NewRecord,
+) -> Result<(), RedisError> {
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(Keys::OUTBOX).arg("*");
-    for (field, value) in record {
-        cmd.arg(*field).arg(value);
+    cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
+    for (field, value) in record.fields() {
+        cmd.arg(field).arg(value);
     }
     cmd.query_async::<String>(conn)
         .await
         .map(|_| ())
-        .map_err(redis_error)
+        .map_err(RedisError::from)
 }
 
 /// Appends several free-standing audit records in one round trip.
 pub async fn append_audits(
     conn: &mut ConnectionManager,
-    records: &[Vec<(&'static str, String)>],
-) -> Result<(), QueueError> {
+    records: &[crate::audit::NewRecord],
+) -> Result<(), RedisError> {
     if records.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
     for record in records {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(Keys::OUTBOX).arg("*");
-        for (field, value) in record {
-            cmd.arg(*field).arg(value);
+        cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
+        for (field, value) in record.fields() {
+            cmd.arg(field).arg(value);
         }
         pipe.add_command(cmd).ignore();
     }
-    pipe.query_async::<()>(conn).await.map_err(redis_error)
+    pipe.query_async::<()>(conn).await.map_err(RedisError::from)
 }
 
 /// Counts of the outbox (for stats until the audit writer exists).
-pub async fn outbox_len(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
+pub async fn outbox_len(conn: &mut ConnectionManager) -> Result<u64, RedisError> {
     redis::cmd("XLEN")
-        .arg(Keys::OUTBOX)
+        .arg(crate::keyspace::AUDIT_OUTBOX)
         .query_async(conn)
         .await
-        .map_err(redis_error)
+        .map_err(RedisError::from)
 }

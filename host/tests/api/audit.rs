@@ -7,7 +7,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use retryguard::api;
 use retryguard::audit::schema::{date_of_ms, ms_of_date};
-use retryguard::audit::{AuditDir, AuditRecord, Keys, StreamId};
+use retryguard::audit::{AuditDir, AuditRecord, StreamId};
+use retryguard::keyspace;
 
 use crate::common::{RedisServer, config, connect, now_ms, send, state_with};
 
@@ -41,7 +42,7 @@ fn outbox(redis: &RedisServer, entries: &[(u64, &str, &str)]) {
     let mut con = connect(redis);
     for (ms, job, decision) in entries {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(Keys::OUTBOX).arg(format!("{ms}-0"));
+        cmd.arg(keyspace::AUDIT_OUTBOX).arg(format!("{ms}-0"));
         for (k, v) in pairs(job, decision) {
             cmd.arg(k).arg(v);
         }
@@ -253,7 +254,7 @@ async fn a_long_outbox_is_read_in_chunks() {
     for i in 0..2500u64 {
         let job = if i % 100 == 0 { "x" } else { "y" };
         pipe.cmd("XADD")
-            .arg(Keys::OUTBOX)
+            .arg(keyspace::AUDIT_OUTBOX)
             .arg(format!("{}-{i}", start + 1))
             .arg("job_id")
             .arg(job)

@@ -49,9 +49,11 @@ pub fn config(redis: &RedisServer) -> Config {
 /// The app's state over `config`'s Redis.
 pub async fn state_with(config: Config) -> AppState {
     let (engine, policy) = engine();
-    AppState::connect(Arc::new(config), Arc::clone(engine), Arc::clone(policy))
-        .await
-        .unwrap()
+    let app =
+        retryguard::app::App::connect(Arc::new(config), Arc::clone(engine), Arc::clone(policy))
+            .await
+            .unwrap();
+    AppState::from_app(app)
 }
 
 /// The router over a test Redis.

@@ -81,7 +81,7 @@ async fn readyz_and_stats_report_an_audit_that_falls_behind() {
     // A record waiting for a minute, and no writer: degraded (still ready: retries keep
     // their records in the outbox).
     let mut con = crate::common::connect(&redis);
-    let old = format!("{}-0", retryguard::retry::service::now_ms() - 60_000);
+    let old = format!("{}-0", retryguard::clock::now_ms() - 60_000);
     let _: String = redis::cmd("XADD")
         .arg("retryguard:audit:outbox")
         .arg(&old)
@@ -130,7 +130,7 @@ async fn metrics_expose_requests_outcomes_evaluations_and_redis_gauges_in_promet
         &[crate::common::RawJob::new(
             "m-1",
             crate::common::NETWORK_TB,
-            retryguard::retry::service::now_ms() - 3_600_000,
+            retryguard::clock::now_ms() - 3_600_000,
         )],
     );
     let app = app(&redis).await;

@@ -112,7 +112,7 @@ async fn the_builtin_default_is_listed_and_seeds_the_catch_all_binding() {
     assert_eq!(revision(&again).await, 1);
     // Seeding is the initial state, not a change: nothing in the audit outbox.
     let len: u64 = redis::cmd("XLEN")
-        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .query(&mut connect(&redis))
         .unwrap();
     assert_eq!(len, 0);
@@ -126,7 +126,7 @@ async fn app_from(redis: &RedisServer) -> Router {
 fn last_outbox_record(redis: &RedisServer) -> serde_json::Map<String, Value> {
     let mut con = connect(redis);
     let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -479,7 +479,7 @@ async fn swaps_reach_another_instance_within_a_second_and_no_request_fails_meanw
 fn shadow_records(redis: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
     let mut con = connect(redis);
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .arg("-")
         .arg("+")
         .query(&mut con)
@@ -576,7 +576,7 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
         assert_eq!(r["policy_digest"], builtin);
         assert_eq!(r["shadow_policy_digest"], hostile);
         let traceback: String = redis::cmd("HGET")
-            .arg(retryguard::audit::Keys::BLOBS)
+            .arg(retryguard::keyspace::AUDIT_BLOBS)
             .arg(&r["traceback_sha256"])
             .query(&mut con)
             .unwrap();
@@ -589,7 +589,7 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
         let recorded: Value = serde_json::from_str(&r["shadow_decision"]).unwrap();
         assert_eq!(recorded["outcome"], so.as_str(), "{recorded}");
         assert_eq!(recorded["active_outcome"], ao.as_str(), "{recorded}");
-        match retryguard::registry::experiments::compare(&ao, at, &so, st) {
+        match retryguard::analytics::experiments::compare(&ao, at, &so, st) {
             None => agreed += 1,
             Some(kind) => *want.entry(kind.to_string()).or_default() += 1,
         }
@@ -659,7 +659,7 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
 /// The outbox entries, oldest first, as field maps.
 fn outbox_records(redis: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .arg("-")
         .arg("+")
         .query(&mut connect(redis))
@@ -769,7 +769,7 @@ async fn replay_over_the_audit_agrees_with_itself_and_differs_as_direct_evaluati
     // The odd job's traceback is lost: its decisions cannot be replayed.
     let odd_sha = digest_of(ODD_TB.as_bytes());
     let _: u64 = redis::cmd("HDEL")
-        .arg(retryguard::audit::Keys::BLOBS)
+        .arg(retryguard::keyspace::AUDIT_BLOBS)
         .arg(&odd_sha)
         .query(&mut connect(&redis))
         .unwrap();
@@ -799,7 +799,7 @@ async fn replay_over_the_audit_agrees_with_itself_and_differs_as_direct_evaluati
             payments += 1;
         }
         let traceback: String = redis::cmd("HGET")
-            .arg(retryguard::audit::Keys::BLOBS)
+            .arg(retryguard::keyspace::AUDIT_BLOBS)
             .arg(&r["traceback_sha256"])
             .query(&mut con)
             .unwrap();
@@ -813,7 +813,7 @@ async fn replay_over_the_audit_agrees_with_itself_and_differs_as_direct_evaluati
         let (co, ct) = outcome_of(&c.decision, now);
         outcomes.insert(ao.clone());
         *bound_outcomes.entry(ao.clone()).or_default() += 1;
-        match retryguard::registry::experiments::compare(&ao, at, &co, ct) {
+        match retryguard::analytics::experiments::compare(&ao, at, &co, ct) {
             None => agreed += 1,
             Some(kind) => *want.entry(kind.to_string()).or_default() += 1,
         }
@@ -1189,7 +1189,7 @@ async fn promote_makes_the_shadow_active_is_audited_and_rolls_back() {
 /// The number of entries in the audit outbox.
 fn outbox_len(redis: &RedisServer) -> u64 {
     redis::cmd("XLEN")
-        .arg(retryguard::audit::Keys::OUTBOX)
+        .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .query(&mut connect(redis))
         .unwrap()
 }

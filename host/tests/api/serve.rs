@@ -158,7 +158,7 @@ fn http(port: u16, method: &str, path: &str) -> (u16, serde_json::Value) {
 #[test]
 fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm() {
     let redis = RedisServer::start();
-    let now = retryguard::retry::service::now_ms();
+    let now = retryguard::clock::now_ms();
     crate::common::write_failed(
         &mut crate::common::connect(&redis),
         &[crate::common::RawJob::new(
@@ -205,7 +205,7 @@ fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm(
 #[test]
 fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() {
     let redis = RedisServer::start();
-    let ended = retryguard::retry::service::now_ms() - 3_600_000;
+    let ended = retryguard::clock::now_ms() - 3_600_000;
     let ids: Vec<String> = (0..6000).map(|i| format!("term-{i}")).collect();
     let jobs: Vec<crate::common::RawJob<'_>> = ids
         .iter()

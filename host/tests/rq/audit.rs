@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query as audit_query};
-use retryguard::audit::{AuditDir, AuditRecord, Keys as AuditKeys, outcomes};
+use retryguard::audit::{AuditDir, AuditRecord};
+use retryguard::clock::new_operation_id;
+use retryguard::keyspace;
 use retryguard::policy::{Decision, EngineConfig, HoldKind, PolicyEngine};
 use retryguard::queue::rq::{RedisTimeouts, RqBackend};
-use retryguard::retry::service::new_operation_id;
+use retryguard::retry::tracker as outcomes;
 use retryguard::retry::{JobFilter, Outcome, Progress, RetryOptions, RetryService, ServiceConfig};
 
 use crate::support::{Python, RedisServer, connect, query};
@@ -117,7 +119,7 @@ fn wait_drained(url: &str, timeout: Duration) {
     let mut con = connect(url);
     let deadline = Instant::now() + timeout;
     loop {
-        let len: u64 = query(&mut con, &["XLEN", AuditKeys::OUTBOX]);
+        let len: u64 = query(&mut con, &["XLEN", keyspace::AUDIT_OUTBOX]);
         if len == 0 {
             return;
         }
@@ -231,8 +233,10 @@ async fn writers_killed_mid_retry_all_lose_and_duplicate_no_record() {
     }));
     // Nothing pending in the group either.
     let mut con = connect(&url);
-    let pending: Vec<redis::Value> =
-        query(&mut con, &["XPENDING", AuditKeys::OUTBOX, AuditKeys::GROUP]);
+    let pending: Vec<redis::Value> = query(
+        &mut con,
+        &["XPENDING", keyspace::AUDIT_OUTBOX, keyspace::AUDIT_GROUP],
+    );
     assert_eq!(
         pending.first(),
         Some(&redis::Value::Int(0)),
@@ -323,7 +327,7 @@ async fn two_writers_share_the_work_one_at_a_time_and_take_over_a_killed_one() {
         )
         .await
         .unwrap();
-        let holder: Option<String> = query(&mut con, &["GET", AuditKeys::LEASE]);
+        let holder: Option<String> = query(&mut con, &["GET", keyspace::AUDIT_LEASE]);
         holders.extend(holder);
     }
     assert_eq!(
@@ -349,7 +353,7 @@ async fn two_writers_share_the_work_one_at_a_time_and_take_over_a_killed_one() {
     .await
     .unwrap();
     wait_drained(&url, Duration::from_secs(30));
-    let new_holder: Option<String> = query(&mut con, &["GET", AuditKeys::LEASE]);
+    let new_holder: Option<String> = query(&mut con, &["GET", keyspace::AUDIT_LEASE]);
     assert!(
         new_holder.as_deref().is_some_and(|h| h != holder),
         "the survivor took the lease: {new_holder:?}"
@@ -374,7 +378,7 @@ async fn an_unwritable_audit_dir_keeps_records_in_redis_and_reports_degraded() {
     // where the directory was: every write fails, as on a full or read-only disk).
     let mut con = connect(&url);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while query::<Option<String>>(&mut con, &["GET", AuditKeys::LEASE]).is_none() {
+    while query::<Option<String>>(&mut con, &["GET", keyspace::AUDIT_LEASE]).is_none() {
         assert!(Instant::now() < deadline, "no writer took the lease");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -444,7 +448,7 @@ async fn outcomes_of_retries_run_by_a_real_worker_are_recorded_once() {
     assert_eq!(outcomes::track_once(&mut conn).await.unwrap(), 0, "once");
     let mut con = connect(&url);
     let entries: Vec<(String, Vec<(String, String)>)> =
-        query(&mut con, &["XRANGE", AuditKeys::OUTBOX, "-", "+"]);
+        query(&mut con, &["XRANGE", keyspace::AUDIT_OUTBOX, "-", "+"]);
     let outcome_of = |id: &str| -> Vec<BTreeMap<String, String>> {
         entries
             .iter()
@@ -470,8 +474,8 @@ async fn outcomes_of_retries_run_by_a_real_worker_are_recorded_once() {
     // The stats read the same records: one success out of two retries.
     let empty = tempfile::tempdir().unwrap();
     let dir = Arc::new(AuditDir::open(empty.path()).unwrap());
-    let now = retryguard::retry::service::now_ms();
-    let stats = retryguard::audit::stats::retry_stats(&mut conn, &dir, now)
+    let now = retryguard::clock::now_ms();
+    let stats = retryguard::analytics::stats::retry_stats(&mut conn, &dir, now)
         .await
         .unwrap();
     assert_eq!(stats.retries_today, 2, "{stats:?}");

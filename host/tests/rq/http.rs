@@ -32,9 +32,11 @@ async fn eight_concurrent_http_retry_alls_run_each_job_exactly_once_more() {
         .unwrap(),
     );
     let policy = engine.load_builtin().unwrap();
-    let state = AppState::connect(Arc::new(config), engine, policy)
-        .await
-        .unwrap();
+    let state = AppState::from_app(
+        retryguard::app::App::connect(Arc::new(config), engine, policy)
+            .await
+            .unwrap(),
+    );
     let app = api::router(state);
 
     let mut callers = Vec::new();
@@ -99,9 +101,11 @@ async fn a_job_key_of_the_wrong_type_never_makes_the_api_answer_5xx() {
     config.retry.cooldown_seconds = Some(0);
     let engine = Arc::new(PolicyEngine::new(EngineConfig::default()).unwrap());
     let policy = engine.load_builtin().unwrap();
-    let state = AppState::connect(Arc::new(config), engine, policy)
-        .await
-        .unwrap();
+    let state = AppState::from_app(
+        retryguard::app::App::connect(Arc::new(config), engine, policy)
+            .await
+            .unwrap(),
+    );
     let app = api::router(state);
     for (method, uri) in [
         ("GET", "/api/v1/jobs/failed".to_string()),

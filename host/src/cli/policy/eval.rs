@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::{LimitArgs, MAX_INPUT_FILE_BYTES, engine, read_capped};
+use crate::clock::now_ms;
 use crate::policy::types::derive_seed;
 use crate::policy::{Decision, FailureInput};
 
@@ -151,11 +151,4 @@ fn decision_json(decision: &Decision, now_ms: u64) -> Value {
             json!({"action": "hold", "retry_at_ms": null, "hold_kind": kind, "reason": reason})
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

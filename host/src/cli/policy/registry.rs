@@ -618,8 +618,8 @@ fn print_replay(json: &Value) {
     }
     out!(
         "recorded decisions {} .. {}: {} records read, {} replayed, {} agree, {} not decisions, {} filtered out, {} unreplayable{}",
-        crate::retry::audit::rfc3339(recorded["since_ms"].as_u64().unwrap_or(0)),
-        crate::retry::audit::rfc3339(recorded["until_ms"].as_u64().unwrap_or(0)),
+        crate::clock::format_rfc3339(recorded["since_ms"].as_u64().unwrap_or(0)),
+        crate::clock::format_rfc3339(recorded["until_ms"].as_u64().unwrap_or(0)),
         recorded["examined"],
         recorded["jobs"],
         recorded["agreed"],

@@ -125,89 +125,9 @@ fn first_pickle_string(p: &[u8]) -> Option<&str> {
     }
 }
 
-/// Parses RQ's timestamps (`%Y-%m-%dT%H:%M:%S.%fZ`, UTC; seconds-only and `+00:00` forms
-/// accepted) into epoch milliseconds. An empty string (unset) and anything else give `None`.
-pub fn parse_rq_time(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let text = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix("+00:00"))
-        .unwrap_or(text);
-    let (date, time) = text.split_once(['T', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':');
-    let (hour, minute, second) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) || fraction.len() > 9 {
-        return None;
-    }
-    let millis = fraction
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(3)
-        .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
-    let days = days_from_civil(year, month, day)?;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
-    secs.checked_mul(1000)?.checked_add(millis)
-}
-
-/// Formats epoch milliseconds as RQ does (`2026-11-29T12:00:00.123000Z`).
-pub fn format_rq_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}000Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-fn num(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    if year < 1970 {
-        return None;
-    }
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).checked_sub(719_468)
-}
-
-/// The inverse of `days_from_civil`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
+/// RQ writes its timestamps as RFC 3339 UTC with microseconds; `crate::clock` reads and
+/// writes them (one implementation for the whole crate).
+pub use crate::clock::{format_rfc3339 as format_rq_time, parse_utc as parse_rq_time};
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,7 @@ pub fn compare(
     }
 }
 
-/// The shadow's side of one record, as `retry::service::ShadowDecision` writes it.
+/// The shadow's side of one record, as `retry::ShadowDecision` writes it.
 #[derive(Debug, Clone, Deserialize)]
 struct Shadow {
     digest: String,

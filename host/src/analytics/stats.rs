@@ -25,9 +25,9 @@ use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use super::files::{AuditDir, Written};
-use super::query::{self, DAY_MS, Direction, QueryError};
-use super::schema::{self, AuditRecord, StreamId};
+use crate::audit::files::{AuditDir, Written};
+use crate::audit::query::{self, DAY_MS, Direction, QueryError};
+use crate::audit::schema::{self, AuditRecord, StreamId};
 use crate::retry::Outcome;
 
 /// The decisions of outcome records.

@@ -18,25 +18,28 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use super::filter::JobFilter;
-use super::outcome::Outcome;
-use super::service::{JobView, RetryError, view_of};
 use crate::audit::query::{self, AuditQuery, QueryError};
 use crate::audit::schema::AuditRecord;
-use crate::audit::{AuditDir, Keys};
+use crate::audit::{AuditDir, AuditReader};
+use crate::clock::now_ms;
 use crate::policy::{Params, PolicyEngine};
 use crate::queue::FailedJob;
+use crate::queue::{JobRef, QueueBackend};
 use crate::registry::{Bound, Registry, RegistryError};
+use crate::retry::JobFilter;
+use crate::retry::Outcome;
+use crate::retry::RetryService;
+use crate::retry::evaluate::{evaluate_cached, view_of};
+use crate::retry::{JobView, RetryError};
 
 /// Differing jobs or records shown per section.
 pub const MAX_EXAMPLES: usize = 20;
 /// Unreplayable records shown.
 pub const MAX_UNREPLAYABLE_EXAMPLES: usize = 10;
 /// Most audit records one replay reads (decisions or not), like the experiments' cap.
-pub const MAX_EXAMINED: u64 = crate::registry::experiments::MAX_EXAMINED;
+pub const MAX_EXAMINED: u64 = crate::analytics::experiments::MAX_EXAMINED;
 
 /// `POST /api/v1/policies/{digest}/replay`: the candidate against the current failed jobs
 /// and against the decisions recorded in the audit trail.
@@ -157,7 +160,7 @@ pub struct ReplayExample {
 
 /// Where a compared decision came from, for its example.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Origin<'a> {
+struct Origin<'a> {
     pub record_id: Option<&'a str>,
     pub recorded_decision: Option<&'a str>,
     pub at_ms: u64,
@@ -165,7 +168,7 @@ pub(super) struct Origin<'a> {
 
 impl ReplayTally {
     /// Counts one decision of both policies on the same input at the same clock.
-    pub(super) fn add(&mut self, bound: &JobView, candidate: &JobView, origin: Origin<'_>) {
+    fn add(&mut self, bound: &JobView, candidate: &JobView, origin: Origin<'_>) {
         self.jobs += 1;
         *self
             .bound_outcomes
@@ -175,7 +178,7 @@ impl ReplayTally {
             .candidate_outcomes
             .entry(candidate.outcome.as_str().to_string())
             .or_default() += 1;
-        let Some(kind) = crate::registry::experiments::compare(
+        let Some(kind) = crate::analytics::experiments::compare(
             bound.outcome.as_str(),
             bound.retry_at_ms,
             candidate.outcome.as_str(),
@@ -340,43 +343,75 @@ fn reproduced(r: &AuditRecord, bound: &JobView) -> Result<(), String> {
     }
 }
 
-/// The tracebacks of `shas`, from Redis (not yet moved by the writer) or the audit directory.
-async fn tracebacks(
-    conn: &mut ConnectionManager,
-    dir: &Arc<AuditDir>,
-    shas: Vec<String>,
-) -> Result<HashMap<String, String>, ReplayError> {
-    let mut found = HashMap::new();
-    if shas.is_empty() {
-        return Ok(found);
+/// What-if over the present: evaluates `candidate` over the current failed jobs matching
+/// `filter` (at most `max_jobs`) beside the policy each is bound to now, and reports how their
+/// decisions differ. Changes nothing and writes no audit record.
+pub async fn current<B: QueueBackend>(
+    service: &RetryService<B>,
+    candidate: &Bound,
+    filter: &JobFilter,
+    max_jobs: usize,
+) -> Result<CurrentReplay, RetryError> {
+    let now = now_ms();
+    let mut queues = service.backend().failed_queues().await?;
+    if let Some(q) = &filter.queue {
+        queues.retain(|name| name == q);
     }
-    // Redis first: the writer stores a text in the directory before deleting it here, so a
-    // text missed here is in the directory when it is looked for there.
-    let texts: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-        .arg(Keys::BLOBS)
-        .arg(&shas)
-        .query_async(conn)
-        .await
-        .map_err(|e| ReplayError::Retry(RetryError::Queue(crate::queue::rq::redis_error(e))))?;
-    let mut missing = Vec::new();
-    for (sha, text) in shas.into_iter().zip(texts) {
-        match text {
-            Some(t) => {
-                found.insert(sha, String::from_utf8_lossy(&t).into_owned());
+    let mut report = CurrentReplay {
+        now_ms: now,
+        ..CurrentReplay::default()
+    };
+    'queues: for queue in queues {
+        let mut after: Option<JobRef> = None;
+        loop {
+            let (evaluated, last) = service
+                .evaluate_page(&queue, after.as_ref(), filter, now)
+                .await?;
+            let Some(last) = last else { break };
+            after = Some(last);
+            let engine = Arc::clone(service.engine());
+            let cache = Arc::clone(service.cache());
+            let candidate = candidate.clone();
+            let compared: Vec<_> = tokio::task::spawn_blocking(move || {
+                evaluated
+                    .into_iter()
+                    .map(|e| {
+                        let eval = evaluate_cached(
+                            &engine,
+                            &cache,
+                            &e.view.job,
+                            &e.input,
+                            &candidate,
+                            now,
+                        );
+                        let c = view_of(
+                            e.view.job.clone(),
+                            e.view.attempts,
+                            &candidate.policy,
+                            eval,
+                            now,
+                        );
+                        (e, c)
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|err| RetryError::Engine(err.to_string()))?;
+            let origin = Origin {
+                record_id: None,
+                recorded_decision: None,
+                at_ms: now,
+            };
+            for (e, c) in compared {
+                report.tally.add(&e.view, &c, origin);
+                if report.tally.jobs as usize >= max_jobs {
+                    report.tally.complete = false;
+                    break 'queues;
+                }
             }
-            None => missing.push(sha),
         }
     }
-    let dir = Arc::clone(dir);
-    let from_files = query::blocking(move || {
-        missing
-            .into_iter()
-            .filter_map(|sha| dir.blob(&sha).transpose().map(|t| t.map(|t| (sha, t))))
-            .collect::<std::io::Result<Vec<_>>>()
-    })
-    .await?;
-    found.extend(from_files);
-    Ok(found)
+    Ok(report)
 }
 
 /// One decision record made ready: its input and the policy that made it.
@@ -390,7 +425,7 @@ struct Ready {
 /// Replays the candidate over the policy decisions recorded in `window`, newest first.
 pub async fn recorded(
     engine: &Arc<PolicyEngine>,
-    conn: &mut ConnectionManager,
+    audit: &AuditReader,
     dir: &Arc<AuditDir>,
     registry: &Registry,
     candidate: &Bound,
@@ -412,7 +447,7 @@ pub async fn recorded(
     };
     let mut attempted = 0u64;
     loop {
-        let page = query::query(conn, dir, &q).await?;
+        let page = query::query(&mut audit.connection(), dir, &q).await?;
         let read = page.records.len();
         let mut decisions = Vec::new();
         let mut capped = false;
@@ -436,7 +471,7 @@ pub async fn recorded(
             .iter()
             .filter_map(|r| r.traceback_sha256.clone())
             .collect();
-        let texts = tracebacks(conn, dir, shas.into_iter().collect()).await?;
+        let texts = audit.tracebacks(shas.into_iter().collect()).await?;
         let mut ready = Vec::new();
         for r in decisions {
             let Some(sha) = r.traceback_sha256.as_deref() else {
@@ -478,7 +513,7 @@ pub async fn recorded(
                 let params: Params = params.into_iter().collect();
                 let loaded = match registry.candidate(&key.0, &params).await {
                     Ok(b) => Ok(b),
-                    Err(RegistryError::Queue(e)) => return Err(RetryError::Queue(e).into()),
+                    Err(RegistryError::Redis(e)) => return Err(RetryError::Redis(e).into()),
                     Err(e) => Err(e.to_string()),
                 };
                 policies.insert(key.clone(), loaded);

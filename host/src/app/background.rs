@@ -8,8 +8,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{AuditDir, AuditWriter, WriterStatus, outcomes};
+use crate::audit::{AuditDir, AuditWriter, WriterStatus};
 use crate::config::Config;
+use crate::retry::tracker;
 
 /// How often the outcome tracker looks at requeued jobs.
 const TRACK_EVERY: Duration = Duration::from_secs(1);
@@ -47,7 +48,7 @@ impl Background {
             tasks.push(tokio::spawn(writer.run(rx.clone(), DRAIN_TIMEOUT)));
         }
         let conn = connect(config, Duration::ZERO).await?;
-        tasks.push(tokio::spawn(outcomes::run(conn, TRACK_EVERY, rx)));
+        tasks.push(tokio::spawn(tracker::run(conn, TRACK_EVERY, rx)));
         Ok(Self {
             shutdown,
             tasks,

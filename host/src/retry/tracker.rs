@@ -11,10 +11,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
+use crate::audit::{NewRecord, Verdict};
+use crate::clock::now_ms;
+use crate::keyspace;
 use crate::queue::rq::RqKeys;
 use crate::queue::rq::decode::parse_rq_time;
-use crate::retry::service::now_ms;
-use crate::retry::state::Keys as StateKeys;
 
 /// Jobs looked at per turn.
 const BATCH: usize = 1000;
@@ -98,7 +99,7 @@ async fn track_page(
     offset: usize,
 ) -> Result<(usize, usize), redis::RedisError> {
     let watched: Vec<(String, String)> = redis::cmd("ZRANGE")
-        .arg(StateKeys::WATCH)
+        .arg(keyspace::OUTCOMES_WATCH)
         .arg(offset)
         .arg(offset + BATCH - 1)
         .arg("WITHSCORES")
@@ -112,7 +113,7 @@ async fn track_page(
         pipe.cmd("HMGET")
             .arg(RqKeys::job(id))
             .arg(&["status", "created_at", "ended_at"]);
-        pipe.cmd("HMGET").arg(StateKeys::state(id)).arg(&[
+        pipe.cmd("HMGET").arg(keyspace::job_state(id)).arg(&[
             "created_at",
             "attempts",
             "policy_digest",
@@ -146,39 +147,30 @@ async fn track_page(
             .and_then(|t| parse_rq_time(&t))
             .filter(|t| *t >= requeued_ms)
             .unwrap_or(now);
-        let mut fields: Vec<(&str, String)> = vec![
-            ("job_id", id.clone()),
-            ("decision", outcome.as_str().into()),
-            ("user_or_system", "retryguard".into()),
-            ("success", (outcome == RetryOutcome::Succeeded).to_string()),
-            ("dry_run_flag", "false".into()),
-            ("forced", "false".into()),
-            (
-                "time_to_outcome_ms",
-                ended_ms.saturating_sub(requeued_ms).to_string(),
-            ),
-            ("now_ms", now.to_string()),
-        ];
-        if !why.is_empty() {
-            fields.push(("error_message", why.into()));
-        }
-        for (i, name) in [
-            (1, "attempt_number"),
-            (2, "policy_digest"),
-            (3, "job_type"),
-            (4, "queue"),
-            (5, "failure_type"),
-            (6, "operation_id"),
-            (7, "retry_reason"),
-        ] {
-            if let Some(v) = get(state, i).filter(|v| !v.is_empty()) {
-                fields.push((name, v));
-            }
-        }
-        let mut invocation = script.key(StateKeys::WATCH);
-        invocation.key(StateKeys::OUTBOX).arg(id).arg(score);
-        for (k, v) in &fields {
-            invocation.arg(*k).arg(v);
+        let from_state = |i: usize| get(state, i).filter(|v| !v.is_empty());
+        let record = NewRecord {
+            actor: "retryguard".into(),
+            verdict: Some(Verdict {
+                decision: outcome.as_str().into(),
+                success: Some(outcome == RetryOutcome::Succeeded),
+                error_message: (!why.is_empty()).then(|| why.to_string()),
+                attempt_number: from_state(1).and_then(|a| a.parse().ok()),
+            }),
+            job_id: Some(id.clone()),
+            policy_digest: from_state(2),
+            job_type: from_state(3),
+            queue: from_state(4),
+            failure_type: from_state(5),
+            operation_id: from_state(6),
+            retry_reason: from_state(7),
+            time_to_outcome_ms: Some(ended_ms.saturating_sub(requeued_ms)),
+            now_ms: Some(now),
+            ..NewRecord::default()
+        };
+        let mut invocation = script.key(keyspace::OUTCOMES_WATCH);
+        invocation.key(keyspace::AUDIT_OUTBOX).arg(id).arg(score);
+        for (k, v) in record.fields() {
+            invocation.arg(k).arg(v);
         }
         record_pipe.invoke_script(&invocation);
         decided += 1;

@@ -1,0 +1,163 @@
+//! The retry service's types: how a retry is asked for (`RetryOptions`), what it reports
+//! (`JobView`, `Page`, `Summary`, `Progress`, `Stats`) and its errors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::outcome::{JobOutcome, Outcome};
+use crate::policy::{Classification, HoldKind};
+use crate::queue::{FailedJob, JobRef, QueueError};
+
+/// How a retry is to be done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Compute outcomes and write `dry_run` audit records; change no queue key or state.
+    pub dry_run: bool,
+    /// Override the policy's decision (requires a reason); never the atomic checks.
+    pub force: bool,
+    /// When false, a `non-retryable` hold is let through (never max attempts or cooldown).
+    pub retry_only_retryable: bool,
+    /// Why, for the audit trail.
+    pub reason: Option<String>,
+    /// Push at the front of the queue.
+    pub at_front: bool,
+}
+
+impl RetryOptions {
+    /// The defaults of the API: retry only retryable failures, no force, no dry run.
+    pub fn new() -> Self {
+        Self {
+            retry_only_retryable: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Errors of the service itself (per-job problems are outcomes, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("{0}")]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Redis(#[from] crate::redis_error::RedisError),
+    #[error("force requires a reason")]
+    ForceWithoutReason,
+    #[error("the policy engine failed: {0}")]
+    Engine(String),
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Jobs read, evaluated and requeued per pipelined batch.
+    pub batch_size: usize,
+    /// How long retry state outlives the job's own failure TTL.
+    pub state_grace_seconds: u64,
+    /// RQ's default failure TTL (one year), for jobs that do not say.
+    pub default_failure_ttl_seconds: u64,
+    /// How long a retry-all's snapshot lives.
+    pub snapshot_ttl_seconds: u64,
+    /// How often a batch whose reply was lost is re-sent before its jobs are `unknown`.
+    pub requeue_resends: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            state_grace_seconds: 7 * 86_400,
+            default_failure_ttl_seconds: 365 * 86_400,
+            snapshot_ttl_seconds: 3600,
+            requeue_resends: 3,
+        }
+    }
+}
+
+/// A failed job with what its policy says now.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job: FailedJob,
+    pub attempts: u32,
+    pub policy_digest: String,
+    /// The classification, when the policy produced one.
+    pub classification: Option<Classification>,
+    /// The decision as an outcome (`retried` = would retry now).
+    pub outcome: Outcome,
+    pub reason: String,
+    pub retry_at_ms: Option<u64>,
+    pub hold_kind: Option<HoldKind>,
+}
+
+/// A page of failed jobs and the cursor of the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<JobRef>,
+}
+
+/// Progress and result of a retry-all, shared with whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total: AtomicU64,
+    pub processed: AtomicU64,
+    pub cancelled: AtomicBool,
+    counts: std::sync::Mutex<BTreeMap<Outcome, u64>>,
+}
+
+impl Progress {
+    pub fn counts(&self) -> BTreeMap<Outcome, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+    pub(super) fn add(&self, outcomes: &[JobOutcome]) {
+        if let Ok(mut counts) = self.counts.lock() {
+            for o in outcomes {
+                *counts.entry(o.outcome).or_default() += 1;
+            }
+        }
+        self.processed
+            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The summary of a retry-all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub operation_id: String,
+    pub total: u64,
+    pub counts: BTreeMap<Outcome, u64>,
+    pub cancelled: bool,
+    pub dry_run: bool,
+}
+
+/// A shadow policy's verdict, recorded beside the real decision and never acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowDecision {
+    pub digest: String,
+    /// The binding's pattern, so experiments group by binding.
+    pub pattern: String,
+    /// What it would do, in the vocabulary of `decision` (`retried`, `blocked_cooldown`, …).
+    pub outcome: String,
+    pub retry_at_ms: Option<u64>,
+    pub failure_type: Option<String>,
+    pub reason: String,
+    /// What the acting policy decided (before the operator's options), and its retry time,
+    /// for comparing "whether" and "when".
+    pub active_outcome: String,
+    pub active_retry_at_ms: Option<u64>,
+}
+
+/// Counts for `GET /api/v1/jobs/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub queues: Vec<crate::queue::QueueCounts>,
+    /// Failed jobs per failure type (`policy_error` when the policy failed).
+    pub failed_by_type: BTreeMap<String, u64>,
+    /// Failed jobs classified for `failed_by_type`.
+    pub failed_examined: u64,
+    /// False when more failed jobs exist than were examined.
+    pub failed_complete: bool,
+    /// Length of retryguard's audit outbox stream.
+    pub outbox_len: u64,
+}
