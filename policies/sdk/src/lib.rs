@@ -4,9 +4,10 @@
 //! crate owns the contract's bindings and the glue around them, so a policy crate is only its
 //! own logic over plain native types:
 //!
-//! - implement [`Policy`]: [`describe`](Policy::describe) itself, [`parse_params`](Policy::parse_params)
-//!   (strictly: an unknown key is an error naming it), [`classify`](Policy::classify) a
-//!   [`FailureView`] into a [`Classification`], and [`decide`](Policy::decide) a [`Decision`];
+//! - implement [`Policy`]: [`describe`](Policy::describe) itself,
+//!   [`parse_params`](Policy::parse_params) (strictly: an unknown key is an error naming it),
+//!   [`classify`](Policy::classify) a [`FailureView`] into a [`Classification`], and
+//!   [`decide`](Policy::decide) a [`Decision`];
 //! - call [`export_policy!`] once with the type: on `wasm32` it generates the component's four
 //!   exports, natively it only checks that the type implements [`Policy`];
 //! - test it natively, through the same code paths as the exports ([`exports`]).
@@ -18,63 +19,13 @@
 //! instance that is thrown away afterwards, so the exports do not free their arguments (a
 //! bump allocator's `dealloc` would only cost time).
 //!
-//! A minimal policy, which retries network errors five minutes after they happened and holds
-//! everything else:
+//! A minimal policy (`examples/minimal.rs`, which is also built as a component of its own):
 //!
-//! ```
-//! use retryguard_policy_sdk::{
-//!     Classification, ClassificationView, Decision, FailureView, HoldKind, Policy, PolicyInfo,
-//!     export_policy,
-//! };
+#![doc = concat!("```\n", include_str!("../examples/minimal.rs"), "```\n")]
 //!
-//! pub struct Minimal;
+//! Its tests, `tests/minimal.rs`, call it natively through [`exports`].
 //!
-//! impl Policy for Minimal {
-//!     type Params = ();
-//!
-//!     fn describe() -> PolicyInfo {
-//!         PolicyInfo { name: "minimal", version: "0.1.0", description: "Retries network errors.", params: &[] }
-//!     }
-//!
-//!     fn parse_params(params: &[(String, String)]) -> Result<(), String> {
-//!         match params.first() {
-//!             Some((key, _)) => Err(format!("unknown param `{key}`")),
-//!             None => Ok(()),
-//!         }
-//!     }
-//!
-//!     fn classify(f: &FailureView<'_>, _params: &[(String, String)]) -> Classification {
-//!         if f.exc_type.ends_with("ConnectionError") {
-//!             Classification::new("network_error", true, format!("type {}", f.exc_type))
-//!         } else {
-//!             Classification::new("unknown", false, "not a connection error".to_owned())
-//!         }
-//!     }
-//!
-//!     fn decide(f: &FailureView<'_>, c: &ClassificationView<'_>, _params: &(), _now_ms: u64) -> Decision {
-//!         if c.retryable && f.attempts < 3 {
-//!             Decision::RetryAt(f.failed_at_ms.saturating_add(300_000))
-//!         } else {
-//!             Decision::hold(HoldKind::NonRetryable, format!("{} is not retried", c.failure_type))
-//!         }
-//!     }
-//! }
-//!
-//! export_policy!(Minimal);
-//! # use retryguard_policy_sdk::exports;
-//! # let f = FailureView { exc_type: "requests.exceptions.ConnectionError", failed_at_ms: 1_000, ..FailureView::default() };
-//! # let c = exports::classify::<Minimal>(&f, &[]);
-//! # assert_eq!((c.failure_type, c.retryable), ("network_error", true));
-//! # assert_eq!(exports::decide::<Minimal>(&f, &c.view(), &[], 0), Decision::RetryAt(301_000));
-//! # let bad = [("max_attempts".to_owned(), "3".to_owned())];
-//! # assert_eq!(exports::validate_params::<Minimal>(&bad), Err("unknown param `max_attempts`".to_owned()));
-//! # assert_eq!(
-//! #     exports::decide::<Minimal>(&f, &c.view(), &bad, 0),
-//! #     Decision::hold(HoldKind::PolicySaysNo, "invalid params for the minimal policy: unknown param `max_attempts`".to_owned()),
-//! # );
-//! ```
-//!
-//! The policy crate is a `cdylib` (the component) and an `rlib` (its logic natively, for
+//! A policy crate is a `cdylib` (the component) and an `rlib` (its logic natively, for
 //! tests), built with `cargo build --release --target wasm32-unknown-unknown`; the core
 //! module is then wrapped into a component (`wasm-tools component new`, or `wit-component`
 //! as `host/build.rs` does). See `docs/policies.md`.
