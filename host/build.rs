@@ -1,9 +1,10 @@
 //! Builds the built-in default policy from source and embeds it as a WebAssembly component.
 //!
 //! `policies/` is a cargo workspace of its own. This script runs `cargo build --release
-//! --locked --target wasm32-unknown-unknown` on its pure policies, in a fixed target
-//! directory of its own (`target/wasm-policies`: sharing the outer one would deadlock on
-//! cargo's lock), then wraps each core module into a component with `wit-component`. It
+//! --locked --target wasm32-unknown-unknown` on its pure policies (the default and payments
+//! ones are written with the guest SDK, `policies/sdk`, a dependency they build), in a fixed
+//! target directory of its own (`target/wasm-policies`: sharing the outer one would deadlock
+//! on cargo's lock), then wraps each core module into a component with `wit-component`. It
 //! also builds the WASI probe fixture for wasm32-wasip2, whose linker emits a component
 //! directly. The results land in `OUT_DIR`: `src/policy/builtin.rs` includes the default
 //! policy, the tests the hostile and WASI probe fixtures and the payments example, so a fresh
@@ -44,6 +45,9 @@ fn main() {
         "policies/payments/Cargo.toml",
         "policies/payments/build.rs",
         "policies/payments/src",
+        // The guest SDK the default and payments policies are written with.
+        "policies/sdk/Cargo.toml",
+        "policies/sdk/src",
         "policies/wasi-probe/Cargo.toml",
         "policies/wasi-probe/src",
     ] {

@@ -507,7 +507,7 @@ def decide(failure_type, retryable, p, failed_at_ms, attempts):
     return Decision_RetryAtMs(min(failed_at_ms + cooldown_ms(p, attempts), U64_MAX))
 
 
-# --- the component (component.rs) -----------------------------------------------------------
+# --- the component (component.rs, and policies/sdk's exports.rs) ----------------------------
 
 DESCRIPTION = (
     "retryguard's built-in default policy, ported to Python (componentize-py): the same "

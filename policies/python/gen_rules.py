@@ -13,7 +13,7 @@ import re
 import sys
 
 # FailureType variants, by their contract name; the first five are retryable
-# (`FailureType::is_retryable` in policies/default/src/classify.rs).
+# (`FailureType::is_retryable` in policies/default/src/rules.rs).
 VARIANTS = {
     "NetworkError": "network_error",
     "Timeout": "timeout",

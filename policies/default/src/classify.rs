@@ -9,11 +9,12 @@ use crate::index::{
     PHRASE_INDEX, PhraseEntry, TYPE_INDEX, TypeEntry, Wanted, raw_at, status_rule, word_bytes8,
 };
 use crate::rules::{
-    HTTP_CONTEXT_TYPES, MESSAGE_RULES, MessageRule, RQ_NO_EXCEPTION_TEXTS, StatusRule, TYPE_RULES,
-    TypeRule,
+    FailureType, HTTP_CONTEXT_TYPES, MESSAGE_RULES, MessageRule, RQ_NO_EXCEPTION_TEXTS, StatusRule,
+    TYPE_RULES, TypeRule,
 };
-use crate::{FailureView, bound_reason, traceback, truncate_on_char_boundary};
-use core::fmt;
+use crate::{FailureView, traceback, truncate_on_char_boundary};
+/// The outcome of [`classify`]: the contract's `classification` record, from the SDK.
+pub use retryguard_policy_sdk::Classification;
 
 /// How much of a message is searched for phrases, in bytes. Messages are short in practice;
 /// this bounds the work for a pathological one (notes at the very end of a huge message are
@@ -22,106 +23,10 @@ pub const MAX_MESSAGE_SCAN: usize = 16 * 1024;
 /// How much of an exception type is quoted in a reason, in bytes.
 const MAX_TYPE_IN_REASON: usize = 256;
 
-/// The failure types the default policy knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureType {
-    /// The network failed: refused, reset, DNS, TLS cut short… (retryable)
-    NetworkError,
-    /// Something took too long, including RQ's job timeout. (retryable)
-    Timeout,
-    /// A service asked us to slow down (HTTP 429 and friends). (retryable)
-    RateLimit,
-    /// A database lock, deadlock or serialization conflict. (retryable)
-    DatabaseLock,
-    /// A service is briefly unavailable (HTTP 502/503, Redis loading, failover, an
-    /// idempotency key held by another run). (retryable)
-    TemporaryError,
-    /// The job's input is invalid. (not retryable)
-    ValidationError,
-    /// A bug in the job's code. (not retryable)
-    LogicError,
-    /// What the job works on does not exist. (not retryable)
-    DataNotFound,
-    /// The job is not allowed to do what it tried. (not retryable)
-    PermissionError,
-    /// The deployment is misconfigured (settings, imports, schema). (not retryable)
-    ConfigurationError,
-    /// Nothing recognised, or the job was interrupted and its side effects are unknown.
-    /// Not retryable unless the binding sets `retry_unknown`.
-    Unknown,
-}
-
-impl FailureType {
-    /// Every failure type, retryable ones first.
-    pub const ALL: [FailureType; 11] = [
-        Self::NetworkError,
-        Self::Timeout,
-        Self::RateLimit,
-        Self::DatabaseLock,
-        Self::TemporaryError,
-        Self::ValidationError,
-        Self::LogicError,
-        Self::DataNotFound,
-        Self::PermissionError,
-        Self::ConfigurationError,
-        Self::Unknown,
-    ];
-
-    /// The contract's name for it, e.g. `network_error`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NetworkError => "network_error",
-            Self::Timeout => "timeout",
-            Self::RateLimit => "rate_limit",
-            Self::DatabaseLock => "database_lock",
-            Self::TemporaryError => "temporary_error",
-            Self::ValidationError => "validation_error",
-            Self::LogicError => "logic_error",
-            Self::DataNotFound => "data_not_found",
-            Self::PermissionError => "permission_error",
-            Self::ConfigurationError => "configuration_error",
-            Self::Unknown => "unknown",
-        }
-    }
-
-    /// Whether a failure of this type can succeed on a later attempt.
-    pub const fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            Self::NetworkError
-                | Self::Timeout
-                | Self::RateLimit
-                | Self::DatabaseLock
-                | Self::TemporaryError
-        )
-    }
-}
-
-impl fmt::Display for FailureType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The outcome of [`classify`]: the contract's `classification` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Classification {
-    /// The failure type's name (see [`FailureType::as_str`]).
-    pub failure_type: &'static str,
-    /// Whether it can succeed on a later attempt (`false` for `unknown`).
-    pub retryable: bool,
-    /// One line saying what matched, at most [`crate::MAX_REASON_BYTES`].
-    pub reason: String,
-}
-
-impl Classification {
-    fn new(failure_type: FailureType, reason: String) -> Self {
-        Self {
-            failure_type: failure_type.as_str(),
-            retryable: failure_type.is_retryable(),
-            reason: bound_reason(reason),
-        }
-    }
+/// A classification of one of the default policy's failure types, its reason cut to
+/// [`crate::MAX_REASON_BYTES`].
+fn classified(failure_type: FailureType, reason: String) -> Classification {
+    Classification::new(failure_type.as_str(), failure_type.is_retryable(), reason)
 }
 
 /// Classifies a failure.
@@ -135,7 +40,7 @@ impl Classification {
 /// 4. Otherwise the rule tables decide (see [`crate::rules`]).
 pub fn classify(f: &FailureView<'_>) -> Classification {
     if trim(f.job_status).eq_ignore_ascii_case("stopped") {
-        return Classification::new(
+        return classified(
             FailureType::Unknown,
             "job status is stopped: it was interrupted on purpose while it ran, so it may have \
              partly run and its side effects are unknown"
@@ -167,7 +72,7 @@ fn trim(s: &str) -> &str {
 fn classify_without_exception(text: &str) -> Classification {
     for (needle, explanation) in RQ_NO_EXCEPTION_TEXTS {
         if text.contains(needle) {
-            return Classification::new(FailureType::Unknown, (*explanation).to_owned());
+            return classified(FailureType::Unknown, (*explanation).to_owned());
         }
     }
     let reason = if text.trim().is_empty() {
@@ -175,7 +80,7 @@ fn classify_without_exception(text: &str) -> Classification {
     } else {
         "no Python exception found in the failure text: nothing matched"
     };
-    Classification::new(FailureType::Unknown, reason.to_owned())
+    classified(FailureType::Unknown, reason.to_owned())
 }
 
 /// What a rule matched on, for the reason text.
@@ -239,7 +144,7 @@ fn classify_exception(exc_type: &str, message: &str) -> Classification {
             " means the job was interrupted while it ran: it may have partly run and its side \
              effects are unknown",
         ];
-        return Classification::new(FailureType::Unknown, reason.concat());
+        return classified(FailureType::Unknown, reason.concat());
     }
 
     let mut hits = Hits::default();
@@ -287,7 +192,7 @@ fn classify_exception(exc_type: &str, message: &str) -> Classification {
             (FailureType::Unknown, reason.concat())
         }
     };
-    Classification::new(failure_type, reason)
+    classified(failure_type, reason)
 }
 
 /// The type rules of `entries` (see [`crate::index::TypeIndex::lookup`]), earlier rows first.

@@ -1,43 +1,9 @@
 //! The decision: retry (and when), or hold for a person.
 
+use crate::FailureView;
 use crate::params::Params;
-use crate::{FailureView, bound_reason};
-
-/// Why the policy refuses to retry (the contract's `hold-kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HoldKind {
-    /// The job has used every attempt the policy allows.
-    MaxAttempts,
-    /// The failure will not succeed on retry.
-    NonRetryable,
-    /// Nobody knows why the job failed, or whether its side effects happened.
-    UnknownFailure,
-    /// Any other reason to say no (e.g. the binding's params are invalid).
-    PolicySaysNo,
-}
-
-/// What the policy decides (the contract's `decision`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Retry at this time, epoch milliseconds UTC; at or before "now" means now.
-    RetryAt(u64),
-    /// Do not retry: a person needs to look.
-    Hold {
-        /// Why, for the host.
-        kind: HoldKind,
-        /// Why, for a person (at most [`crate::MAX_REASON_BYTES`]).
-        reason: String,
-    },
-}
-
-impl Decision {
-    fn hold(kind: HoldKind, reason: String) -> Self {
-        Self::Hold {
-            kind,
-            reason: bound_reason(reason),
-        }
-    }
-}
+/// What the policy decides and why it holds: the contract's types, from the SDK.
+pub use retryguard_policy_sdk::{Decision, HoldKind};
 
 /// The wait before retry number `attempts + 1`, in milliseconds:
 /// `cooldown_seconds × 2^attempts` with exponential backoff, else `cooldown_seconds`, capped at

@@ -5,6 +5,8 @@
 
 use core::fmt::Display;
 use core::str::FromStr;
+/// The contract's `param-spec` and `policy-info`, from the SDK.
+pub use retryguard_policy_sdk::{ParamSpec, PolicyInfo};
 
 /// The most retries a binding may allow.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
@@ -37,30 +39,6 @@ impl Default for Params {
             retry_unknown: false,
         }
     }
-}
-
-/// One parameter the policy understands (the contract's `param-spec`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamSpec {
-    /// The key, e.g. `max_attempts`.
-    pub name: &'static str,
-    /// The value used when a binding does not set it.
-    pub default_value: &'static str,
-    /// What it does.
-    pub description: &'static str,
-}
-
-/// What the policy says about itself (the contract's `policy-info`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyInfo {
-    /// `default`.
-    pub name: &'static str,
-    /// The policy's own version.
-    pub version: &'static str,
-    /// One paragraph on what it does.
-    pub description: &'static str,
-    /// Every parameter it accepts.
-    pub params: &'static [ParamSpec],
 }
 
 /// Every parameter, with its default (kept equal to [`Params::default`] by a test).

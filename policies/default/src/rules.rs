@@ -19,7 +19,89 @@
 //! printed type (none is needed yet). Message phrases are lower case and are looked for, ASCII
 //! case ignored, at the start of a word of the message.
 
-use crate::classify::FailureType::{self, *};
+use FailureType::*;
+use core::fmt;
+
+/// The failure types the default policy knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureType {
+    /// The network failed: refused, reset, DNS, TLS cut short… (retryable)
+    NetworkError,
+    /// Something took too long, including RQ's job timeout. (retryable)
+    Timeout,
+    /// A service asked us to slow down (HTTP 429 and friends). (retryable)
+    RateLimit,
+    /// A database lock, deadlock or serialization conflict. (retryable)
+    DatabaseLock,
+    /// A service is briefly unavailable (HTTP 502/503, Redis loading, failover, an
+    /// idempotency key held by another run). (retryable)
+    TemporaryError,
+    /// The job's input is invalid. (not retryable)
+    ValidationError,
+    /// A bug in the job's code. (not retryable)
+    LogicError,
+    /// What the job works on does not exist. (not retryable)
+    DataNotFound,
+    /// The job is not allowed to do what it tried. (not retryable)
+    PermissionError,
+    /// The deployment is misconfigured (settings, imports, schema). (not retryable)
+    ConfigurationError,
+    /// Nothing recognised, or the job was interrupted and its side effects are unknown.
+    /// Not retryable unless the binding sets `retry_unknown`.
+    Unknown,
+}
+
+impl FailureType {
+    /// Every failure type, retryable ones first.
+    pub const ALL: [FailureType; 11] = [
+        Self::NetworkError,
+        Self::Timeout,
+        Self::RateLimit,
+        Self::DatabaseLock,
+        Self::TemporaryError,
+        Self::ValidationError,
+        Self::LogicError,
+        Self::DataNotFound,
+        Self::PermissionError,
+        Self::ConfigurationError,
+        Self::Unknown,
+    ];
+
+    /// The contract's name for it, e.g. `network_error`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NetworkError => "network_error",
+            Self::Timeout => "timeout",
+            Self::RateLimit => "rate_limit",
+            Self::DatabaseLock => "database_lock",
+            Self::TemporaryError => "temporary_error",
+            Self::ValidationError => "validation_error",
+            Self::LogicError => "logic_error",
+            Self::DataNotFound => "data_not_found",
+            Self::PermissionError => "permission_error",
+            Self::ConfigurationError => "configuration_error",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a failure of this type can succeed on a later attempt.
+    pub const fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::NetworkError
+                | Self::Timeout
+                | Self::RateLimit
+                | Self::DatabaseLock
+                | Self::TemporaryError
+        )
+    }
+}
+
+impl fmt::Display for FailureType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A rule on the exception's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 //!   uniform in `[0, min(max_cooldown_seconds, cooldown_seconds × 2^attempts))`, capped at 10
 //!   minutes by default. No other randomness: the same failure always gets the same decision.
 //! - [`Params`] are parsed as strictly as the default's; [`describe()`] documents them.
+//! - [`PaymentsPolicy`] is all of it as the SDK's `Policy` (`retryguard-policy-sdk`), exported
+//!   as the `retry-policy` component on `wasm32`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,8 +25,9 @@ pub use retryguard_policy_default::{
     truncate_on_char_boundary,
 };
 
-#[cfg(target_arch = "wasm32")]
 mod component;
+
+pub use component::PaymentsPolicy;
 
 /// The only failure types this policy retries.
 pub const RETRIED_TYPES: [FailureType; 2] = [FailureType::NetworkError, FailureType::Timeout];
