@@ -2,12 +2,9 @@
 //! handler checks the parameters and calls `audit::query::query`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ErrorBody, NoBody};
@@ -51,11 +48,7 @@ struct AuditParams {
 }
 
 /// One page of audit records, newest first.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON `retry_audit` builds"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AuditPage {
     /// The records: every column of the audit trail (`record_id`, `job_id`, `decision`,
     /// `actor`, …), with `timestamp` in RFC 3339.
@@ -85,24 +78,18 @@ async fn retry_audit(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
     _: NoBody,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let q = audit_query(params)?;
-    let Some(dir) = &state.audit_dir else {
-        return Ok(not_configured());
-    };
+    let dir = state
+        .audit_dir
+        .as_ref()
+        .ok_or(ApiError::AuditNotConfigured)?;
     let mut conn = state.service.backend().connection();
     let page = query::query(&mut conn, dir, &q).await?;
-    let records: Vec<serde_json::Value> = page.records.iter().map(record_json).collect();
-    Ok(Json(json!({"records": records, "next_cursor": page.next_cursor})).into_response())
-}
-
-/// 503 `audit_not_configured`.
-pub(crate) fn not_configured() -> Response {
-    let body = json!({"error": {
-        "code": "audit_not_configured",
-        "message": "audit is not configured: set an audit directory to query the audit trail",
-    }});
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    Ok(Json(AuditPage {
+        records: page.records.iter().map(record_json).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A record as the API shows it: its columns, `timestamp` in RFC 3339.
@@ -111,7 +98,7 @@ pub fn record_json(r: &AuditRecord) -> serde_json::Value {
     if let Some(fields) = v.as_object_mut() {
         fields.remove("timestamp_us");
         let ms = u64::try_from(r.timestamp_us / 1000).unwrap_or(0);
-        fields.insert("timestamp".into(), json!(format_rq_time(ms)));
+        fields.insert("timestamp".into(), format_rq_time(ms).into());
     }
     v
 }

@@ -8,8 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Actor;
@@ -237,7 +236,7 @@ struct RetryAllQuery {
 }
 
 /// A retry-all still running: watch it at `status_url`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Accepted {
     operation_id: String,
     /// `/api/v1/operations/{operation_id}` (also the `Location` header).
@@ -328,8 +327,7 @@ async fn retry_all(
 }
 
 /// What `GET /api/v1/jobs/stats` answers.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "schema only: describes the JSON `stats` builds")]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Stats {
     /// Jobs per queue and registry.
     queues: Vec<crate::queue::QueueCounts>,
@@ -343,7 +341,7 @@ struct Stats {
     /// Today's retry metrics from the audit trail (`date`, `retries_today`, `decisions`,
     /// rates, per job type…); `null` without an audit directory or when it cannot be read.
     #[schema(value_type = Option<Object>)]
-    retries: serde_json::Value,
+    retries: Option<crate::audit::stats::RetryStats>,
     /// Whether the audit trail keeps up; `null` when it cannot be read.
     audit: Option<crate::audit::AuditHealth>,
 }
@@ -367,7 +365,7 @@ async fn stats(
     State(state): State<AppState>,
     _: ApiQuery<NoQuery>,
     _: NoBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let s = state.service.stats(STATS_MAX_JOBS).await?;
     // Today's retry metrics from the audit trail; `null` when the audit is not configured
     // or cannot be read (logged): the queue counts still answer.
@@ -376,38 +374,38 @@ async fn stats(
             let mut conn = state.service.backend().connection();
             let now = crate::retry::service::now_ms();
             match crate::audit::stats::retry_stats(&mut conn, dir, now).await {
-                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                Ok(r) => Some(r),
                 Err(e) => {
                     ApiError::from(e).log();
-                    serde_json::Value::Null
+                    None
                 }
             }
         }
-        None => serde_json::Value::Null,
+        None => None,
     };
     let audit = audit_health(&state).await;
-    Ok(Json(json!({
-        "queues": s.queues,
-        "failed_by_type": s.failed_by_type,
-        "failed_by_type_examined": s.failed_examined,
-        "failed_by_type_complete": s.failed_complete,
-        "failed_by_type_limit": STATS_MAX_JOBS,
-        "audit_outbox_length": s.outbox_len,
-        "retries": retries,
-        "audit": audit,
-    })))
+    Ok(Json(Stats {
+        queues: s.queues,
+        failed_by_type: s.failed_by_type,
+        failed_by_type_examined: s.failed_examined,
+        failed_by_type_complete: s.failed_complete,
+        failed_by_type_limit: STATS_MAX_JOBS as u64,
+        audit_outbox_length: s.outbox_len,
+        retries,
+        audit,
+    }))
 }
 
-/// Whether the audit trail keeps up (`crate::audit::health`), as JSON; `null` when it
-/// cannot be read (logged).
-pub(super) async fn audit_health(state: &AppState) -> serde_json::Value {
+/// Whether the audit trail keeps up (`crate::audit::health`); `None` (`null`) when it cannot
+/// be read (logged).
+pub(super) async fn audit_health(state: &AppState) -> Option<crate::audit::AuditHealth> {
     let mut conn = state.service.backend().connection();
     let max_lag_ms = state.config.audit.max_lag_seconds.saturating_mul(1000);
     match crate::audit::health(&mut conn, max_lag_ms).await {
-        Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+        Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the audit health");
-            serde_json::Value::Null
+            None
         }
     }
 }

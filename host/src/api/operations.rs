@@ -118,8 +118,7 @@ pub struct OperationJson {
     pub finished_at: Option<String>,
     pub summary: Option<SummaryJson>,
     /// `{"error": {"code", "message"}}` of a failed operation.
-    #[schema(value_type = Option<ErrorBody>)]
-    pub error: Option<serde_json::Value>,
+    pub error: Option<ErrorBody>,
 }
 
 /// The registry of operations.

@@ -941,8 +941,7 @@ pub async fn experiments(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ExperimentsQuery>,
     _: NoBody,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse as _;
+) -> Result<Json<crate::registry::experiments::ExperimentReport>, ApiError> {
     let hours = q.hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
         return Err(ApiError::bad_request(
@@ -950,13 +949,14 @@ pub async fn experiments(
             format!("hours must be 1 to 720, not {hours}"),
         ));
     }
-    let Some(dir) = &state.audit_dir else {
-        return Ok(super::audit::not_configured());
-    };
+    let dir = state
+        .audit_dir
+        .as_ref()
+        .ok_or(ApiError::AuditNotConfigured)?;
     let since = now_ms().saturating_sub(hours * 3_600_000);
     let mut conn = state.service.backend().connection();
     let report = crate::registry::experiments::report(&mut conn, dir, since).await?;
-    Ok(Json(report).into_response())
+    Ok(Json(report))
 }
 
 /// Which failed jobs a replay looks at (current jobs and recorded decisions alike).
