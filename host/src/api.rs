@@ -26,6 +26,7 @@ use crate::retry::{RetryService, ServiceConfig};
 
 pub mod audit;
 pub mod auth;
+pub mod bindings;
 pub mod error;
 pub mod guard;
 pub mod health;
@@ -35,6 +36,7 @@ pub mod openapi;
 pub mod operations;
 pub mod origin;
 pub mod policies;
+pub mod replay;
 pub mod views;
 
 pub use error::ApiError;
@@ -136,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(guard::router())
         .merge(policies::router())
+        .merge(bindings::router())
+        .merge(replay::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
