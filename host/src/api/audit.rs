@@ -1,10 +1,11 @@
 //! `GET /api/v1/jobs/retry-audit`: the audit trail, newest first, filtered and paged. The
 //! handler checks the parameters and calls `audit::query::query`.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ErrorBody, NoBody};
@@ -18,8 +19,8 @@ const MAX_NAME_BYTES: usize = 512;
 /// Latest time accepted (9999-12-31T23:59:59.999Z), so a time fits every format.
 const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/retry-audit", get(retry_audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(retry_audit))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

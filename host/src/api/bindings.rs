@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Actor;
 use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
@@ -17,20 +18,14 @@ use super::{ApiError, AppState};
 use crate::registry::{BindingSpec, PolicyRef, StoredBinding, SwapStatus};
 use crate::retry::service::now_ms;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/policies/bindings", get(bindings))
-        .route("/api/v1/policies/experiments", get(experiments))
-        .route(
-            "/api/v1/policies/bindings/{pattern}",
-            get(binding).put(bind).delete(unbind),
-        )
-        .route("/api/v1/policies/bindings/{pattern}/history", get(history))
-        .route(
-            "/api/v1/policies/bindings/{pattern}/rollback",
-            post(rollback),
-        )
-        .route("/api/v1/policies/bindings/{pattern}/promote", post(promote))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(bindings))
+        .routes(routes!(experiments))
+        .routes(routes!(binding, bind, unbind))
+        .routes(routes!(history))
+        .routes(routes!(rollback))
+        .routes(routes!(promote))
 }
 
 /// `GET /api/v1/policies/bindings`.

@@ -10,13 +10,14 @@
 //!
 //! The key is the path segment after percent-decoding (1..=255 bytes).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, NoBody, NoQuery};
@@ -25,12 +26,12 @@ use crate::guard::{Begin, Complete, Guard, GuardError, InvalidInput, Release, St
 /// The header on a replayed result (as Stripe names it).
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/idempotency/{key}", get(show).delete(delete))
-        .route("/api/v1/idempotency/{key}/begin", post(begin))
-        .route("/api/v1/idempotency/{key}/complete", post(complete))
-        .route("/api/v1/idempotency/{key}/release", post(release))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(show, delete))
+        .routes(routes!(begin))
+        .routes(routes!(complete))
+        .routes(routes!(release))
 }
 
 /// The guard over the app's Redis connection and `[guard]` settings.

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Actor;
@@ -29,13 +30,13 @@ const MAX_NAME_BYTES: usize = 512;
 /// Longest `reason` accepted (it goes into every audit record).
 const MAX_REASON_BYTES: usize = 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/jobs/failed", get(list))
-        .route("/api/v1/jobs/failed/retry-all", post(retry_all))
-        .route("/api/v1/jobs/failed/{id}", get(show))
-        .route("/api/v1/jobs/failed/{id}/retry", post(retry))
-        .route("/api/v1/jobs/stats", get(stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list))
+        .routes(routes!(retry_all))
+        .routes(routes!(show))
+        .routes(routes!(retry))
+        .routes(routes!(stats))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::views::{SummaryJson, all_counts};
@@ -25,8 +26,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// Most finished operations kept (the oldest go first).
 const MAX_FINISHED: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/operations/{id}", get(show).delete(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(show, cancel))
 }
 
 /// How an operation ended: its summary, or the error that stopped it (already logged).

@@ -2,12 +2,13 @@
 //! retire and change the settings of policies (`crate::registry` does the work;
 //! docs/policies.md tells the story). Bindings are in `bindings`, replays in `replay`.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use super::auth::Actor;
 use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
@@ -16,18 +17,10 @@ use crate::policy::PolicyLimits;
 use crate::registry::{MAX_UPLOAD_BYTES, PolicyMeta, RegistryError, Upload};
 use crate::retry::service::now_ms;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/policies",
-            get(list)
-                .post(upload)
-                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
-        .route(
-            "/api/v1/policies/{digest}",
-            get(show).delete(retire).patch(settings),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list, upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .routes(routes!(show, retire, settings))
 }
 
 impl From<RegistryError> for ApiError {

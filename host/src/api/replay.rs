@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, NoQuery};
 use super::policies::{DigestPath, registry};
 use super::{ApiError, AppState};
 use crate::retry::service::now_ms;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/policies/{digest}/replay", post(replay))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(replay))
 }
 
 /// Which failed jobs a replay looks at (current jobs and recorded decisions alike).
