@@ -96,7 +96,8 @@ struct Completed {
 }
 
 /// `409` of `begin` (`in_progress`, with `Retry-After`) and of `complete`/`release`
-/// (`stale_token`): the error body plus the key's state (`ApiError::KeyConflict`).
+/// (`stale_token`): the error body plus the key's state.
+// The body of `ApiError::KeyConflict`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub error: ErrorDetail,
