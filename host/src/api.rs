@@ -5,8 +5,8 @@
 //! function of the retry service, and shape the JSON; they never touch Redis or wasmtime.
 //! Every route gets a request id, a timeout, and limits on URI and body size.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,6 +15,8 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::App;
 use crate::audit::AuditDir;
@@ -22,6 +24,7 @@ use crate::config::Config;
 
 pub mod audit;
 pub mod auth;
+pub mod bindings;
 pub mod error;
 pub mod guard;
 pub mod health;
@@ -31,6 +34,7 @@ pub mod openapi;
 pub mod operations;
 pub mod origin;
 pub mod policies;
+pub mod replay;
 pub mod views;
 
 pub use error::ApiError;
@@ -46,21 +50,22 @@ pub const MAX_URI_BYTES: usize = 8192;
 pub type Service = crate::app::Service;
 
 /// Everything a handler can reach: the process's parts (`crate::app::App`) and the API's own
-/// request policy (tokens, hosts, running operations).
-#[derive(Debug, Clone)]
+/// request policy (tokens, hosts, running operations). A handler takes the part it needs as
+/// its state (`State<Arc<Guard>>`, `State<AuditReader>`, …: axum's `FromRef`), never a Redis
+/// connection.
+#[derive(Debug, Clone, axum::extract::FromRef)]
 pub struct AppState {
     pub service: Arc<Service>,
     pub operations: Arc<Operations>,
     pub config: Arc<Config>,
-    /// The audit directory the queries read (`None`: the audit endpoints answer 503).
-    pub audit_dir: Option<Arc<AuditDir>>,
     /// The bearer tokens of `[auth]` (none: open to loopback callers, actor `local`).
     pub auth: Arc<auth::Auth>,
     /// The `Host` names this server answers to (`[server] listen` and `allowed_hosts`).
     pub hosts: Arc<origin::HostPolicy>,
     /// The idempotency guard.
     pub guard: Arc<crate::guard::Guard>,
-    /// The audit trail's health and queries.
+    /// The audit trail's health and queries (without a directory the audit endpoints answer
+    /// 503 `audit_not_configured`).
     pub audit: crate::audit::AuditReader,
     /// Analyses over the audit trail.
     pub analytics: Arc<crate::analytics::Analytics>,
@@ -84,7 +89,6 @@ impl AppState {
                 &config.server.allowed_hosts,
             )),
             operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
-            audit_dir: app.audit.dir().cloned(),
             service: app.service,
             guard: app.guard,
             audit: app.audit,
@@ -106,7 +110,6 @@ impl AppState {
         }
         .with_audit_dir(dir);
         Self {
-            audit_dir: app.audit.dir().cloned(),
             audit: app.audit,
             analytics: app.analytics,
             ..self
@@ -117,15 +120,8 @@ impl AppState {
 /// The whole app: every route, JSON 404/405 fallbacks, and the per-request layers.
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit_bytes).unwrap_or(usize::MAX);
-    Router::new()
-        .merge(jobs::router())
-        .merge(operations::router())
-        .merge(health::router())
-        .merge(metrics::router())
-        .merge(audit::router())
-        .merge(guard::router())
-        .merge(policies::router())
-        .merge(openapi::router())
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -171,45 +167,62 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resp
     }
 }
 
+/// Every route with its OpenAPI operation. Each path is written once, in its handler's
+/// `#[utoipa::path]`: `routes!` routes the handler there and adds the operation to the
+/// document (`openapi::ApiDoc`, the part that is no route), so what is served and what is
+/// documented cannot drift apart.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(jobs::router())
+        .merge(operations::router())
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(audit::router())
+        .merge(guard::router())
+        .merge(policies::router())
+        .merge(bindings::router())
+        .merge(replay::router())
+        .merge(openapi::router())
+}
+
 /// Every route the app serves, as (method, path template), in the axum syntax (`{name}` for
-/// a variable segment). The metric labels (`route_template`) come from it, and the API tests
-/// check that it is exactly the operations of the OpenAPI document and that the router
-/// serves each (and no other method on these paths). A template with a literal segment
-/// comes before one with a variable in its place (`retry-all` before `{id}`), as axum
-/// prefers it.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/api/v1/jobs/failed"),
-    ("POST", "/api/v1/jobs/failed/retry-all"),
-    ("GET", "/api/v1/jobs/failed/{id}"),
-    ("POST", "/api/v1/jobs/failed/{id}/retry"),
-    ("GET", "/api/v1/jobs/stats"),
-    ("GET", "/api/v1/jobs/retry-audit"),
-    ("GET", "/api/v1/operations/{id}"),
-    ("DELETE", "/api/v1/operations/{id}"),
-    ("GET", "/api/v1/idempotency/{key}"),
-    ("DELETE", "/api/v1/idempotency/{key}"),
-    ("POST", "/api/v1/idempotency/{key}/begin"),
-    ("POST", "/api/v1/idempotency/{key}/complete"),
-    ("POST", "/api/v1/idempotency/{key}/release"),
-    ("GET", "/api/v1/policies"),
-    ("POST", "/api/v1/policies"),
-    ("GET", "/api/v1/policies/bindings"),
-    ("GET", "/api/v1/policies/experiments"),
-    ("GET", "/api/v1/policies/bindings/{pattern}"),
-    ("PUT", "/api/v1/policies/bindings/{pattern}"),
-    ("DELETE", "/api/v1/policies/bindings/{pattern}"),
-    ("GET", "/api/v1/policies/bindings/{pattern}/history"),
-    ("POST", "/api/v1/policies/bindings/{pattern}/rollback"),
-    ("POST", "/api/v1/policies/bindings/{pattern}/promote"),
-    ("GET", "/api/v1/policies/{digest}"),
-    ("DELETE", "/api/v1/policies/{digest}"),
-    ("PATCH", "/api/v1/policies/{digest}"),
-    ("POST", "/api/v1/policies/{digest}/replay"),
-];
+/// a variable segment): the operations of the OpenAPI document, which `routes` builds with
+/// the router. The metric labels (`route_template`) come from it, and the API tests check
+/// that the router serves each (and no other method on these paths). A template with a
+/// literal segment comes before one with a variable in its place (`retry-all` before
+/// `{id}`), as axum prefers it.
+pub static ROUTES: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
+    let document: &'static utoipa::openapi::OpenApi = &openapi::DOCUMENT;
+    let mut routes: Vec<(&'static str, &'static str)> = document
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("OPTIONS", &item.options),
+                ("HEAD", &item.head),
+                ("PATCH", &item.patch),
+                ("TRACE", &item.trace),
+            ]
+            .into_iter()
+            .filter(|(_, operation)| operation.is_some())
+            .map(|(method, _)| (method, path.as_str()))
+        })
+        .collect();
+    // Segment by segment, a literal before a variable.
+    routes.sort_by_cached_key(|(method, path)| {
+        let segments: Vec<(bool, &str)> = path
+            .split('/')
+            .map(|segment| (segment.starts_with('{'), segment))
+            .collect();
+        (segments, *method)
+    });
+    routes
+});
 
 /// The route a path belongs to, with its variable segments as `{name}`, for metric labels
 /// (bounded: any path that is no route is `other`).
@@ -246,7 +259,7 @@ async fn request_id(req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            format!("req-{:x}-{n:x}", crate::retry::service::now_ms())
+            format!("req-{:x}-{n:x}", crate::clock::now_ms())
         });
     let span = tracing::info_span!(
         "request",

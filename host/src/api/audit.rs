@@ -1,19 +1,17 @@
 //! `GET /api/v1/jobs/retry-audit`: the audit trail, newest first, filtered and paged. The
 //! handler checks the parameters and calls `audit::query::query`.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ErrorBody, NoBody};
 use super::views::parse_rfc3339;
-use crate::audit::AuditRecord;
 use crate::audit::query::{self, AuditQuery, DEFAULT_LIMIT, MAX_LIMIT, QueryError};
+use crate::audit::{AuditReader, AuditRecord};
 use crate::queue::rq::decode::format_rq_time;
 
 /// Longest job id, actor or operation id accepted.
@@ -21,8 +19,8 @@ const MAX_NAME_BYTES: usize = 512;
 /// Latest time accepted (9999-12-31T23:59:59.999Z), so a time fits every format.
 const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/retry-audit", get(retry_audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(retry_audit))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -51,11 +49,7 @@ struct AuditParams {
 }
 
 /// One page of audit records, newest first.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON `retry_audit` builds"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AuditPage {
     /// The records: every column of the audit trail (`record_id`, `job_id`, `decision`,
     /// `actor`, …), with `timestamp` in RFC 3339.
@@ -82,27 +76,16 @@ struct AuditPage {
     )
 )]
 async fn retry_audit(
-    State(state): State<AppState>,
+    State(audit): State<AuditReader>,
     ApiQuery(params): ApiQuery<AuditParams>,
     _: NoBody,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let q = audit_query(params)?;
-    let Some(dir) = &state.audit_dir else {
-        return Ok(not_configured());
-    };
-    let mut conn = state.service.backend().connection();
-    let page = query::query(&mut conn, dir, &q).await?;
-    let records: Vec<serde_json::Value> = page.records.iter().map(record_json).collect();
-    Ok(Json(json!({"records": records, "next_cursor": page.next_cursor})).into_response())
-}
-
-/// 503 `audit_not_configured`.
-pub(crate) fn not_configured() -> Response {
-    let body = json!({"error": {
-        "code": "audit_not_configured",
-        "message": "audit is not configured: set an audit directory to query the audit trail",
-    }});
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let page = audit.query(&q).await?.ok_or(ApiError::AuditNotConfigured)?;
+    Ok(Json(AuditPage {
+        records: page.records.iter().map(record_json).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A record as the API shows it: its columns, `timestamp` in RFC 3339.
@@ -111,7 +94,7 @@ pub fn record_json(r: &AuditRecord) -> serde_json::Value {
     if let Some(fields) = v.as_object_mut() {
         fields.remove("timestamp_us");
         let ms = u64::try_from(r.timestamp_us / 1000).unwrap_or(0);
-        fields.insert("timestamp".into(), json!(format_rq_time(ms)));
+        fields.insert("timestamp".into(), format_rq_time(ms).into());
     }
     v
 }

@@ -10,25 +10,24 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::queue::QueueError;
 use crate::retry::RetryError;
 
 /// The body of every error answer: `{"error": {"code", "message"}}` (what `ApiError::body`
 /// sends; some endpoints add fields beside `error`, see each operation).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable machine-readable code, e.g. `invalid_query`, `not_found`, `unauthorized`,
     /// `forbidden`, `redis_unavailable`, `timeout`, `internal`.
     #[schema(example = "not_found")]
-    pub code: String,
+    pub code: &'static str,
     /// A sentence for people; 5xx details are logged, never sent.
     pub message: String,
 }
@@ -63,12 +62,19 @@ pub enum ApiError {
     /// 409: refused because of the current state (e.g. retiring a bound policy).
     #[error("{0}")]
     Conflict(String),
+    /// 409 of the idempotency guard (`in_progress`, `stale_token`): the body carries the
+    /// key's state beside `error`, and `in_progress` a `Retry-After` (the lease's end).
+    #[error("{}", .0.error.message)]
+    KeyConflict(Box<super::guard::Conflict>),
     /// 422: well-formed, but not acceptable (e.g. a policy that fails validation).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
     /// 413.
     #[error("the request body is over the {0}-byte limit")]
     PayloadTooLarge(u64),
+    /// 413 `result_too_large`: an idempotency result over `[guard] max_result_bytes`.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// 415: a body whose content type the endpoint does not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -84,6 +90,9 @@ pub enum ApiError {
     /// 503: the request took longer than the server's request timeout.
     #[error("the request did not finish within {} s", .0.as_secs())]
     Timeout(Duration),
+    /// 503 `audit_not_configured`: an audit query on a server without an audit directory.
+    #[error("audit is not configured: set an audit directory to query the audit trail")]
+    AuditNotConfigured,
     /// 500: anything else. The detail is logged.
     #[error("internal error: see the server log")]
     Internal(String),
@@ -106,13 +115,15 @@ impl ApiError {
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::KeyConflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::ResultTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::TooManyOperations { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::RedisUnavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RedisUnavailable(_) | Self::Timeout(_) | Self::AuditNotConfigured => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,13 +140,16 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
+            Self::KeyConflict(conflict) => conflict.error.code,
             Self::Unprocessable { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::ResultTooLarge(_) => "result_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UriTooLong(_) => "uri_too_long",
             Self::TooManyOperations { .. } => "too_many_operations",
             Self::RedisUnavailable(_) => "redis_unavailable",
             Self::Timeout(_) => "timeout",
+            Self::AuditNotConfigured => "audit_not_configured",
             Self::Internal(_) => "internal",
         }
     }
@@ -151,30 +165,46 @@ impl ApiError {
         }
     }
 
-    /// The JSON body: `{"error": {"code", "message"}}`.
-    pub fn body(&self) -> serde_json::Value {
-        json!(ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_string(),
-                message: self.to_string(),
-            },
-        })
+    /// `{"code", "message"}`: the `error` of the body.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message"}}` (a `KeyConflict` answers with more
+    /// fields beside `error`: see `IntoResponse`).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.detail(),
+        }
+    }
+
+    /// The `Retry-After` header's seconds, for the errors that have one.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TooManyOperations { .. } => Some(10),
+            Self::RedisUnavailable(_) | Self::Timeout(_) => Some(5),
+            Self::KeyConflict(conflict) => conflict.retry_after_seconds,
+            _ => None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
-        let mut response = (self.status(), Json(self.body())).into_response();
-        let retry_after = match &self {
-            Self::TooManyOperations { .. } => Some("10"),
-            Self::RedisUnavailable(_) | Self::Timeout(_) => Some("5"),
-            _ => None,
+        let status = self.status();
+        let retry_after = self.retry_after();
+        let mut response = match self {
+            Self::KeyConflict(conflict) => (status, Json(conflict)).into_response(),
+            other => (status, Json(other.body())).into_response(),
         };
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -428,7 +458,7 @@ mod tests {
         ];
         for (e, status) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
-            let body = e.body().to_string();
+            let body = serde_json::to_string(&e.body()).unwrap();
             assert!(!body.contains("secret"), "{body}");
             assert!(body.contains(e.code()), "{body}");
         }

@@ -10,13 +10,16 @@
 //!
 //! The key is the path segment after percent-decoding (1..=255 bytes).
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use std::sync::Arc;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, NoBody, NoQuery};
@@ -25,92 +28,36 @@ use crate::guard::{Begin, Complete, Guard, GuardError, InvalidInput, Release, St
 /// The header on a replayed result (as Stripe names it).
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/idempotency/{key}", get(show).delete(delete))
-        .route("/api/v1/idempotency/{key}/begin", post(begin))
-        .route("/api/v1/idempotency/{key}/complete", post(complete))
-        .route("/api/v1/idempotency/{key}/release", post(release))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(show, delete))
+        .routes(routes!(begin))
+        .routes(routes!(complete))
+        .routes(routes!(release))
 }
 
-/// The guard over the app's Redis connection and `[guard]` settings.
-fn guard(state: &AppState) -> Guard {
-    Guard::new(state.service.backend().connection(), state.config.guard)
-}
-
-/// An answer that is not a plain `ApiError`: the same `{"error": {"code", "message"}}` body,
-/// with statuses the shared type does not have (409, 422) and extra fields beside `error`.
-#[derive(Debug)]
-enum GuardReply {
-    Api(ApiError),
-    Refused {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-        extra: Value,
-        retry_after: Option<u64>,
-    },
-}
-
-impl From<ApiError> for GuardReply {
-    fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl From<GuardError> for GuardReply {
+impl From<GuardError> for ApiError {
     fn from(e: GuardError) -> Self {
         match e {
-            GuardError::Invalid(invalid @ InvalidInput::ResultTooLarge { .. }) => Self::Refused {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "result_too_large",
-                message: invalid.to_string(),
-                extra: json!({}),
-                retry_after: None,
-            },
+            GuardError::Invalid(invalid @ InvalidInput::ResultTooLarge { .. }) => {
+                Self::ResultTooLarge(invalid.to_string())
+            }
             GuardError::Invalid(invalid) => {
                 let code = match invalid {
                     InvalidInput::Key(_) => "invalid_key",
                     InvalidInput::Fingerprint(_) => "invalid_fingerprint",
                     InvalidInput::Lease | InvalidInput::ResultTooLarge { .. } => "invalid_body",
                 };
-                Self::Api(ApiError::bad_request(code, invalid.to_string()))
+                Self::bad_request(code, invalid.to_string())
             }
-            GuardError::Redis(q) => Self::Api(q.into()),
-        }
-    }
-}
-
-impl IntoResponse for GuardReply {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Api(e) => e.into_response(),
-            Self::Refused {
-                status,
-                code,
-                message,
-                extra,
-                retry_after,
-            } => {
-                let mut body = json!({"error": {"code": code, "message": message}});
-                if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-                    body.extend(extra);
-                }
-                let mut response = (status, Json(body)).into_response();
-                if let Some(seconds) = retry_after {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-                }
-                response
-            }
+            GuardError::Redis(q) => q.into(),
         }
     }
 }
 
 /// The key from the path, checked.
-fn key(key: String) -> Result<String, GuardReply> {
-    Guard::check_key(&key).map_err(|e| GuardReply::from(GuardError::from(e)))?;
+fn key(key: String) -> Result<String, ApiError> {
+    Guard::check_key(&key).map_err(|e| ApiError::from(GuardError::from(e)))?;
     Ok(key)
 }
 
@@ -121,14 +68,10 @@ fn result_value(text: &str) -> Value {
 }
 
 /// `201` of `begin`: the caller holds the key until `lease_until_ms`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON the guard handlers build"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Acquired {
     /// `acquired`.
-    state: String,
+    state: &'static str,
     key: String,
     /// Pass to `complete` or `release`.
     token: u64,
@@ -137,76 +80,76 @@ struct Acquired {
 }
 
 /// `200` of `begin` (a replay, `Idempotent-Replayed: true`) and of `complete`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON the guard handlers build"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Completed {
     /// `completed`.
-    state: String,
+    state: &'static str,
     key: String,
     /// The stored result, as given to `complete`: any JSON value.
     result: Value,
     /// When it completed (epoch ms); only in `begin`'s replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
     completed_ms: Option<u64>,
 }
 
 /// `409` of `begin` (`in_progress`, with `Retry-After`) and of `complete`/`release`
 /// (`stale_token`): the error body plus the key's state.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON the guard handlers build"
-)]
-struct Conflict {
-    error: ErrorDetail,
+// The body of `ApiError::KeyConflict`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Conflict {
+    pub error: ErrorDetail,
     /// The key's state: `in_progress`, `completed` or `absent`.
-    state: String,
-    key: String,
+    pub state: &'static str,
+    pub key: String,
     /// Only with `in_progress`.
-    lease_until_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until_ms: Option<u64>,
     /// Only with `in_progress` (also the `Retry-After` header).
-    retry_after_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// `200` of `release`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON the guard handlers build"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Released {
     /// `absent`.
-    state: String,
+    state: &'static str,
     key: String,
     released: bool,
 }
 
+/// A field of `KeyView` only some states have: absent in the others (`None`), and `null`
+/// where the record lacks it (`Some(None)`).
+type InState<T> = Option<Option<T>>;
+
 /// `GET …/{key}`: the key's state; the fields after `now_ms` depend on it.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON the guard handlers build"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct KeyView {
     key: String,
     /// `absent`, `in_progress` or `completed`.
-    state: String,
+    state: &'static str,
     /// The latest owner's fencing token; `null` for a key never held (within the retention).
     token: Option<u64>,
     /// When the record last changed (epoch ms); `null` for a key never held.
     updated_ms: Option<u64>,
     now_ms: u64,
     /// `in_progress` and `completed` only.
-    fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    fingerprint: InState<String>,
     /// `in_progress` only.
-    lease_until_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    lease_until_ms: InState<u64>,
     /// `in_progress` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     lease_expired: Option<bool>,
     /// `completed` only.
-    completed_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    completed_ms: InState<u64>,
     /// `completed` only: the stored result (any JSON value).
+    #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Value>,
 }
 
@@ -253,13 +196,13 @@ struct BeginBody {
     )
 )]
 async fn begin(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     ApiPath(path): ApiPath<String>,
     _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<BeginBody>,
-) -> Result<Response, GuardReply> {
+) -> Result<Response, ApiError> {
     let key = key(path)?;
-    match guard(&state)
+    match guard
         .begin(&key, &body.fingerprint, body.lease_seconds)
         .await?
     {
@@ -269,13 +212,13 @@ async fn begin(
             lease_seconds,
         } => Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "state": "acquired",
-                "key": key,
-                "token": token,
-                "lease_seconds": lease_seconds,
-                "lease_until_ms": lease_until_ms,
-            })),
+            Json(Acquired {
+                state: "acquired",
+                key,
+                token,
+                lease_seconds,
+                lease_until_ms,
+            }),
         )
             .into_response()),
         Begin::InProgress {
@@ -284,20 +227,18 @@ async fn begin(
         } => {
             // Whole seconds, rounded up: a caller that waits this long finds the lease over.
             let retry_after = remaining_ms.div_ceil(1000).max(1);
-            Err(GuardReply::Refused {
-                status: StatusCode::CONFLICT,
-                code: "in_progress",
-                message: format!(
-                    "another caller holds the key {key:?}; its lease ends in {retry_after} s"
-                ),
-                extra: json!({
-                    "state": "in_progress",
-                    "key": key,
-                    "lease_until_ms": lease_until_ms,
-                    "retry_after_seconds": retry_after,
-                }),
-                retry_after: Some(retry_after),
-            })
+            Err(ApiError::KeyConflict(Box::new(Conflict {
+                error: ErrorDetail {
+                    code: "in_progress",
+                    message: format!(
+                        "another caller holds the key {key:?}; its lease ends in {retry_after} s"
+                    ),
+                },
+                state: "in_progress",
+                key,
+                lease_until_ms: Some(lease_until_ms),
+                retry_after_seconds: Some(retry_after),
+            })))
         }
         Begin::Completed {
             result,
@@ -308,22 +249,19 @@ async fn begin(
                 IDEMPOTENT_REPLAYED.clone(),
                 HeaderValue::from_static("true"),
             )],
-            Json(json!({
-                "state": "completed",
-                "key": key,
-                "result": result_value(&result),
-                "completed_ms": completed_ms,
-            })),
+            Json(Completed {
+                state: "completed",
+                key,
+                result: result_value(&result),
+                completed_ms: Some(completed_ms),
+            }),
         )
             .into_response()),
-        Begin::Mismatch => Err(GuardReply::Refused {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
+        Begin::Mismatch => Err(ApiError::Unprocessable {
             code: "fingerprint_mismatch",
             message: format!(
                 "the key {key:?} was used for a request with another fingerprint: use a new key"
             ),
-            extra: json!({}),
-            retry_after: None,
         }),
     }
 }
@@ -362,19 +300,20 @@ struct CompleteBody {
     )
 )]
 async fn complete(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     ApiPath(path): ApiPath<String>,
     _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<CompleteBody>,
-) -> Result<Json<Value>, GuardReply> {
+) -> Result<Json<Completed>, ApiError> {
     let key = key(path)?;
     let text = body.result.to_string();
-    match guard(&state).complete(&key, body.token, &text).await? {
-        Complete::Completed { result } => Ok(Json(json!({
-            "state": "completed",
-            "key": key,
-            "result": result_value(&result),
-        }))),
+    match guard.complete(&key, body.token, &text).await? {
+        Complete::Completed { result } => Ok(Json(Completed {
+            state: "completed",
+            result: result_value(&result),
+            key,
+            completed_ms: None,
+        })),
         Complete::Stale { state } => Err(stale(&key, body.token, state)),
     }
 }
@@ -407,33 +346,38 @@ struct ReleaseBody {
     )
 )]
 async fn release(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     ApiPath(path): ApiPath<String>,
     _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ReleaseBody>,
-) -> Result<Json<Value>, GuardReply> {
+) -> Result<Json<Released>, ApiError> {
     let key = key(path)?;
-    match guard(&state).release(&key, body.token).await? {
-        Release::Released => Ok(Json(
-            json!({"state": "absent", "key": key, "released": true}),
-        )),
+    match guard.release(&key, body.token).await? {
+        Release::Released => Ok(Json(Released {
+            state: "absent",
+            key,
+            released: true,
+        })),
         Release::Stale { state } => Err(stale(&key, body.token, state)),
     }
 }
 
 /// 409 `stale_token`: `token` does not own `key` (any more).
-fn stale(key: &str, token: u64, state: KeyState) -> GuardReply {
-    GuardReply::Refused {
-        status: StatusCode::CONFLICT,
-        code: "stale_token",
-        message: format!(
-            "token {token} does not hold the key {key:?} (it is {}): its lease was taken over, \
-             released, completed or forgotten",
-            state.as_str()
-        ),
-        extra: json!({"state": state.as_str(), "key": key}),
-        retry_after: None,
-    }
+fn stale(key: &str, token: u64, state: KeyState) -> ApiError {
+    ApiError::KeyConflict(Box::new(Conflict {
+        error: ErrorDetail {
+            code: "stale_token",
+            message: format!(
+                "token {token} does not hold the key {key:?} (it is {}): its lease was taken \
+                 over, released, completed or forgotten",
+                state.as_str()
+            ),
+        },
+        state: state.as_str(),
+        key: key.to_string(),
+        lease_until_ms: None,
+        retry_after_seconds: None,
+    }))
 }
 
 /// A key's state (role `read`).
@@ -453,37 +397,27 @@ fn stale(key: &str, token: u64, state: KeyState) -> GuardReply {
     )
 )]
 async fn show(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     ApiPath(path): ApiPath<String>,
     _: ApiQuery<NoQuery>,
     _: NoBody,
-) -> Result<Json<Value>, GuardReply> {
+) -> Result<Json<KeyView>, ApiError> {
     let key = key(path)?;
-    let r = guard(&state).get(&key).await?;
-    let mut body = json!({
-        "key": key,
-        "state": r.state.as_str(),
-        "token": r.token,
-        "updated_ms": r.updated_ms,
-        "now_ms": r.now_ms,
-    });
-    if let Some(map) = body.as_object_mut() {
-        match r.state {
-            KeyState::Absent => {}
-            KeyState::InProgress => {
-                map.insert("fingerprint".into(), json!(r.fingerprint));
-                map.insert("lease_until_ms".into(), json!(r.lease_until_ms));
-                map.insert("lease_expired".into(), json!(r.lease_expired));
-            }
-            KeyState::Completed => {
-                map.insert("fingerprint".into(), json!(r.fingerprint));
-                map.insert("completed_ms".into(), json!(r.completed_ms));
-                let result = r.result.as_deref().map_or(Value::Null, result_value);
-                map.insert("result".into(), result);
-            }
-        }
-    }
-    Ok(Json(body))
+    let r = guard.get(&key).await?;
+    let in_progress = r.state == KeyState::InProgress;
+    let completed = r.state == KeyState::Completed;
+    Ok(Json(KeyView {
+        state: r.state.as_str(),
+        token: r.token,
+        updated_ms: r.updated_ms,
+        now_ms: r.now_ms,
+        fingerprint: (in_progress || completed).then_some(r.fingerprint),
+        lease_until_ms: in_progress.then_some(r.lease_until_ms),
+        lease_expired: in_progress.then_some(r.lease_expired),
+        completed_ms: completed.then_some(r.completed_ms),
+        result: completed.then(|| r.result.as_deref().map_or(Value::Null, result_value)),
+        key,
+    }))
 }
 
 /// Forget a key whatever its state: an operator's action (role `admin`).
@@ -503,12 +437,12 @@ async fn show(
     )
 )]
 async fn delete(
-    State(state): State<AppState>,
+    State(guard): State<Arc<Guard>>,
     ApiPath(path): ApiPath<String>,
     _: ApiQuery<NoQuery>,
     _: NoBody,
-) -> Result<Json<Deleted>, GuardReply> {
+) -> Result<Json<Deleted>, ApiError> {
     let key = key(path)?;
-    let deleted = guard(&state).delete(&key).await?;
+    let deleted = guard.delete(&key).await?;
     Ok(Json(Deleted { key, deleted }))
 }

@@ -3,40 +3,40 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery, NoBody, NoQuery};
+use super::error::{ApiError, ApiQuery, ErrorDetail, NoBody, NoQuery};
 use crate::config::redact_url;
 use crate::queue::rq::RedisStatus;
 
 /// How long `/readyz` waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// What `/healthz` answers.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Healthz {
     /// Always `ok`.
     status: &'static str,
 }
 
 /// What `/readyz` answers when Redis answers.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "schema only: describes the JSON `readyz` builds")]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Ready {
     /// `ready`, or `degraded` when the audit trail lags (retries still work).
-    status: String,
+    status: &'static str,
     /// Whether the audit trail keeps up; `null` when it cannot be read.
     audit: Option<crate::audit::AuditHealth>,
     redis: ReadyRedis,
@@ -45,8 +45,7 @@ struct Ready {
 }
 
 /// The Redis `/readyz` checked.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "schema only: describes the JSON `readyz` builds")]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ReadyRedis {
     /// The Redis URL, password redacted.
     url: String,
@@ -58,18 +57,20 @@ struct ReadyRedis {
 }
 
 /// What `/readyz` answers when Redis does not: the error body plus `status` and `redis`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(
-    dead_code,
-    reason = "schema only: describes the JSON `not_ready` builds"
-)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct NotReady {
-    error: super::error::ErrorDetail,
+    error: ErrorDetail,
     /// Always `not_ready`.
-    status: String,
+    status: &'static str,
     /// `{"url": …}`, the password redacted.
     #[schema(value_type = Object)]
-    redis: serde_json::Value,
+    redis: RedisUrl,
+}
+
+/// The `redis` of `NotReady`.
+#[derive(Debug, Serialize)]
+struct RedisUrl {
+    url: String,
 }
 
 /// Liveness: the process answers (open, no token).
@@ -96,26 +97,28 @@ async fn healthz(_: ApiQuery<NoQuery>, _: NoBody) -> Json<Healthz> {
 )]
 async fn readyz(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) -> Response {
     let redis_url = redact_url(&state.config.redis.url);
-    let status =
-        match tokio::time::timeout(READY_TIMEOUT, state.service.backend().redis_status()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => return not_ready(redis_url, ApiError::from(e)),
-            Err(_) => {
-                return not_ready(
-                    redis_url,
-                    ApiError::RedisUnavailable(format!("no answer within {READY_TIMEOUT:?}")),
-                );
-            }
-        };
+    let status = match tokio::time::timeout(READY_TIMEOUT, state.backend.redis_status()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return not_ready(redis_url, ApiError::from(e)),
+        Err(_) => {
+            return not_ready(
+                redis_url,
+                ApiError::RedisUnavailable(format!("no answer within {READY_TIMEOUT:?}")),
+            );
+        }
+    };
     let mut warnings = durability_warnings(&status);
     // A degraded audit does not stop retries (their records wait in the outbox), so the
     // instance stays ready; the status and a warning say so.
-    let audit = super::jobs::audit_health(&state).await;
-    let degraded = audit["status"] == "degraded";
+    let audit = super::jobs::audit_health(&state.audit).await;
+    let degraded = audit.as_ref().is_some_and(|a| a.status == "degraded");
     if degraded {
         warnings.push(format!(
             "audit degraded: {}",
-            audit["reason"].as_str().unwrap_or("unknown")
+            audit
+                .as_ref()
+                .and_then(|a| a.reason.as_deref())
+                .unwrap_or("unknown")
         ));
     }
     // A bindings table that failed to build: the last good one judges, but not the newest.
@@ -123,26 +126,30 @@ async fn readyz(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) 
         warnings.push(format!("policy bindings: {error}"));
     }
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
-    Json(json!({
-        "status": if degraded { "degraded" } else { "ready" },
-        "audit": audit,
-        "redis": {
-            "url": redis_url,
-            "ping_ms": status.ping_ms,
-            "appendonly": show(&status.appendonly),
-            "appendfsync": show(&status.appendfsync),
-            "maxmemory_policy": show(&status.maxmemory_policy),
+    Json(Ready {
+        status: if degraded { "degraded" } else { "ready" },
+        audit,
+        redis: ReadyRedis {
+            url: redis_url,
+            ping_ms: status.ping_ms,
+            appendonly: show(&status.appendonly),
+            appendfsync: show(&status.appendfsync),
+            maxmemory_policy: show(&status.maxmemory_policy),
         },
-        "warnings": warnings,
-    }))
+        warnings,
+    })
     .into_response()
 }
 
+/// 503 with the error and the Redis `/readyz` tried (no `Retry-After`: a probe asks again
+/// on its own schedule).
 fn not_ready(redis_url: String, e: ApiError) -> Response {
     e.log();
-    let mut body = e.body();
-    body["status"] = json!("not_ready");
-    body["redis"] = json!({"url": redis_url});
+    let body = NotReady {
+        error: e.detail(),
+        status: "not_ready",
+        redis: RedisUrl { url: redis_url },
+    };
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 

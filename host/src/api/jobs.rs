@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Actor;
@@ -30,13 +30,13 @@ const MAX_NAME_BYTES: usize = 512;
 /// Longest `reason` accepted (it goes into every audit record).
 const MAX_REASON_BYTES: usize = 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/jobs/failed", get(list))
-        .route("/api/v1/jobs/failed/retry-all", post(retry_all))
-        .route("/api/v1/jobs/failed/{id}", get(show))
-        .route("/api/v1/jobs/failed/{id}/retry", post(retry))
-        .route("/api/v1/jobs/stats", get(stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list))
+        .routes(routes!(retry_all))
+        .routes(routes!(show))
+        .routes(routes!(retry))
+        .routes(routes!(stats))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -237,7 +237,7 @@ struct RetryAllQuery {
 }
 
 /// A retry-all still running: watch it at `status_url`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Accepted {
     operation_id: String,
     /// `/api/v1/operations/{operation_id}` (also the `Location` header).
@@ -328,8 +328,7 @@ async fn retry_all(
 }
 
 /// What `GET /api/v1/jobs/stats` answers.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "schema only: describes the JSON `stats` builds")]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Stats {
     /// Jobs per queue and registry.
     queues: Vec<crate::queue::QueueCounts>,
@@ -343,7 +342,7 @@ struct Stats {
     /// Today's retry metrics from the audit trail (`date`, `retries_today`, `decisions`,
     /// rates, per job type…); `null` without an audit directory or when it cannot be read.
     #[schema(value_type = Option<Object>)]
-    retries: serde_json::Value,
+    retries: Option<crate::analytics::stats::RetryStats>,
     /// Whether the audit trail keeps up; `null` when it cannot be read.
     audit: Option<crate::audit::AuditHealth>,
 }
@@ -367,47 +366,40 @@ async fn stats(
     State(state): State<AppState>,
     _: ApiQuery<NoQuery>,
     _: NoBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let s = state.service.stats(STATS_MAX_JOBS).await?;
     // Today's retry metrics from the audit trail; `null` when the audit is not configured
     // or cannot be read (logged): the queue counts still answer.
-    let retries = match &state.audit_dir {
-        Some(dir) => {
-            let mut conn = state.service.backend().connection();
-            let now = crate::retry::service::now_ms();
-            match crate::analytics::stats::retry_stats(&mut conn, dir, now).await {
-                Ok(r) => serde_json::to_value(r).unwrap_or_default(),
-                Err(e) => {
-                    ApiError::from(e).log();
-                    serde_json::Value::Null
-                }
-            }
+    let retries = match state.analytics.retry_stats(crate::clock::now_ms()).await {
+        Ok(r) => r,
+        Err(e) => {
+            ApiError::from(e).log();
+            None
         }
-        None => serde_json::Value::Null,
     };
-    let audit = audit_health(&state).await;
-    Ok(Json(json!({
-        "queues": s.queues,
-        "failed_by_type": s.failed_by_type,
-        "failed_by_type_examined": s.failed_examined,
-        "failed_by_type_complete": s.failed_complete,
-        "failed_by_type_limit": STATS_MAX_JOBS,
-        "audit_outbox_length": s.outbox_len,
-        "retries": retries,
-        "audit": audit,
-    })))
+    let audit = audit_health(&state.audit).await;
+    Ok(Json(Stats {
+        queues: s.queues,
+        failed_by_type: s.failed_by_type,
+        failed_by_type_examined: s.failed_examined,
+        failed_by_type_complete: s.failed_complete,
+        failed_by_type_limit: STATS_MAX_JOBS as u64,
+        audit_outbox_length: s.outbox_len,
+        retries,
+        audit,
+    }))
 }
 
-/// Whether the audit trail keeps up (`crate::audit::health`), as JSON; `null` when it
-/// cannot be read (logged).
-pub(super) async fn audit_health(state: &AppState) -> serde_json::Value {
-    let mut conn = state.service.backend().connection();
-    let max_lag_ms = state.config.audit.max_lag_seconds.saturating_mul(1000);
-    match crate::audit::health(&mut conn, max_lag_ms).await {
-        Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+/// Whether the audit trail keeps up (`crate::audit::health`); `None` (`null`) when it cannot
+/// be read (logged).
+pub(super) async fn audit_health(
+    audit: &crate::audit::AuditReader,
+) -> Option<crate::audit::AuditHealth> {
+    match audit.health().await {
+        Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the audit health");
-            serde_json::Value::Null
+            None
         }
     }
 }

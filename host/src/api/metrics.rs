@@ -6,11 +6,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiQuery, NoBody, NoQuery};
@@ -21,8 +21,8 @@ const MAX_CLASSIFIED: usize = 10_000;
 /// How long the per-failure-type counts are reused.
 const CLASSIFIED_TTL: Duration = Duration::from_secs(30);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(metrics))
 }
 
 /// Prometheus metrics in the text exposition format 0.0.4 (open unless `[auth]
@@ -134,9 +134,7 @@ async fn gauges(state: &AppState, out: &mut String) {
         }
     }
 
-    let mut conn = state.service.backend().connection();
-    let max_lag_ms = state.config.audit.max_lag_seconds.saturating_mul(1000);
-    if let Ok(h) = crate::audit::health(&mut conn, max_lag_ms).await {
+    if let Ok(h) = state.audit.health().await {
         header(
             out,
             "retryguard_audit_backlog",

@@ -1,12 +1,16 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated from the handlers'
 //! `#[utoipa::path]` annotations and the `ToSchema`/`IntoParams` derives of the types they
-//! take and return (never hand-written). `tests/api/openapi.rs` checks that every route of
-//! `super::ROUTES` is in it, and nothing else.
+//! take and return (never hand-written). `ApiDoc` is what is not a route (info, tags, the
+//! security scheme); `super::routes` adds each route's operation beside the handler that
+//! serves it, so the document and the router come from the same `#[utoipa::path]`.
 
-use axum::routing::get;
-use axum::{Json, Router};
+use std::sync::LazyLock;
+
+use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiQuery, NoBody, NoQuery};
@@ -29,39 +33,6 @@ use super::error::{ApiQuery, NoBody, NoQuery};
             limit), 414 (URI over 8192 bytes), 415 (a JSON route's body is not \
             `application/json`) and 503 `timeout`."
     ),
-    paths(
-        super::jobs::list,
-        super::jobs::show,
-        super::jobs::retry,
-        super::jobs::retry_all,
-        super::jobs::stats,
-        super::audit::retry_audit,
-        super::operations::show,
-        super::operations::cancel,
-        super::health::healthz,
-        super::health::readyz,
-        super::metrics::metrics,
-        super::guard::begin,
-        super::guard::complete,
-        super::guard::release,
-        super::guard::show,
-        super::guard::delete,
-        super::policies::list,
-        super::policies::upload,
-        super::policies::show,
-        super::policies::retire,
-        super::policies::settings,
-        super::policies::bindings,
-        super::policies::binding,
-        super::policies::bind,
-        super::policies::unbind,
-        super::policies::history,
-        super::policies::rollback,
-        super::policies::promote,
-        super::policies::experiments,
-        super::policies::replay,
-        openapi_json,
-    ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags(
@@ -74,7 +45,7 @@ use super::error::{ApiQuery, NoBody, NoQuery};
         (name = "meta", description = "This document"),
     )
 )]
-struct ApiDoc;
+pub(super) struct ApiDoc;
 
 /// Adds the `bearerAuth` scheme the operations' `security` refers to.
 struct BearerAuth;
@@ -97,13 +68,17 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document: `ApiDoc` with the operation of every route, built once.
+pub(super) static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> =
+    LazyLock::new(|| super::routes().into_openapi());
+
 /// The document, as `/openapi.json` serves it.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    DOCUMENT.clone()
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(openapi_json))
 }
 
 /// This OpenAPI 3.1 document (open, no token).

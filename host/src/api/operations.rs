@@ -7,17 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::views::{SummaryJson, all_counts};
 use super::{AppState, Service};
+use crate::clock::{new_operation_id, now_ms};
 use crate::queue::rq::decode::format_rq_time;
-use crate::retry::service::{new_operation_id, now_ms};
 use crate::retry::{JobFilter, Progress, RetryOptions, Summary};
 
 /// How long a finished operation stays visible.
@@ -25,8 +26,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// Most finished operations kept (the oldest go first).
 const MAX_FINISHED: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/operations/{id}", get(show).delete(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(show, cancel))
 }
 
 /// How an operation ended: its summary, or the error that stopped it (already logged).
@@ -118,8 +119,7 @@ pub struct OperationJson {
     pub finished_at: Option<String>,
     pub summary: Option<SummaryJson>,
     /// `{"error": {"code", "message"}}` of a failed operation.
-    #[schema(value_type = Option<ErrorBody>)]
-    pub error: Option<serde_json::Value>,
+    pub error: Option<ErrorBody>,
 }
 
 /// The registry of operations.

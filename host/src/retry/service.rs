@@ -20,7 +20,7 @@ use super::state::{self, Recorded, RetryState};
 use super::types::{
     JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, Stats, Summary,
 };
-pub use crate::clock::{new_operation_id, now_ms};
+use crate::clock::{new_operation_id, now_ms};
 use crate::keyspace;
 use crate::policy::{Params, Policy, PolicyEngine};
 use crate::queue::{FailedJob, JobRef, QueueBackend};

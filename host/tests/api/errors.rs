@@ -259,7 +259,7 @@ fn request(
 async fn every_route_refuses_unknown_parameters_and_bodies_it_does_not_read() {
     let redis = RedisServer::start();
     let app = app(&redis).await;
-    for (method, template) in retryguard::api::ROUTES {
+    for (method, template) in retryguard::api::ROUTES.iter() {
         let uri = concrete(template);
         // An unknown parameter is refused by name, everywhere, before any body is looked at.
         let bad_query = format!("{uri}?feul=5");
