@@ -15,6 +15,9 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
   (cd policies && cargo fmt --all -- --check)
 
+  step "layering: no cycle between host/src's top-level modules, no source file over 700 lines"
+  python3 scripts/module-graph.py >/dev/null || python3 scripts/module-graph.py -v
+
   step "clippy: host (the policies are built, not linted, by host/build.rs)"
   cargo clippy --release --all-targets -- -D warnings
 

@@ -22,7 +22,6 @@ use crate::app::App;
 use crate::audit::AuditDir;
 use crate::config::Config;
 
-pub mod audit;
 pub mod auth;
 pub mod bindings;
 pub mod error;
@@ -35,6 +34,7 @@ pub mod operations;
 pub mod origin;
 pub mod policies;
 pub mod replay;
+pub mod retry_audit;
 pub mod views;
 
 pub use error::ApiError;
@@ -177,7 +177,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .merge(operations::router())
         .merge(health::router())
         .merge(metrics::router())
-        .merge(audit::router())
+        .merge(retry_audit::router())
         .merge(guard::router())
         .merge(policies::router())
         .merge(bindings::router())

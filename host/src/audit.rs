@@ -22,19 +22,6 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-/// retryguard's audit keys in Redis (`crate::keyspace` names every key; these are its audit
-/// ones, under the names the writer and the queries use).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Keys;
-
-impl Keys {
-    pub const OUTBOX: &'static str = crate::keyspace::AUDIT_OUTBOX;
-    pub const GROUP: &'static str = crate::keyspace::AUDIT_GROUP;
-    pub const LEASE: &'static str = crate::keyspace::AUDIT_LEASE;
-    pub const BLOBS: &'static str = crate::keyspace::AUDIT_BLOBS;
-    pub const WRITER_STATUS: &'static str = crate::keyspace::AUDIT_WRITER_STATUS;
-}
-
 /// Read access to the audit trail for one process: its health from Redis, and queries over
 /// the outbox and the directory when one is configured. Built once by `crate::app`.
 #[derive(Clone)]
@@ -131,17 +118,17 @@ pub async fn health(
         Vec<Option<String>>,
     ) = redis::pipe()
         .cmd("XLEN")
-        .arg(Keys::OUTBOX)
+        .arg(crate::keyspace::AUDIT_OUTBOX)
         .cmd("XRANGE")
-        .arg(Keys::OUTBOX)
+        .arg(crate::keyspace::AUDIT_OUTBOX)
         .arg("-")
         .arg("+")
         .arg("COUNT")
         .arg(1)
         .cmd("GET")
-        .arg(Keys::LEASE)
+        .arg(crate::keyspace::AUDIT_LEASE)
         .cmd("HMGET")
-        .arg(Keys::WRITER_STATUS)
+        .arg(crate::keyspace::AUDIT_WRITER_STATUS)
         .arg("last_flush_ms")
         .arg("last_error")
         .query_async(conn)
@@ -197,11 +184,7 @@ pub async fn tracebacks(
         .arg(&shas)
         .query_async(conn)
         .await
-        .map_err(|e| {
-            query::QueryError::from(crate::queue::QueueError::from(
-                crate::redis_error::RedisError::from(e),
-            ))
-        })?;
+        .map_err(|e| query::QueryError::from(crate::redis_error::RedisError::from(e)))?;
     let mut missing = Vec::new();
     for (sha, text) in shas.into_iter().zip(texts) {
         match text {

@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody, NoBody, NoQuery};
 use super::views::{SummaryJson, all_counts};
 use super::{AppState, Service};
+use crate::clock::format_rfc3339;
 use crate::clock::{new_operation_id, now_ms};
-use crate::queue::rq::decode::format_rq_time;
 use crate::retry::{JobFilter, Progress, RetryOptions, Summary};
 
 /// How long a finished operation stays visible.
@@ -81,9 +81,9 @@ impl Operation {
                 if s.cancelled { "cancelled" } else { "finished" },
                 Some(SummaryJson::from(s)),
                 None,
-                Some(format_rq_time(*at)),
+                Some(format_rfc3339(*at)),
             ),
-            Some((Err(e), at, _)) => ("failed", None, Some(e.body()), Some(format_rq_time(*at))),
+            Some((Err(e), at, _)) => ("failed", None, Some(e.body()), Some(format_rfc3339(*at))),
         };
         OperationJson {
             operation_id: self.id.clone(),
@@ -93,7 +93,7 @@ impl Operation {
             total: self.progress.total.load(Ordering::Relaxed),
             processed: self.progress.processed.load(Ordering::Relaxed),
             counts: all_counts(&self.progress.counts()),
-            started_at: format_rq_time(self.started_ms),
+            started_at: format_rfc3339(self.started_ms),
             finished_at,
             summary,
             error,

@@ -6,9 +6,9 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::error::ApiError;
+use crate::clock::format_rfc3339;
 use crate::policy::HoldKind;
 use crate::queue::JobRef;
-use crate::queue::rq::decode::format_rq_time;
 use crate::retry::{JobOutcome, JobView, Outcome, Summary};
 
 /// Longest cursor accepted (a `JobRef` of a long queue name and id).
@@ -67,14 +67,14 @@ impl JobJson {
             status: job.status,
             exc_type: job.exc_type,
             exc_message: job.exc_message,
-            failed_at: job.failed_at_ms.map(format_rq_time),
+            failed_at: job.failed_at_ms.map(format_rfc3339),
             failure_type: view.classification.as_ref().map(|c| c.failure_type.clone()),
             retryable: view.classification.as_ref().map(|c| c.retryable),
             is_retryable: action == "retry",
             attempts: view.attempts,
             decision: DecisionJson {
                 action,
-                retry_at: view.retry_at_ms.map(format_rq_time),
+                retry_at: view.retry_at_ms.map(format_rfc3339),
                 hold_kind: view.hold_kind,
                 reason: view.reason,
             },
@@ -115,7 +115,7 @@ impl From<JobOutcome> for OutcomeJson {
             retryable: o.classification.as_ref().map(|c| c.retryable),
             attempt: o.attempt,
             policy_digest: o.policy_digest,
-            retry_at: o.retry_at_ms.map(format_rq_time),
+            retry_at: o.retry_at_ms.map(format_rfc3339),
             dry_run: o.dry_run,
             forced: o.forced,
         }
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-29T14:00:01.234+02:00"), Some(z));
         assert_eq!(parse_rfc3339("2026-11-29T07:30:01.234-04:30"), Some(z));
         assert_eq!(parse_rfc3339("2026-11-29t12:00:01.234z"), Some(z));
-        assert_eq!(parse_rfc3339(&format_rq_time(z)), Some(z));
+        assert_eq!(parse_rfc3339(&format_rfc3339(z)), Some(z));
         for bad in [
             "",
             "2026-11-29",

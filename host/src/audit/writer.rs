@@ -21,13 +21,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use redis::Value;
 use redis::aio::ConnectionManager;
-use redis::{Value, from_redis_value};
 use tokio::sync::watch;
 
-use super::Keys;
 use super::files::{AuditDir, Written};
-use super::schema::{self, AuditRecord, StreamId};
+use super::schema::{self, AuditRecord};
+
+mod entries;
+mod lease;
+
+pub use entries::{Entry, parse_entries, parse_xread};
 
 /// Settings of the writer (config section `[audit]`).
 #[derive(Debug, Clone)]
@@ -99,20 +103,6 @@ local ids = {}
 for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 redis.call('XACK', KEYS[2], ARGV[2], unpack(ids))
 return redis.call('XDEL', KEYS[2], unpack(ids))
-"#;
-
-/// Renews the lease if it is ours. KEYS[1] lease; ARGV[1] token, ARGV[2] ttl ms.
-const RENEW_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"#;
-
-/// Releases the lease if it is ours.
-const RELEASE_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 "#;
 
 /// Longest single blocking read of the outbox.
@@ -227,10 +217,6 @@ impl AuditWriter {
         self.release().await;
     }
 
-    fn holds_lease(&self) -> bool {
-        self.lease_until.is_some_and(|t| Instant::now() < t)
-    }
-
     async fn report_error(&mut self, e: &WriteError) {
         tracing::error!(error = %e, "audit writer: nothing was acknowledged; will retry");
         self.status.set_error(Some(e.to_string()));
@@ -262,105 +248,6 @@ impl AuditWriter {
         let empty = entries.is_empty();
         let n = self.write(entries).await?;
         Ok(if empty { 0 } else { n.max(1) })
-    }
-
-    /// Takes the lease if free, renews it if ours. On taking it, prepares: clears staging,
-    /// reads which ranges are durable, claims every pending entry of earlier writers.
-    async fn ensure_lease(&mut self) -> Result<bool, WriteError> {
-        let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(15_000);
-        let margin = self.config.lease_ttl / 5;
-        if self.holds_lease() {
-            if self.last_renew.elapsed() < self.config.lease_ttl / 3 {
-                return Ok(true);
-            }
-            let started = Instant::now();
-            let renewed: i64 = redis::Script::new(RENEW_LUA)
-                .key(Keys::LEASE)
-                .arg(&self.token)
-                .arg(ttl_ms)
-                .invoke_async(&mut self.conn)
-                .await?;
-            if renewed == 1 {
-                self.last_renew = started;
-                self.lease_until = Some(started + self.config.lease_ttl - margin);
-                return Ok(true);
-            }
-            tracing::warn!("audit writer: lost the lease");
-            self.lease_until = None;
-            self.status.holds_lease.store(false, Ordering::Relaxed);
-            return Ok(false);
-        }
-        let started = Instant::now();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(Keys::LEASE)
-            .arg(&self.token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut self.conn)
-            .await?;
-        if taken.is_none() {
-            self.status.holds_lease.store(false, Ordering::Relaxed);
-            return Ok(false);
-        }
-        self.last_renew = started;
-        self.lease_until = Some(started + self.config.lease_ttl - margin);
-        if let Err(e) = self.take_over().await {
-            self.release().await;
-            return Err(e);
-        }
-        self.status.holds_lease.store(true, Ordering::Relaxed);
-        tracing::info!(writer = %self.token, "audit writer: took the lease");
-        Ok(true)
-    }
-
-    async fn take_over(&mut self) -> Result<(), WriteError> {
-        let dir = self.dir.clone();
-        self.written = tokio::task::spawn_blocking(move || {
-            dir.clear_staging()?;
-            dir.written()
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(Keys::OUTBOX)
-            .arg(Keys::GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut self.conn)
-            .await;
-        if let Err(e) = created
-            && e.code() != Some("BUSYGROUP")
-        {
-            return Err(e.into());
-        }
-        // Claim every entry another consumer read and never acknowledged.
-        let mut cursor = "0-0".to_string();
-        loop {
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(Keys::OUTBOX)
-                .arg(Keys::GROUP)
-                .arg(&self.token)
-                .arg(0)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("JUSTID")
-                .query_async(&mut self.conn)
-                .await?;
-            let next = match &reply {
-                Value::Array(items) => items
-                    .first()
-                    .and_then(|v| from_redis_value::<String>(v.clone()).ok()),
-                _ => None,
-            };
-            match next {
-                Some(n) if n != "0-0" => cursor = n,
-                _ => break,
-            }
-        }
-        Ok(())
     }
 
     /// Reads one batch: our pending entries first (claimed or left by a failed flush),
@@ -407,14 +294,16 @@ impl AuditWriter {
     ) -> Result<Vec<Entry>, WriteError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
-            .arg(Keys::GROUP)
+            .arg(crate::keyspace::AUDIT_GROUP)
             .arg(&self.token)
             .arg("COUNT")
             .arg(count.max(1));
         if let Some(b) = block {
             cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
         }
-        cmd.arg("STREAMS").arg(Keys::OUTBOX).arg(from);
+        cmd.arg("STREAMS")
+            .arg(crate::keyspace::AUDIT_OUTBOX)
+            .arg(from);
         let reply: Value = cmd.query_async(&mut self.conn).await?;
         Ok(parse_xread(reply))
     }
@@ -458,10 +347,10 @@ impl AuditWriter {
         }
         for chunk in ack.chunks(ACK_CHUNK) {
             let acked: i64 = redis::Script::new(ACK_LUA)
-                .key(Keys::LEASE)
-                .key(Keys::OUTBOX)
+                .key(crate::keyspace::AUDIT_LEASE)
+                .key(crate::keyspace::AUDIT_OUTBOX)
                 .arg(&self.token)
-                .arg(Keys::GROUP)
+                .arg(crate::keyspace::AUDIT_GROUP)
                 .arg(chunk)
                 .invoke_async(&mut self.conn)
                 .await?;
@@ -490,7 +379,7 @@ impl AuditWriter {
         let mut cursor: u64 = 0;
         loop {
             let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(Keys::BLOBS)
+                .arg(crate::keyspace::AUDIT_BLOBS)
                 .arg(cursor)
                 .arg("COUNT")
                 .arg(200)
@@ -507,7 +396,7 @@ impl AuditWriter {
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
                 redis::cmd("HDEL")
-                    .arg(Keys::BLOBS)
+                    .arg(crate::keyspace::AUDIT_BLOBS)
                     .arg(&shas)
                     .query_async::<()>(&mut self.conn)
                     .await?;
@@ -524,7 +413,7 @@ impl AuditWriter {
         let ttl = (self.config.lease_ttl.as_secs() * 4).max(10);
         redis::pipe()
             .cmd("HSET")
-            .arg(Keys::WRITER_STATUS)
+            .arg(crate::keyspace::AUDIT_WRITER_STATUS)
             .arg("writer")
             .arg(&self.token)
             .arg("updated_ms")
@@ -535,7 +424,7 @@ impl AuditWriter {
             .arg(error.unwrap_or(""))
             .ignore()
             .cmd("EXPIRE")
-            .arg(Keys::WRITER_STATUS)
+            .arg(crate::keyspace::AUDIT_WRITER_STATUS)
             .arg(ttl)
             .ignore()
             .query_async::<()>(&mut self.conn)
@@ -563,16 +452,6 @@ impl AuditWriter {
         if let Ok(w) = self.dir.written() {
             self.written = w;
         }
-    }
-
-    async fn release(&mut self) {
-        let _: redis::RedisResult<i64> = redis::Script::new(RELEASE_LUA)
-            .key(Keys::LEASE)
-            .arg(&self.token)
-            .invoke_async(&mut self.conn)
-            .await;
-        self.lease_until = None;
-        self.status.holds_lease.store(false, Ordering::Relaxed);
     }
 }
 
@@ -612,85 +491,6 @@ fn maintain(
         }
     }
     Ok(())
-}
-
-/// One outbox entry as read. `fields` is `None` for an entry deleted while pending.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub raw_id: String,
-    pub id: Option<StreamId>,
-    pub fields: Option<Vec<(String, String)>>,
-}
-
-/// Parses an `XREADGROUP`/`XRANGE` reply into entries.
-pub fn parse_xread(reply: Value) -> Vec<Entry> {
-    let streams = match reply {
-        Value::Array(s) => s,
-        Value::Map(m) => m
-            .into_iter()
-            .map(|(k, v)| Value::Array(vec![k, v]))
-            .collect(),
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for stream in streams {
-        let Value::Array(mut parts) = stream else {
-            continue;
-        };
-        if parts.len() != 2 {
-            continue;
-        }
-        if let Some(entries) = parts.pop() {
-            out.extend(parse_entries(entries));
-        }
-    }
-    out
-}
-
-/// Parses an array of `[id, [field, value, …]]` (an `XRANGE` reply).
-pub fn parse_entries(entries: Value) -> Vec<Entry> {
-    let Value::Array(entries) = entries else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|e| {
-            let Value::Array(mut pair) = e else {
-                return None;
-            };
-            let fields_v = if pair.len() > 1 { pair.pop() } else { None };
-            let raw_id: String = from_redis_value(pair.pop()?).ok()?;
-            let fields = match fields_v {
-                Some(Value::Array(kv)) => {
-                    // Values are moved, not copied: this loop runs for every field of every
-                    // record the writer moves (the bench's largest cost after the reply parse).
-                    let mut fields = Vec::with_capacity(kv.len() / 2);
-                    let mut it = kv.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        if let (Ok(k), Ok(v)) =
-                            (from_redis_value::<String>(k), from_redis_value::<String>(v))
-                        {
-                            fields.push((k, v));
-                        }
-                    }
-                    Some(fields)
-                }
-                Some(Value::Map(kv)) => Some(
-                    kv.into_iter()
-                        .filter_map(|(k, v)| {
-                            Some((from_redis_value(k).ok()?, from_redis_value(v).ok()?))
-                        })
-                        .collect(),
-                ),
-                _ => None,
-            };
-            Some(Entry {
-                id: StreamId::parse(&raw_id),
-                raw_id,
-                fields,
-            })
-        })
-        .collect()
 }
 
 /// Splits records (in stream order) into runs of one UTC date each.

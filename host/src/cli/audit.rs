@@ -150,7 +150,7 @@ async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> 
         let records: Vec<_> = page
             .records
             .iter()
-            .map(crate::api::audit::record_json)
+            .map(crate::api::retry_audit::record_json)
             .collect();
         let body = serde_json::json!({"records": records, "next_cursor": page.next_cursor});
         let _ = writeln!(out, "{body:#}");

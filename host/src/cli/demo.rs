@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::Args;
 
+use crate::clock::format_rfc3339;
 use crate::clock::now_ms;
 use crate::config::redact_url;
-use crate::queue::rq::decode::format_rq_time;
 
 /// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
 macro_rules! out {
@@ -191,9 +191,9 @@ async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> anyhow:
             .iter()
             .find(|f| f.name == job.family)
             .map_or("", |f| f.traceback);
-        let created = format_rq_time(job.ended_ms.saturating_sub(2_000));
-        let started = format_rq_time(job.ended_ms.saturating_sub(1_200));
-        let ended = format_rq_time(job.ended_ms);
+        let created = format_rfc3339(job.ended_ms.saturating_sub(2_000));
+        let started = format_rfc3339(job.ended_ms.saturating_sub(1_200));
+        let ended = format_rfc3339(job.ended_ms);
         let key = format!("rq:job:{}", job.id);
         pipe.cmd("HSET")
             .arg(&key)

@@ -13,9 +13,9 @@ use tokio::sync::watch;
 
 use crate::audit::{NewRecord, Verdict};
 use crate::clock::now_ms;
+use crate::clock::parse_utc;
 use crate::keyspace;
 use crate::queue::rq::RqKeys;
-use crate::queue::rq::decode::parse_rq_time;
 
 /// Jobs looked at per turn.
 const BATCH: usize = 1000;
@@ -144,7 +144,7 @@ async fn track_page(
         };
         let requeued_ms = score.parse::<f64>().map(|s| s as u64).unwrap_or(now);
         let ended_ms = get(job, 2)
-            .and_then(|t| parse_rq_time(&t))
+            .and_then(|t| parse_utc(&t))
             .filter(|t| *t >= requeued_ms)
             .unwrap_or(now);
         let from_state = |i: usize| get(state, i).filter(|v| !v.is_empty());

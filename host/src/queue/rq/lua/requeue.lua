@@ -147,7 +147,7 @@ local attempts = redis.call('HINCRBY', KEYS[7], 'attempts', 1)
 redis.call('HSET', KEYS[7], 'created_at', ARGV[9], 'last_attempt_ms', ARGV[8],
   'last_operation', op, 'last_decision', 'retried', 'policy_digest', ARGV[11])
 redis.call('HSETNX', KEYS[7], 'first_failed_ms', ARGV[10])
--- What the outcome record of this retry will need (audit/outcomes.rs).
+-- What the outcome record of this retry will need (retry/tracker.rs).
 for i = 13, #ARGV - 1, 2 do
   local f = ARGV[i]
   if f == 'job_type' or f == 'queue' or f == 'failure_type' or f == 'retry_reason' then

@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiQuery, ErrorBody, NoBody};
 use super::views::parse_rfc3339;
 use crate::audit::query::{self, AuditQuery, DEFAULT_LIMIT, MAX_LIMIT, QueryError};
 use crate::audit::{AuditReader, AuditRecord};
-use crate::queue::rq::decode::format_rq_time;
+use crate::clock::format_rfc3339;
 
 /// Longest job id, actor or operation id accepted.
 const MAX_NAME_BYTES: usize = 512;
@@ -94,7 +94,7 @@ pub fn record_json(r: &AuditRecord) -> serde_json::Value {
     if let Some(fields) = v.as_object_mut() {
         fields.remove("timestamp_us");
         let ms = u64::try_from(r.timestamp_us / 1000).unwrap_or(0);
-        fields.insert("timestamp".into(), format_rq_time(ms).into());
+        fields.insert("timestamp".into(), format_rfc3339(ms).into());
     }
     v
 }
@@ -104,7 +104,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
             QueryError::Invalid(message) => ApiError::bad_request("invalid_query", message),
-            QueryError::Queue(q) => q.into(),
+            QueryError::Redis(q) => q.into(),
             QueryError::Io(e) => ApiError::Internal(format!("audit files: {e}")),
         }
     }

@@ -1,0 +1,214 @@
+//! The sections of the configuration file, each with its defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Params, PolicyLimits};
+use crate::queue::rq::RedisTimeouts;
+
+/// `[redis]`: the Redis the job queue uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db` (or `unix:///path/to/socket`).
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let t = RedisTimeouts::default();
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            connect_timeout_ms: duration_ms(t.connect),
+            response_timeout_ms: duration_ms(t.response),
+        }
+    }
+}
+
+/// `[server]`: the HTTP service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `IP:port`; loopback only without `[auth] tokens`.
+    pub listen: String,
+    /// Names (besides the listen address) that requests may carry in `Host`, e.g. the name
+    /// of a TLS proxy in front; `*` accepts any (only with tokens). Refuses DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Longest any request may take; a retry-all goes on as an operation past it.
+    pub request_timeout_seconds: u64,
+    /// Largest request body accepted.
+    pub body_limit_bytes: u64,
+    /// How long `POST …/retry-all` waits for its operation before answering `202`.
+    pub retry_all_wait_seconds: u64,
+    /// Retry-all operations that may run at once; more get `429`.
+    pub max_concurrent_retry_all: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            allowed_hosts: Vec::new(),
+            request_timeout_seconds: 60,
+            // Room for a guard result of `max_result_bytes` and its JSON envelope.
+            body_limit_bytes: 128 << 10,
+            retry_all_wait_seconds: 30,
+            max_concurrent_retry_all: 4,
+        }
+    }
+}
+
+/// `[retry]`: the default policy's params. Unset keys take the policy's own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: Option<u32>,
+    pub cooldown_seconds: Option<u64>,
+    pub exponential_backoff: Option<bool>,
+    pub max_cooldown_seconds: Option<u64>,
+    pub retry_unknown: Option<bool>,
+}
+
+impl RetryConfig {
+    /// The keys that are set, as policy params (to be checked with
+    /// `PolicyEngine::validate_params`).
+    pub fn params(&self) -> Params {
+        let mut params = Params::new();
+        let mut set = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                params.push((key.to_string(), v));
+            }
+        };
+        set("max_attempts", self.max_attempts.map(|v| v.to_string()));
+        set(
+            "cooldown_seconds",
+            self.cooldown_seconds.map(|v| v.to_string()),
+        );
+        set(
+            "exponential_backoff",
+            self.exponential_backoff.map(|v| v.to_string()),
+        );
+        set(
+            "max_cooldown_seconds",
+            self.max_cooldown_seconds.map(|v| v.to_string()),
+        );
+        set("retry_unknown", self.retry_unknown.map(|v| v.to_string()));
+        params
+    }
+}
+
+/// `[policy]`: the sandbox limits of every evaluation, and where compiled policies are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub fuel: u64,
+    pub deadline_ms: u64,
+    pub memory_bytes: u64,
+    /// The on-disk cache of compiled policies (`docs/policies.md`), written only by this
+    /// process; empty disables it (every start compiles every bound policy again).
+    pub cache_dir: String,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let l = PolicyLimits::default();
+        Self {
+            fuel: l.fuel,
+            deadline_ms: l.deadline_ms,
+            memory_bytes: l.memory_bytes as u64,
+            cache_dir: "./policy-cache".into(),
+        }
+    }
+}
+
+/// `[audit]`: the durable audit trail (`docs/audit.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The audit directory (`AUDIT_DIR`). Instances sharing one Redis must share it too.
+    pub path: String,
+    /// Whether this instance takes part in writing (one writer at a time holds a lease).
+    pub writer: bool,
+    /// A batch is written when its oldest record is this old…
+    pub flush_interval_ms: u64,
+    /// …or when it holds this many records.
+    pub batch_size: u64,
+    /// Partitions older than this many days are deleted; 0 keeps everything.
+    pub retention_days: u32,
+    /// How long the writer lease lasts without renewal.
+    pub lease_ttl_seconds: u64,
+    /// `/readyz` reports the audit degraded when a record waits longer than this.
+    pub max_lag_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let w = crate::audit::WriterConfig::default();
+        Self {
+            path: "./audit".into(),
+            writer: true,
+            flush_interval_ms: duration_ms(w.flush_interval),
+            batch_size: w.batch_size as u64,
+            retention_days: w.retention_days,
+            lease_ttl_seconds: w.lease_ttl.as_secs(),
+            max_lag_seconds: 30,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The writer's settings.
+    pub fn writer_config(&self) -> crate::audit::WriterConfig {
+        crate::audit::WriterConfig {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            batch_size: usize::try_from(self.batch_size).unwrap_or(usize::MAX),
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            retention_days: self.retention_days,
+            ..crate::audit::WriterConfig::default()
+        }
+    }
+}
+
+/// `[guard]`: the idempotency guard job code calls around its side effects (docs/guard.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// How long a key is remembered after its last change (completed results included).
+    pub ttl_seconds: u64,
+    /// The lease of a `begin` that names none: RQ's default job timeout (180 s) + 60 s.
+    pub default_lease_seconds: u64,
+    /// Longest lease a `begin` may ask for.
+    pub max_lease_seconds: u64,
+    /// Largest result `complete` stores.
+    pub max_result_bytes: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 72 * 3600,
+            default_lease_seconds: 240,
+            max_lease_seconds: 24 * 3600,
+            max_result_bytes: 64 << 10,
+        }
+    }
+}
+
+/// `[auth]`: bearer tokens with roles (`docs/operations.md`). With none, the API listens on
+/// loopback only and every request acts as `local`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `name:role:sha256-of-token` entries (`retryguard auth new-token` makes one); the
+    /// name is the actor in the audit trail, the role one of `read`, `operate`, `admin`.
+    pub tokens: Vec<String>,
+    /// Require a `read` token for `/metrics` too (it is open by default, like the probes).
+    pub protect_metrics: bool,
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
