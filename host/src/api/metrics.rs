@@ -58,7 +58,7 @@ type ByType = Option<(Instant, Vec<(String, u64)>)>;
 static BY_TYPE: std::sync::Mutex<ByType> = std::sync::Mutex::new(None);
 
 async fn gauges(state: &AppState, out: &mut String) {
-    let up = match crate::queue::QueueBackend::counts(state.service.backend()).await {
+    let up = match crate::queue::QueueBackend::counts(&state.backend).await {
         Ok(queues) => {
             header(
                 out,
