@@ -50,7 +50,7 @@ pub const MAX_URI_BYTES: usize = 8192;
 pub type Service = crate::app::Service;
 
 /// Everything a handler can reach: the process's parts (`crate::app::App`) and the API's own
-/// request policy (tokens, hosts, running operations). A handler takes the part it needs as
+/// request policy (tokens, hosts). A handler takes the part it needs as
 /// its state (`State<Arc<Guard>>`, `State<AuditReader>`, …: axum's `FromRef`), never a Redis
 /// connection.
 #[derive(Debug, Clone, axum::extract::FromRef)]
@@ -88,7 +88,7 @@ impl AppState {
                 &config.server.listen,
                 &config.server.allowed_hosts,
             )),
-            operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
+            operations: app.operations,
             service: app.service,
             guard: app.guard,
             audit: app.audit,
@@ -107,6 +107,7 @@ impl AppState {
             guard: self.guard.clone(),
             audit: self.audit.clone(),
             analytics: self.analytics.clone(),
+            operations: self.operations.clone(),
         }
         .with_audit_dir(dir);
         Self {

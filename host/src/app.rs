@@ -1,10 +1,11 @@
 //! The composition root: every long-lived part of a `retryguard serve` process is built here,
 //! once — the queue backend, the policy registry, the retry service, the idempotency guard,
-//! the audit reader, the analyses and (in `background`) the audit writer and the outcome
-//! tracker. The API gets its handlers' substates from an [`App`]; nothing below it opens a
-//! connection of its own.
+//! the audit reader, the analyses, the retry-all operations and (in `background`) the audit
+//! writer and the outcome tracker. The API gets its handlers' substates from an [`App`];
+//! nothing below it opens a connection of its own.
 
 pub mod background;
+pub mod operations;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::registry::{Registry, RegistryError, Store};
 use crate::retry::{RetryService, ServiceConfig};
 
 pub use background::Background;
+pub use operations::Operations;
 
 /// The retry service over RQ: the one `serve` runs.
 pub type Service = RetryService<RqBackend>;
@@ -33,6 +35,8 @@ pub struct App {
     pub guard: Arc<Guard>,
     pub audit: AuditReader,
     pub analytics: Arc<Analytics>,
+    /// The retry-all operations running (and recently finished) in this process.
+    pub operations: Arc<Operations>,
 }
 
 impl App {
@@ -83,6 +87,7 @@ impl App {
         let conn = backend.connection();
         let audit = AuditReader::new(conn.clone(), None, max_lag_ms(&config));
         Self {
+            operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
             guard: Arc::new(Guard::new(conn, config.guard)),
             analytics: Arc::new(Analytics::new(audit.clone(), Arc::clone(service.engine()))),
             audit,

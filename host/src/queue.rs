@@ -100,7 +100,7 @@ pub struct QueueCounts {
 }
 
 /// Errors of a queue backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// Redis did not answer (down, timed out, connection dropped): the result of a write
     /// in flight is unknown.

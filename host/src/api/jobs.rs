@@ -315,7 +315,7 @@ async fn retry_all(
         .start(state.service.clone(), filter, options, actor)?;
     match operation.wait(Duration::from_secs(wait)).await {
         Some(Ok(summary)) => Ok(Json(SummaryJson::from(&summary)).into_response()),
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => Err(e.into()),
         None => {
             let url = format!("/api/v1/operations/{}", operation.id());
             let body = Accepted {

@@ -36,7 +36,7 @@ impl RetryOptions {
 }
 
 /// Errors of the service itself (per-job problems are outcomes, not errors).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RetryError {
     #[error("{0}")]
     Queue(#[from] QueueError),
