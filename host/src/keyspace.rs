@@ -61,3 +61,45 @@ pub const IDEMPOTENCY_PREFIX: &str = "retryguard:idem:";
 pub fn idempotency_record(key: &str) -> String {
     format!("{IDEMPOTENCY_PREFIX}{key}")
 }
+
+/// Prefix of every key of the failure index (`crate::triage`). The version in it is
+/// `triage::index::INDEX_VERSION`: a new layout is a new prefix, rebuilt from the registries.
+/// The Lua scripts that keep the index (`triage/lua/*.lua`) spell it out too.
+pub const TRIAGE_PREFIX: &str = "retryguard:triage:v1:";
+
+/// The failure index's bookkeeping (hash): version, watermarks per queue, build state.
+pub const TRIAGE_META: &str = "retryguard:triage:v1:meta";
+/// The reconciler's lease (a string holding the holder's token, which fences its writes).
+pub const TRIAGE_LEASE: &str = "retryguard:triage:v1:lease";
+/// Job id → fingerprint of the group it is counted in (hash).
+pub const TRIAGE_JOBS: &str = "retryguard:triage:v1:jobs";
+/// Groups with failed jobs, by count (ZSET: fingerprint → count).
+pub const TRIAGE_GROUPS: &str = "retryguard:triage:v1:groups";
+/// Groups with failed jobs, by last failure (ZSET: fingerprint → epoch ms).
+pub const TRIAGE_GROUPS_LAST: &str = "retryguard:triage:v1:groups:last";
+/// Failed jobs per queue and failure type (hash: `<queue>\t<failure type>` → count).
+pub const TRIAGE_COUNTS: &str = "retryguard:triage:v1:counts";
+/// Failures per hour over every group (hash: epoch hour → count), the last 48 hours.
+pub const TRIAGE_HOURS: &str = "retryguard:triage:v1:hours";
+/// The queues the index knows (set of names).
+pub const TRIAGE_QUEUES: &str = "retryguard:triage:v1:queues";
+
+/// One group (hash): what the cause is, how it is classified, counts per queue (`q:<queue>`).
+pub fn triage_group(fingerprint: &str) -> String {
+    format!("{TRIAGE_PREFIX}group:{fingerprint}")
+}
+
+/// One group's jobs on one queue (ZSET: job id → failed-registry score, as RQ's registry).
+pub fn triage_group_jobs(fingerprint: &str, queue: &str) -> String {
+    format!("{TRIAGE_PREFIX}group:{fingerprint}:jobs:{queue}")
+}
+
+/// One group's newest job ids (list, at most `triage::index::SAMPLE_SIZE`).
+pub fn triage_group_sample(fingerprint: &str) -> String {
+    format!("{TRIAGE_PREFIX}group:{fingerprint}:sample")
+}
+
+/// One group's failures per hour (hash: epoch hour → count), the last 48 hours.
+pub fn triage_group_hours(fingerprint: &str) -> String {
+    format!("{TRIAGE_PREFIX}group:{fingerprint}:hours")
+}

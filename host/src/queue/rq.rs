@@ -24,8 +24,27 @@ pub use keys::RqKeys;
 use requeue::{is_noscript, is_wrongtype, parse_requeue_reply, requeue_command, requeue_results};
 pub use status::RedisStatus;
 
-/// The requeue script, loaded once per connection (and again after `NOSCRIPT`).
-const REQUEUE_LUA: &str = include_str!("rq/lua/requeue.lua");
+/// The requeue script, loaded once per connection (and again after `NOSCRIPT`), with the
+/// failure index's `triage_forget` before it.
+const REQUEUE_LUA: &str = concat!(
+    include_str!("../triage/lua/forget.lua"),
+    include_str!("rq/lua/requeue.lua")
+);
+
+/// Removes dangling failed-registry members (their job hash is gone), re-checking each
+/// atomically, and takes them out of the failure index. KEYS[1] failed registry, KEYS[2] job
+/// hash; ARGV[1] job id, ARGV[2] queue.
+const PRUNE_LUA: &str = concat!(
+    include_str!("../triage/lua/forget.lua"),
+    r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+  triage_forget(ARGV[1], ARGV[2])
+  return removed
+end
+return 0
+"#
+);
 
 /// How many results-stream entries are read to find the newest failure.
 const RESULTS_LOOKBACK: usize = 8;
@@ -456,15 +475,15 @@ impl QueueBackend for RqBackend {
 
 async fn prune_dangling(conn: &mut ConnectionManager, refs: &[&JobRef]) -> Result<(), QueueError> {
     // Only members whose hash is still missing are removed (checked again atomically).
-    const PRUNE: &str = "if redis.call('EXISTS', KEYS[2]) == 0 then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0";
     let mut pipe = redis::pipe();
     for r in refs {
         pipe.cmd("EVAL")
-            .arg(PRUNE)
+            .arg(PRUNE_LUA)
             .arg(2)
             .arg(RqKeys::failed(&r.queue))
             .arg(RqKeys::job(&r.id))
             .arg(&r.id)
+            .arg(&r.queue)
             .ignore();
     }
     pipe.query_async::<()>(conn).await.map_err(redis_error)

@@ -31,6 +31,9 @@
 -- the wrong type (e.g. a job hash overwritten with a string) raises an error, and Redis
 -- keeps what a script wrote before its error: after the ZREM below, a failing RPUSH would
 -- lose the job. So a key of the wrong type is a refusal, never an error.
+--
+-- `triage_forget` (triage/lua/forget.lua, prepended) takes the job out of the failure index
+-- in the same step; it never raises.
 
 local job_id, origin, seen_result, op = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 
@@ -103,6 +106,7 @@ if damaged then return refuse('stale_decision', damaged) end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   -- A dangling registry member: its job hash expired or was deleted.
   redis.call('ZREM', KEYS[1], job_id)
+  triage_forget(job_id, origin)
   return refuse('not_found', 'job hash is gone')
 end
 -- The job's own keys, the queue and the set of queues: a job whose hash or results stream
@@ -133,6 +137,7 @@ if newest_id ~= seen_result then
 end
 
 redis.call('ZREM', KEYS[1], job_id)
+triage_forget(job_id, origin)
 redis.call('HSET', KEYS[2], 'status', 'queued', 'started_at', '', 'ended_at', '', 'enqueued_at', ARGV[4])
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[6])
