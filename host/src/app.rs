@@ -35,7 +35,8 @@ pub struct App {
     pub guard: Arc<Guard>,
     pub audit: AuditReader,
     pub analytics: Arc<Analytics>,
-    /// The retry-all operations running (and recently finished) in this process.
+    /// The retry-all operations: those this process runs, and every instance's through
+    /// their records in Redis.
     pub operations: Arc<Operations>,
 }
 
@@ -87,7 +88,10 @@ impl App {
         let conn = backend.connection();
         let audit = AuditReader::new(conn.clone(), None, max_lag_ms(&config));
         Self {
-            operations: Arc::new(Operations::new(config.server.max_concurrent_retry_all)),
+            operations: Arc::new(Operations::new(
+                config.server.max_concurrent_retry_all,
+                operations::OperationStore::new(conn.clone()),
+            )),
             guard: Arc::new(Guard::new(conn, config.guard)),
             analytics: Arc::new(Analytics::new(audit.clone(), Arc::clone(service.engine()))),
             audit,

@@ -30,6 +30,16 @@ pub fn snapshot(operation_id: &str, queue: &str) -> String {
     format!("retryguard:snapshot:{operation_id}:{queue}")
 }
 
+/// One bulk operation (retry-all; delete-all to come) as the instance that runs it last
+/// reported it (hash: `kind`, `state`, `dry_run`, `actor`, `instance`, `started_ms`,
+/// `ended_ms`, `updated_ms` (the heartbeat), `total`, `processed`, `count:<outcome>`,
+/// `error_kind`, `error`, and `cancel`, which any instance may set). Every write renews its
+/// TTL of 7 days, so it expires 7 days after it ends (or after the last heartbeat of an
+/// instance that died). `crate::app::operations::store` reads and writes it.
+pub fn operation(operation_id: &str) -> String {
+    format!("retryguard:operation:{operation_id}")
+}
+
 /// The pub/sub channel of policy and binding changes.
 pub const POLICY_EVENTS: &str = "retryguard:policies:events";
 /// The ZSET of every uploaded policy's digest.

@@ -312,7 +312,8 @@ async fn retry_all(
     };
     let operation = state
         .operations
-        .start(state.service.clone(), filter, options, actor)?;
+        .start(state.service.clone(), filter, options, actor)
+        .await?;
     match operation.wait(Duration::from_secs(wait)).await {
         Some(Ok(summary)) => Ok(Json(SummaryJson::from(&summary)).into_response()),
         Some(Err(e)) => Err(e.into()),

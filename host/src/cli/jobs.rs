@@ -593,6 +593,14 @@ fn poll(client: &Client, op_id: &str) -> Result<Value, Reported> {
                 );
                 return Err(Reported);
             }
+            Some("abandoned") => {
+                let _ = writeln!(stderr);
+                eprintln!(
+                    "error: the operation was abandoned: its instance {} stopped reporting (it died or lost Redis); what it requeued is in the audit trail",
+                    op["instance"].as_str().unwrap_or("?")
+                );
+                return Err(Reported);
+            }
             Some(_) => {
                 let _ = writeln!(stderr);
                 return Ok(if op["summary"].is_object() {

@@ -26,3 +26,4 @@ mod policies;
 mod redis_server;
 mod registry_watch;
 mod serve;
+mod shared_operations;
