@@ -275,7 +275,7 @@ impl Default for RetryAllQuery {
         (status = 400, description = "A malformed parameter (`invalid_query`, `force_requires_reason`)", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
         (status = 403, description = "The token's role is below `operate`", body = ErrorBody),
-        (status = 429, description = "Too many retry-all operations running (`too_many_operations`, `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "Too many retry-all operations running in this instance (`too_many_operations`, `Retry-After`)", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Redis unavailable or request timeout", body = ErrorBody),
     )

@@ -162,8 +162,11 @@ fn not_found(id: &str) -> ApiError {
     ))
 }
 
-/// A retry-all operation of any instance: its state, progress and summary, read from Redis
-/// (role `read`). `abandoned`: its instance stopped reporting for 30 s.
+/// A retry-all operation of any instance: its state, progress and summary (role `read`).
+///
+/// Read from Redis, where the instance that runs it reports every 250 ms; `abandoned` when
+/// that instance has not reported for 30 s (it died). The instance that runs it answers from
+/// its own copy when Redis cannot (`source` `local`, with a `warning`).
 #[utoipa::path(
     get,
     path = "/api/v1/operations/{id}",
@@ -190,8 +193,11 @@ async fn show(
     Ok(Json(view(seen.ok_or_else(|| not_found(&id))?)))
 }
 
-/// Asks the operation to stop after its current batch, whichever instance runs it (it sees
-/// the request within about 250 ms); answers with its state (role `operate`).
+/// Asks the operation to stop after its current batch; answers with its state (role
+/// `operate`).
+///
+/// Works on any instance: it sets the cancel flag of the operation's record in Redis, which
+/// the instance that runs it reads within about 250 ms.
 #[utoipa::path(
     delete,
     path = "/api/v1/operations/{id}",

@@ -294,7 +294,8 @@ impl Operations {
     }
 
     /// An operation of any instance: its record in Redis, or this instance's own copy when
-    /// Redis cannot be read, has no record, or still says `running` of one that ended here.
+    /// Redis cannot be read, has no record, still says `running` of one that ended here, or
+    /// calls one that runs here `abandoned` (its heartbeats did not get through).
     /// `Ok(None)`: no such operation. `Err`: Redis cannot be read and this instance does not
     /// hold it.
     pub async fn status(&self, id: &str) -> Result<Option<Seen>, RedisError> {
@@ -309,14 +310,14 @@ impl Operations {
         };
         match remote {
             Ok(Some(record)) => {
-                let ended_here = local.as_ref().is_some_and(|op| op.finished_at().is_some());
-                let open = matches!(
-                    record.state,
-                    OperationState::Running | OperationState::Abandoned
-                );
-                if ended_here && open {
+                let behind = local.as_ref().is_some_and(|op| match record.state {
+                    OperationState::Abandoned => true,
+                    OperationState::Running => op.finished_at().is_some(),
+                    _ => false,
+                });
+                if behind {
                     return Ok(own(
-                        "Redis does not hold its final state yet: this is the copy of the instance that ran it".into(),
+                        "Redis is behind (its progress or final state was not written yet): this is the copy of the instance that runs it".into(),
                     ));
                 }
                 Ok(Some(Seen {
