@@ -25,6 +25,7 @@ use crate::config::Config;
 pub mod auth;
 pub mod bindings;
 pub mod error;
+pub mod groups;
 pub mod guard;
 pub mod health;
 pub mod jobs;
@@ -175,6 +176,7 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resp
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(jobs::router())
+        .merge(groups::router())
         .merge(operations::router())
         .merge(health::router())
         .merge(metrics::router())

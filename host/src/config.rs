@@ -19,6 +19,7 @@ use env::apply_env;
 pub use env::{KEYS, Kind, env_var};
 pub use sections::{
     AuditConfig, AuthConfig, GuardConfig, PolicyConfig, RedisConfig, RetryConfig, ServerConfig,
+    TriageConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -36,6 +37,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
+    pub triage: TriageConfig,
     pub guard: GuardConfig,
     pub auth: AuthConfig,
 }
@@ -215,6 +217,17 @@ impl Config {
             ("audit.batch_size", a.batch_size, 1..=100_000),
             ("audit.lease_ttl_seconds", a.lease_ttl_seconds, 3..=600),
             ("audit.max_lag_seconds", a.max_lag_seconds, 1..=86_400),
+            ("triage.interval_ms", self.triage.interval_ms, 10..=60_000),
+            (
+                "triage.lease_ttl_seconds",
+                self.triage.lease_ttl_seconds,
+                2..=600,
+            ),
+            (
+                "triage.full_pass_every_ms",
+                self.triage.full_pass_every_ms,
+                100..=3_600_000,
+            ),
             (
                 "audit.retention_days",
                 u64::from(a.retention_days),

@@ -113,3 +113,8 @@ pub fn triage_group_sample(fingerprint: &str) -> String {
 pub fn triage_group_hours(fingerprint: &str) -> String {
     format!("{TRIAGE_PREFIX}group:{fingerprint}:hours")
 }
+
+/// One group's example failure (hash: job id, raw message, traceback capped in size).
+pub fn triage_group_example(fingerprint: &str) -> String {
+    format!("{TRIAGE_PREFIX}group:{fingerprint}:example")
+}

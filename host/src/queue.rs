@@ -136,6 +136,25 @@ pub trait QueueBackend: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
 
+    /// [`failed_page`](Self::failed_page) over `set` instead of the registry: a ZSET of
+    /// some of `queue`'s failed job ids scored as in its registry (a failure group's jobs,
+    /// which retryguard keeps). Its members may have left the registry since.
+    fn subset_page(
+        &self,
+        set: &str,
+        queue: &str,
+        after: Option<&JobRef>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobRef>, QueueError>> + Send;
+
+    /// [`snapshot`](Self::snapshot) of `set` (as in [`subset_page`](Self::subset_page)).
+    fn snapshot_subset(
+        &self,
+        set: &str,
+        key: &str,
+        ttl_seconds: u64,
+    ) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
     /// Reads jobs in one round trip. `None` for a job whose data is gone (its dangling
     /// registry member is pruned). A job whose keys cannot be read (RQ: a job hash or results
     /// stream of another Redis type) is still returned, its failure text saying why, and
@@ -178,6 +197,9 @@ pub trait QueueBackend: Send + Sync + 'static {
         batch: &[Requeue<'_>],
     ) -> impl Future<Output = Result<Vec<RequeueResult>, QueueError>> + Send;
 
-    /// Job counts per queue and state.
-    fn counts(&self) -> impl Future<Output = Result<Vec<QueueCounts>, QueueError>> + Send;
+    /// Job counts per state of each of `queues`.
+    fn counts(
+        &self,
+        queues: &[String],
+    ) -> impl Future<Output = Result<Vec<QueueCounts>, QueueError>> + Send;
 }

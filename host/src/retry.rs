@@ -23,6 +23,5 @@ pub use filter::JobFilter;
 pub use outcome::{JobOutcome, Outcome};
 pub use service::RetryService;
 pub use types::{
-    JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, ShadowDecision, Stats,
-    Summary,
+    JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, ShadowDecision, Summary,
 };

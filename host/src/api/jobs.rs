@@ -23,8 +23,6 @@ use crate::retry::{JobFilter, Outcome, RetryOptions};
 pub const MAX_PAGE: u32 = 1000;
 /// Jobs a page returns when `limit` is not given.
 pub const DEFAULT_PAGE: u32 = 100;
-/// Most failed jobs `stats` classifies to count them by failure type.
-pub const STATS_MAX_JOBS: usize = 100_000;
 /// Longest job id, queue name or job-type glob accepted.
 const MAX_NAME_BYTES: usize = 512;
 /// Longest `reason` accepted (it goes into every audit record).
@@ -55,6 +53,12 @@ struct ListQuery {
     failed_after: Option<String>,
     /// Only jobs that failed before this RFC 3339 time.
     failed_before: Option<String>,
+    /// Only jobs of this failure group (its fingerprint, from `/api/v1/jobs/failed/groups`).
+    group: Option<String>,
+    /// Case-insensitive text in the job type, exception type, raw message, or the group's
+    /// parameterized message and top frame (at most 256 bytes). A bounded scan: one page
+    /// reads at most 10,000 jobs (see `scan_limited`); combine with `group` or `queue`.
+    q: Option<String>,
     /// Jobs per page, 1..=1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -98,6 +102,12 @@ async fn list(
         failed_after_ms: time("failed_after", q.failed_after)?,
         failed_before_ms: time("failed_before", q.failed_before)?,
         limit: None,
+        group: q
+            .group
+            .filter(|g| !g.is_empty())
+            .map(|g| super::groups::fingerprint(&g))
+            .transpose()?,
+        q: super::groups::search(q.q)?,
     };
     let cursor = q
         .cursor
@@ -113,6 +123,8 @@ async fn list(
     Ok(Json(JobPage {
         jobs,
         next_cursor: page.next_cursor.as_ref().map(encode_cursor),
+        scanned: page.scanned,
+        scan_limited: page.scan_limited,
     }))
 }
 
@@ -226,6 +238,11 @@ struct RetryAllQuery {
     job_type: Option<String>,
     /// Only this failure type (`[a-z0-9_]{1,64}`).
     failure_type: Option<String>,
+    /// Only jobs of this failure group (its fingerprint): exactly the group's jobs, each
+    /// re-checked to still carry the fingerprint.
+    group: Option<String>,
+    /// Only jobs whose text holds this (as in the listing's `q`).
+    q: Option<String>,
     /// At most this many jobs (at least 1).
     #[param(minimum = 1)]
     limit: Option<u64>,
@@ -253,6 +270,8 @@ impl Default for RetryAllQuery {
             queue: None,
             job_type: None,
             failure_type: None,
+            group: None,
+            q: None,
             limit: None,
             reason: None,
             wait_seconds: None,
@@ -308,6 +327,12 @@ async fn retry_all(
         job_type: name("job_type", q.job_type)?,
         failure_type: failure_type(q.failure_type)?,
         limit: q.limit,
+        group: q
+            .group
+            .filter(|g| !g.is_empty())
+            .map(|g| super::groups::fingerprint(&g))
+            .transpose()?,
+        q: super::groups::search(q.q)?,
         ..JobFilter::default()
     };
     let operation = state
@@ -331,14 +356,19 @@ async fn retry_all(
 /// What `GET /api/v1/jobs/stats` answers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Stats {
-    /// Jobs per queue and registry.
+    /// Jobs per queue and registry (RQ's own counts).
     queues: Vec<crate::queue::QueueCounts>,
-    /// Failed jobs per failure type (the first `failed_by_type_limit` examined).
+    /// Failed jobs per failure type, from the failure index: every failed job, each counted
+    /// under its group's classification. Adds up to `failed_total`.
     failed_by_type: std::collections::BTreeMap<String, u64>,
+    /// Failed jobs the index counts (equals `failed_by_type_examined`, kept for clients of
+    /// the earlier sampled counts).
+    failed_total: u64,
     failed_by_type_examined: u64,
-    /// Whether every failed job was examined.
+    /// Whether the index has completed its first full pass (`false` while it builds).
     failed_by_type_complete: bool,
-    failed_by_type_limit: u64,
+    /// The failure index's state: version, built, last pass, holder.
+    index: crate::triage::read::IndexState,
     audit_outbox_length: u64,
     /// Today's retry metrics from the audit trail (`date`, `retries_today`, `decisions`,
     /// rates, per job type…); `null` without an audit directory or when it cannot be read.
@@ -348,7 +378,8 @@ struct Stats {
     audit: Option<crate::audit::AuditHealth>,
 }
 
-/// Counts: jobs per queue, failed jobs per failure type, today's retries, audit health
+/// Counts: jobs per queue, failed jobs per failure type (from the failure index: the cost
+/// does not grow with the failed jobs, and no policy runs), today's retries, audit health
 /// (role `read`).
 #[utoipa::path(
     get,
@@ -368,7 +399,7 @@ async fn stats(
     _: ApiQuery<NoQuery>,
     _: NoBody,
 ) -> Result<Json<Stats>, ApiError> {
-    let s = state.service.stats(STATS_MAX_JOBS).await?;
+    let s = crate::triage::read::stats(&state.backend).await?;
     // Today's retry metrics from the audit trail; `null` when the audit is not configured
     // or cannot be read (logged): the queue counts still answer.
     let retries = match state.analytics.retry_stats(crate::clock::now_ms()).await {
@@ -379,12 +410,14 @@ async fn stats(
         }
     };
     let audit = audit_health(&state.audit).await;
+    let total = s.counts.total();
     Ok(Json(Stats {
         queues: s.queues,
-        failed_by_type: s.failed_by_type,
-        failed_by_type_examined: s.failed_examined,
-        failed_by_type_complete: s.failed_complete,
-        failed_by_type_limit: STATS_MAX_JOBS as u64,
+        failed_by_type: s.counts.by_type(),
+        failed_total: total,
+        failed_by_type_examined: total,
+        failed_by_type_complete: s.index.built,
+        index: s.index,
         audit_outbox_length: s.outbox_len,
         retries,
         audit,
@@ -446,7 +479,7 @@ fn job_id(id: String) -> Result<String, ApiError> {
 }
 
 /// A queue name or job-type glob: empty means unset.
-fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -460,7 +493,7 @@ fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> 
 }
 
 /// A failure type: `[a-z0-9_]{1,64}`, as policies produce them.
-fn failure_type(value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn failure_type(value: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };

@@ -1,10 +1,9 @@
 //! `GET /metrics`: Prometheus text format. The process's counters and histograms
 //! (`crate::metrics`) plus gauges read from Redis at scrape time: jobs per queue and
-//! registry, failed jobs per failure type (classified jobs, at most `MAX_CLASSIFIED`, cached
-//! for `CLASSIFIED_TTL`), and the audit backlog.
+//! registry, failed jobs per queue and failure type and the index's state (from the failure
+//! index, `crate::triage`: nothing is classified at scrape time), and the audit backlog.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -15,11 +14,6 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiQuery, NoBody, NoQuery};
 use crate::metrics::{escape, global, header};
-
-/// Failed jobs classified per scrape, at most.
-const MAX_CLASSIFIED: usize = 10_000;
-/// How long the per-failure-type counts are reused.
-const CLASSIFIED_TTL: Duration = Duration::from_secs(30);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(metrics))
@@ -52,87 +46,80 @@ async fn metrics(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody)
 }
 
 /// Failed jobs per failure type, and when they were counted.
-type ByType = Option<(Instant, Vec<(String, u64)>)>;
-
-/// Shared by scrapes for `CLASSIFIED_TTL`.
-static BY_TYPE: std::sync::Mutex<ByType> = std::sync::Mutex::new(None);
-
 async fn gauges(state: &AppState, out: &mut String) {
-    let up = match crate::queue::QueueBackend::counts(&state.backend).await {
-        Ok(queues) => {
-            header(
-                out,
-                "retryguard_rq_jobs",
-                "gauge",
-                "RQ jobs per queue and state (queued, started, failed, finished, deferred, scheduled).",
-            );
-            for q in &queues {
-                let name = escape(&q.queue);
-                for (st, n) in [
-                    ("queued", q.queued),
-                    ("started", q.started),
-                    ("failed", q.failed),
-                    ("finished", q.finished),
-                    ("deferred", q.deferred),
-                    ("scheduled", q.scheduled),
-                ] {
-                    let _ = writeln!(
-                        out,
-                        "retryguard_rq_jobs{{queue=\"{name}\",state=\"{st}\"}} {n}"
-                    );
-                }
-            }
-            1
-        }
+    let stats = match crate::triage::read::stats(&state.backend).await {
+        Ok(stats) => Some(stats),
         Err(e) => {
-            tracing::warn!(error = %e, "metrics: cannot read queue counts");
-            0
+            tracing::warn!(error = %e, "metrics: cannot read the queue and index counts");
+            None
         }
     };
+    if let Some(stats) = &stats {
+        header(
+            out,
+            "retryguard_rq_jobs",
+            "gauge",
+            "RQ jobs per queue and state (queued, started, failed, finished, deferred, scheduled).",
+        );
+        for q in &stats.queues {
+            let name = escape(&q.queue);
+            for (st, n) in [
+                ("queued", q.queued),
+                ("started", q.started),
+                ("failed", q.failed),
+                ("finished", q.finished),
+                ("deferred", q.deferred),
+                ("scheduled", q.scheduled),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "retryguard_rq_jobs{{queue=\"{name}\",state=\"{st}\"}} {n}"
+                );
+            }
+        }
+        header(
+            out,
+            "retryguard_failed_jobs_by_type",
+            "gauge",
+            "Failed jobs per queue and failure type, from the failure index (each group classified by its bound policy).",
+        );
+        for ((q, t), n) in &stats.counts.by_queue_and_type {
+            let _ = writeln!(
+                out,
+                "retryguard_failed_jobs_by_type{{queue=\"{}\",failure_type=\"{}\"}} {n}",
+                escape(q),
+                escape(t)
+            );
+        }
+        header(
+            out,
+            "retryguard_failure_index_built",
+            "gauge",
+            "1 once the failure index has completed its first full pass over every queue.",
+        );
+        let _ = writeln!(
+            out,
+            "retryguard_failure_index_built {}",
+            u8::from(stats.index.built)
+        );
+        if let Some(at) = stats.index.last_pass_ms {
+            header(
+                out,
+                "retryguard_failure_index_last_pass_age_seconds",
+                "gauge",
+                "Seconds since the reconciler (on whichever instance holds its lease) ended a pass.",
+            );
+            let age = crate::clock::now_ms().saturating_sub(at) as f64 / 1000.0;
+            let _ = writeln!(out, "retryguard_failure_index_last_pass_age_seconds {age}");
+        }
+    }
     header(
         out,
         "retryguard_redis_up",
         "gauge",
         "1 when Redis answered this scrape.",
     );
-    let _ = writeln!(out, "retryguard_redis_up {up}");
-
-    let cached = BY_TYPE
-        .lock()
-        .ok()
-        .and_then(|c| c.clone())
-        .filter(|(at, _)| at.elapsed() < CLASSIFIED_TTL);
-    let by_type = match cached {
-        Some((_, v)) => Some(v),
-        None => match state.service.stats(MAX_CLASSIFIED).await {
-            Ok(s) => {
-                let v: Vec<(String, u64)> = s.failed_by_type.into_iter().collect();
-                if let Ok(mut c) = BY_TYPE.lock() {
-                    *c = Some((Instant::now(), v.clone()));
-                }
-                Some(v)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot classify failed jobs");
-                None
-            }
-        },
-    };
-    if let Some(by_type) = by_type {
-        header(
-            out,
-            "retryguard_failed_jobs_by_type",
-            "gauge",
-            "Failed jobs per failure type, as the bound policy classifies them (the first 10,000 failed jobs; refreshed every 30 s).",
-        );
-        for (t, n) in by_type {
-            let _ = writeln!(
-                out,
-                "retryguard_failed_jobs_by_type{{failure_type=\"{}\"}} {n}",
-                escape(&t)
-            );
-        }
-    }
+    let _ = writeln!(out, "retryguard_redis_up {}", u8::from(stats.is_some()));
 
     if let Ok(h) = state.audit.health().await {
         header(

@@ -37,6 +37,7 @@ use super::error::{ApiQuery, NoBody, NoQuery};
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Failed jobs and retries"),
+        (name = "groups", description = "Failed jobs grouped by cause: the failure index (docs/triage.md)"),
         (name = "operations", description = "Retry-all operations"),
         (name = "audit", description = "The retry audit trail"),
         (name = "idempotency", description = "The idempotency guard (docs/guard.md)"),

@@ -128,6 +128,12 @@ pub struct JobPage {
     pub jobs: Vec<JobJson>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+    /// Jobs read to fill this page.
+    pub scanned: u64,
+    /// The page ended because one request reads at most 10,000 jobs, not at `limit`: a
+    /// selective filter (`q`, `failure_type`…) over many jobs goes on at `next_cursor`.
+    /// Narrow with `group` or `queue` to read fewer.
+    pub scan_limited: bool,
 }
 
 /// Counts of every outcome, zeros included, so clients need not know the list.

@@ -1,5 +1,6 @@
-//! The audit's background work of one process: the writer (when `[audit] writer`) and the
-//! outcome tracker, each over its own Redis connection, stopped together.
+//! The background work of one process: the audit writer (when `[audit] writer`), the
+//! outcome tracker and the failure index's reconciler (when `[triage] reconciler`), each over
+//! its own Redis connection, stopped together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::audit::{AuditDir, AuditWriter, WriterStatus};
 use crate::config::Config;
 use crate::retry::tracker;
+use crate::triage::{Reconciler, ReconcilerStatus};
 
 /// How often the outcome tracker looks at requeued jobs.
 const TRACK_EVERY: Duration = Duration::from_secs(1);
@@ -25,6 +27,8 @@ pub struct Background {
     tasks: Vec<JoinHandle<()>>,
     pub dir: Arc<AuditDir>,
     pub status: Arc<WriterStatus>,
+    /// What this instance's reconciler is doing (whether it holds the lease, its passes).
+    pub triage: Arc<ReconcilerStatus>,
 }
 
 impl Background {
@@ -54,7 +58,30 @@ impl Background {
             tasks,
             dir,
             status,
+            triage: Arc::default(),
         })
+    }
+
+    /// Starts the failure index's reconciler over `service`'s queue and bindings, when
+    /// `[triage] reconciler` (one instance at a time works; the others stand by).
+    pub async fn start_reconciler(
+        &mut self,
+        config: &Config,
+        service: Arc<crate::app::Service>,
+    ) -> anyhow::Result<()> {
+        if !config.triage.reconciler {
+            return Ok(());
+        }
+        let conn = connect(config, Duration::ZERO).await?;
+        let reconciler = Reconciler::new(
+            service,
+            conn,
+            config.triage.reconciler_config(),
+            Arc::clone(&self.triage),
+        );
+        self.tasks
+            .push(tokio::spawn(reconciler.run(self.shutdown.subscribe())));
+        Ok(())
     }
 
     /// Stops the tasks; the writer first flushes what the outbox holds.

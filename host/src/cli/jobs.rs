@@ -1,5 +1,6 @@
-//! `retryguard jobs failed|show|retry|retry-all|stats`: the HTTP API of a running
-//! `retryguard serve`, from the command line. Tables for people, `--json` for scripts.
+//! `retryguard jobs failed|show|retry|retry-all|stats|groups|rebuild-index`: the HTTP API
+//! of a running `retryguard serve`, from the command line. Tables for people, `--json` for
+//! scripts.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
@@ -19,6 +20,7 @@ macro_rules! out {
     };
 }
 
+mod groups;
 pub(crate) mod http;
 
 use http::{Server, encode, truncate};
@@ -76,6 +78,10 @@ enum JobsCommand {
     },
     /// Counts per queue and per failure type.
     Stats,
+    /// Failed jobs grouped by cause (most jobs first), with filters and search.
+    Groups(groups::GroupsArgs),
+    /// Rebuild the failure index from the failed registries (role admin).
+    RebuildIndex,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +95,12 @@ struct FilterArgs {
     /// Only this failure type (e.g. network_error).
     #[arg(long)]
     failure_type: Option<String>,
+    /// Only jobs of this failure group (a fingerprint from `retryguard jobs groups`).
+    #[arg(long, value_name = "FINGERPRINT")]
+    group: Option<String>,
+    /// Only jobs whose job type, exception or message holds this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
 }
 
 impl FilterArgs {
@@ -96,6 +108,8 @@ impl FilterArgs {
         q.opt("queue", self.queue.as_deref());
         q.opt("job_type", self.job_type.as_deref());
         q.opt("failure_type", self.failure_type.as_deref());
+        q.opt("group", self.group.as_deref());
+        q.opt("q", self.search.as_deref());
     }
 }
 
@@ -255,6 +269,8 @@ pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
             retry,
         } => retry_all(&client, filter, *limit, retry),
         JobsCommand::Stats => stats(&client),
+        JobsCommand::Groups(a) => groups::groups(&client, a),
+        JobsCommand::RebuildIndex => groups::rebuild(&client),
     };
     Ok(match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -413,6 +429,12 @@ fn failed(client: &Client, a: &FailedArgs) -> Result<(), Reported> {
         .count();
     out!();
     out!("{} failed jobs shown, {due} can be retried now", jobs.len());
+    if json["scan_limited"].as_bool() == Some(true) {
+        out!(
+            "(stopped after reading {} jobs: narrow with --group or --queue, or go on)",
+            json["scanned"]
+        );
+    }
     if let Some(cursor) = json["next_cursor"].as_str() {
         out!("more: retryguard jobs failed --cursor {cursor}");
     }
@@ -656,7 +678,7 @@ fn stats(client: &Client) -> Result<(), Reported> {
     );
     out!();
     let complete = if s["failed_by_type_complete"].as_bool() == Some(false) {
-        format!(" (first {} examined)", n(&s["failed_by_type_examined"]))
+        " (the failure index is still being built: counts so far)".to_string()
     } else {
         String::new()
     };

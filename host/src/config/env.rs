@@ -48,6 +48,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("audit", "retention_days", Kind::Integer),
     ("audit", "lease_ttl_seconds", Kind::Integer),
     ("audit", "max_lag_seconds", Kind::Integer),
+    ("triage", "reconciler", Kind::Bool),
+    ("triage", "interval_ms", Kind::Integer),
+    ("triage", "lease_ttl_seconds", Kind::Integer),
+    ("triage", "full_pass_every_ms", Kind::Integer),
     ("guard", "ttl_seconds", Kind::Integer),
     ("guard", "default_lease_seconds", Kind::Integer),
     ("guard", "max_lease_seconds", Kind::Integer),
@@ -82,7 +86,7 @@ pub(super) fn apply_env(
             Some((*section, *key))
         } else {
             let section = [
-                "redis", "server", "retry", "policy", "audit", "guard", "auth",
+                "redis", "server", "retry", "policy", "audit", "triage", "guard", "auth",
             ]
             .into_iter()
             .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));

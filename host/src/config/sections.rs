@@ -159,6 +159,44 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[triage]`: the failure index and its reconciler (`docs/triage.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriageConfig {
+    /// Whether this instance takes part in keeping the index (one at a time holds a lease).
+    pub reconciler: bool,
+    /// Pause between two passes of the reconciler.
+    pub interval_ms: u64,
+    /// How long the reconciler's lease lasts without renewal: a standby takes over after it.
+    pub lease_ttl_seconds: u64,
+    /// Least time between two full passes over one queue (only when the counts differ).
+    pub full_pass_every_ms: u64,
+}
+
+impl Default for TriageConfig {
+    fn default() -> Self {
+        let r = crate::triage::ReconcilerConfig::default();
+        Self {
+            reconciler: true,
+            interval_ms: duration_ms(r.interval),
+            lease_ttl_seconds: r.lease_ttl.as_secs(),
+            full_pass_every_ms: duration_ms(r.full_every),
+        }
+    }
+}
+
+impl TriageConfig {
+    /// The reconciler's settings.
+    pub fn reconciler_config(&self) -> crate::triage::ReconcilerConfig {
+        crate::triage::ReconcilerConfig {
+            interval: Duration::from_millis(self.interval_ms),
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            full_every: Duration::from_millis(self.full_pass_every_ms),
+            ..crate::triage::ReconcilerConfig::default()
+        }
+    }
+}
+
 impl AuditConfig {
     /// The writer's settings.
     pub fn writer_config(&self) -> crate::audit::WriterConfig {

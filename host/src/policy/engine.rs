@@ -123,6 +123,8 @@ impl PolicyEngine {
     /// Starts an engine: pooling allocator sized by `config`, fuel and epoch interruption
     /// on, and the epoch ticker running.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        /// Linear memory kept resident per pool slot.
+        const KEEP_RESIDENT_BYTES: usize = 128 << 10;
         if config.max_concurrent_evaluations == 0 || config.epoch_tick_ms == 0 {
             return Err(EngineError(
                 "max_concurrent_evaluations and epoch_tick_ms must be at least 1".into(),
@@ -142,9 +144,12 @@ impl PolicyEngine {
             .max_memories_per_component(2)
             .max_tables_per_component(4)
             .max_memory_size(config.max_memory_bytes)
-            // Keep the pages a policy touches resident between evaluations: a fresh instance
-            // then costs no madvise/mprotect round trip to the kernel.
-            .linear_memory_keep_resident(1 << 20)
+            // Keep the first pages a policy touches resident between evaluations: a fresh
+            // instance then costs no madvise/mprotect round trip to the kernel for them. Every
+            // slot keeps its own, so this times `total_memories` bounds what stays resident
+            // after a burst of concurrent evaluations (1 MiB here once kept 128 MiB of a
+            // `serve` resident; docs/triage.md).
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(64 << 10)
             // Every call is synchronous, so no async fiber stacks: without this the pool
             // would reserve 1000 of them (2 GiB) because wasmtime-wasi needs the `async`

@@ -69,7 +69,8 @@ impl Default for RedisTimeouts {
 #[derive(Clone)]
 pub struct RqBackend {
     conn: ConnectionManager,
-    requeue: redis::Script,
+    /// Shared: the backend is cloned with every request's state, the script's text is 10 KB.
+    requeue: Arc<redis::Script>,
     decoded: Arc<DecodeCache>,
 }
 
@@ -96,13 +97,22 @@ impl RqBackend {
         .map_err(redis_error)?;
         let backend = Self {
             conn,
-            requeue: redis::Script::new(REQUEUE_LUA),
+            requeue: Arc::new(redis::Script::new(REQUEUE_LUA)),
             decoded: Arc::default(),
         };
         backend.refuse_unsupported_layouts().await?;
         // Loaded up front, so the first batch is not sent twice (NOSCRIPT, then again).
         backend.load_script().await?;
         Ok(backend)
+    }
+
+    /// The same backend without the decode cache: for a reader that reads each job once
+    /// (the failure index's reconciler), so it neither fills nor evicts the listings' cache.
+    pub fn without_decode_cache(&self) -> Self {
+        Self {
+            decoded: Arc::new(DecodeCache::none()),
+            ..self.clone()
+        }
     }
 
     /// The connection, for retryguard's own keys (retry state, audit outbox).
@@ -173,6 +183,86 @@ impl RqBackend {
         Ok(None)
     }
 
+    /// Up to `limit` members of the ZSET `key` (ids of `queue`'s failed jobs) ordered by
+    /// (score, id), strictly after `after`.
+    async fn zset_page(
+        &self,
+        key: &str,
+        queue: &str,
+        after: Option<&JobRef>,
+        limit: usize,
+    ) -> Result<Vec<JobRef>, QueueError> {
+        let mut conn = self.conn.clone();
+        // Members with the cursor's score that sort after its id, then higher scores.
+        let mut refs = Vec::with_capacity(limit);
+        let (min, skip_until) = match after {
+            Some(c) => (format!("{}", c.score), Some(c)),
+            None => ("-inf".to_string(), None),
+        };
+        let mut offset = 0usize;
+        while refs.len() < limit {
+            let batch = limit.max(100);
+            let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(&min)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(batch)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let exhausted = found.len() < batch;
+            offset += found.len();
+            for (id, score) in found {
+                if let Some(c) = skip_until
+                    && score == c.score
+                    && id.as_str() <= c.id.as_str()
+                {
+                    continue;
+                }
+                refs.push(JobRef {
+                    queue: queue.to_string(),
+                    id,
+                    score,
+                });
+                if refs.len() == limit {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Copies the ZSET `source` into `key`, expiring after `ttl_seconds`; returns its size.
+    async fn copy_zset(
+        &self,
+        source: &str,
+        key: &str,
+        ttl_seconds: u64,
+    ) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let (size, _): (u64, i64) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGESTORE")
+            .arg(key)
+            .arg(source)
+            .arg(0)
+            .arg(-1)
+            .cmd("EXPIRE")
+            .arg(key)
+            .arg(ttl_seconds.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(size)
+    }
+
     async fn load_script(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         self.requeue
@@ -228,52 +318,27 @@ impl QueueBackend for RqBackend {
         after: Option<&JobRef>,
         limit: usize,
     ) -> Result<Vec<JobRef>, QueueError> {
-        let mut conn = self.conn.clone();
-        let key = RqKeys::failed(queue);
-        // Members with the cursor's score that sort after its id, then higher scores.
-        let mut refs = Vec::with_capacity(limit);
-        let (min, skip_until) = match after {
-            Some(c) => (format!("{}", c.score), Some(c)),
-            None => ("-inf".to_string(), None),
-        };
-        let mut offset = 0usize;
-        while refs.len() < limit {
-            let batch = limit.max(100);
-            let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(&min)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(batch)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            let exhausted = found.len() < batch;
-            offset += found.len();
-            for (id, score) in found {
-                if let Some(c) = skip_until
-                    && score == c.score
-                    && id.as_str() <= c.id.as_str()
-                {
-                    continue;
-                }
-                refs.push(JobRef {
-                    queue: queue.to_string(),
-                    id,
-                    score,
-                });
-                if refs.len() == limit {
-                    break;
-                }
-            }
-            if exhausted {
-                break;
-            }
-        }
-        Ok(refs)
+        self.zset_page(&RqKeys::failed(queue), queue, after, limit)
+            .await
+    }
+
+    async fn subset_page(
+        &self,
+        set: &str,
+        queue: &str,
+        after: Option<&JobRef>,
+        limit: usize,
+    ) -> Result<Vec<JobRef>, QueueError> {
+        self.zset_page(set, queue, after, limit).await
+    }
+
+    async fn snapshot_subset(
+        &self,
+        set: &str,
+        key: &str,
+        ttl_seconds: u64,
+    ) -> Result<u64, QueueError> {
+        self.copy_zset(set, key, ttl_seconds).await
     }
 
     async fn read_jobs(&self, refs: &[JobRef]) -> Result<Vec<Option<FailedJob>>, QueueError> {
@@ -359,21 +424,8 @@ impl QueueBackend for RqBackend {
     }
 
     async fn snapshot(&self, queue: &str, key: &str, ttl_seconds: u64) -> Result<u64, QueueError> {
-        let mut conn = self.conn.clone();
-        let (size, _): (u64, i64) = redis::pipe()
-            .atomic()
-            .cmd("ZRANGESTORE")
-            .arg(key)
-            .arg(RqKeys::failed(queue))
-            .arg(0)
-            .arg(-1)
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(ttl_seconds.max(1))
-            .query_async(&mut conn)
+        self.copy_zset(&RqKeys::failed(queue), key, ttl_seconds)
             .await
-            .map_err(redis_error)?;
-        Ok(size)
     }
 
     async fn snapshot_page(
@@ -442,15 +494,14 @@ impl QueueBackend for RqBackend {
         Ok(requeue_results(replies))
     }
 
-    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
-        let queues = self.failed_queues().await?;
+    async fn counts(&self, queues: &[String]) -> Result<Vec<QueueCounts>, QueueError> {
         if queues.is_empty() {
             // An empty pipeline is a client error in redis-rs.
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for q in &queues {
+        for q in queues {
             pipe.cmd("LLEN").arg(RqKeys::queue(q));
             for registry in ["wip", "failed", "finished", "deferred", "scheduled"] {
                 pipe.cmd("ZCARD").arg(RqKeys::registry(registry, q));
@@ -458,10 +509,10 @@ impl QueueBackend for RqBackend {
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
         Ok(queues
-            .into_iter()
+            .iter()
             .zip(counts.chunks(6))
             .map(|(queue, c)| QueueCounts {
-                queue,
+                queue: queue.clone(),
                 queued: c.first().copied().unwrap_or(0),
                 started: c.get(1).copied().unwrap_or(0),
                 failed: c.get(2).copied().unwrap_or(0),

@@ -26,8 +26,9 @@ pub struct ClassificationCache {
 }
 
 impl ClassificationCache {
-    /// Most entries kept; the cache is emptied when it would grow past this.
-    pub const CAPACITY: usize = 200_000;
+    /// Most entries kept; the cache is emptied when it would grow past this. An entry is
+    /// about 250 bytes (ids, digest, the classification's strings): at most ~12 MB.
+    pub const CAPACITY: usize = 50_000;
 
     pub fn get(&self, key: &(String, String, Digest)) -> Option<Classification> {
         self.entries.lock().ok()?.get(key).cloned()
@@ -125,7 +126,14 @@ pub fn evaluate_one(
     now: u64,
     shadows: bool,
 ) -> Option<Evaluated> {
-    if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms) {
+    if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms)
+        || !filter.matches_failure(
+            &job.job_type,
+            &job.exc_type,
+            &job.exc_message,
+            &job.traceback,
+        )
+    {
         return None;
     }
     let binding = Arc::clone(table.resolve(&job.job_type));

@@ -19,6 +19,13 @@ pub struct JobFilter {
     pub failed_before_ms: Option<u64>,
     /// At most this many matching jobs.
     pub limit: Option<u64>,
+    /// Only jobs of this failure group (its fingerprint, `crate::fingerprint`): the group's
+    /// jobs are read from the failure index, and each is checked to still carry the
+    /// fingerprint.
+    pub group: Option<String>,
+    /// Only jobs whose text holds this, case-insensitively: job type, exception type, raw
+    /// message, or the group's parameterized message and top frame.
+    pub q: Option<String>,
 }
 
 impl JobFilter {
@@ -42,6 +49,38 @@ impl JobFilter {
             return false;
         }
         true
+    }
+
+    /// Whether the failure's own fields match (`group`, `q`): these need the traceback.
+    pub fn matches_failure(
+        &self,
+        job_type: &str,
+        exc_type: &str,
+        exc_message: &str,
+        traceback: &str,
+    ) -> bool {
+        if self.group.is_none() && self.q.is_none() {
+            return true;
+        }
+        let needle = self.q.as_ref().map(|q| q.to_lowercase());
+        let raw_match = needle.as_ref().is_none_or(|n| {
+            [job_type, exc_type, exc_message]
+                .iter()
+                .any(|h| h.to_lowercase().contains(n.as_str()))
+        });
+        if raw_match && self.group.is_none() {
+            return true;
+        }
+        let fp = crate::fingerprint::fingerprint(job_type, traceback);
+        if self.group.as_ref().is_some_and(|g| *g != fp.id) {
+            return false;
+        }
+        raw_match
+            || needle.is_some_and(|n| {
+                [&fp.message, &fp.top_frame]
+                    .iter()
+                    .any(|h| h.to_lowercase().contains(n.as_str()))
+            })
     }
 
     /// Whether the classification-level fields match.

@@ -232,7 +232,19 @@ mod tests {
                 .pop_front()
                 .unwrap_or_else(|| Err(QueueError::Redis("no reply scripted".into())))
         }
-        async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        async fn subset_page(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&JobRef>,
+            _: usize,
+        ) -> Result<Vec<JobRef>, QueueError> {
+            unused()
+        }
+        async fn snapshot_subset(&self, _: &str, _: &str, _: u64) -> Result<u64, QueueError> {
+            unused()
+        }
+        async fn counts(&self, _: &[String]) -> Result<Vec<QueueCounts>, QueueError> {
             unused()
         }
     }

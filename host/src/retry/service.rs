@@ -1,7 +1,6 @@
 //! The retry service: list failed jobs with their classification and decision, and retry
 //! one or many, exactly once. No HTTP types here: the API and the CLI call these functions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,14 +16,15 @@ use super::outcome::{JobOutcome, Outcome};
 use super::records::{self, Context};
 use super::requeue::{requeue, state_ttl};
 use super::state::{self, Recorded, RetryState};
-use super::types::{
-    JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, Stats, Summary,
-};
+use super::types::{JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, Summary};
 use crate::clock::{new_operation_id, now_ms};
 use crate::keyspace;
 use crate::policy::{Params, Policy, PolicyEngine};
 use crate::queue::{FailedJob, JobRef, QueueBackend};
 use crate::registry::{Registry, Table};
+
+/// Most jobs one listing reads (a filter that matches few of many jobs ends its page early).
+pub const MAX_SCAN: usize = 10_000;
 
 /// Jobs read for one batch, not yet evaluated.
 #[derive(Debug)]
@@ -45,6 +45,8 @@ pub struct RetryService<B> {
     cache: Arc<ClassificationCache>,
     /// Queues found by the last discovery, and when (see `listed_queues`).
     queues: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// Turns of listings (`ServiceConfig::max_concurrent_listings`).
+    listings: tokio::sync::Semaphore,
 }
 
 impl<B> std::fmt::Debug for RetryService<B> {
@@ -89,9 +91,10 @@ impl<B: QueueBackend> RetryService<B> {
             conn,
             engine,
             policies: Policies::Fixed(Arc::new(Table::single(policy, params))),
-            config,
             cache: Arc::new(ClassificationCache::default()),
             queues: std::sync::Mutex::new(None),
+            listings: tokio::sync::Semaphore::new(config.max_concurrent_listings.max(1)),
+            config,
         }
     }
 
@@ -157,13 +160,19 @@ impl<B: QueueBackend> RetryService<B> {
     }
 
     /// Lists failed jobs matching `filter`, ordered by queue then (score, id), after `cursor`.
+    /// Reads at most `MAX_SCAN` jobs: past them the page ends early, its `next_cursor` at
+    /// the last job read (a selective filter over many jobs is read over several pages).
     pub async fn list(
         &self,
         filter: &JobFilter,
         cursor: Option<JobRef>,
         limit: usize,
     ) -> Result<Page, RetryError> {
-        let mut queues = self.listed_queues().await?;
+        let _turn = self.listings.acquire().await;
+        let mut queues = match &filter.group {
+            Some(fp) => self.group_queues(fp).await?,
+            None => self.listed_queues().await?,
+        };
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);
         }
@@ -173,21 +182,39 @@ impl<B: QueueBackend> RetryService<B> {
         let now = now_ms();
         // One job more than asked tells whether there is a next page.
         let mut found: Vec<(JobRef, JobView)> = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_read: Option<JobRef> = None;
         'queues: for queue in queues {
+            let set = filter
+                .group
+                .as_ref()
+                .map(|fp| keyspace::triage_group_jobs(fp, &queue));
             let mut after = cursor.clone().filter(|c| c.queue == queue);
             loop {
-                // One job more than asked tells whether there is a next page.
+                if scanned >= MAX_SCAN {
+                    break 'queues;
+                }
                 let batch = self.config.batch_size.min(limit + 1 - found.len()).max(1);
-                let refs = self
-                    .backend
-                    .failed_page(&queue, after.as_ref(), batch)
-                    .await?;
+                let refs = match &set {
+                    Some(set) => {
+                        self.backend
+                            .subset_page(set, &queue, after.as_ref(), batch)
+                            .await?
+                    }
+                    None => {
+                        self.backend
+                            .failed_page(&queue, after.as_ref(), batch)
+                            .await?
+                    }
+                };
                 if refs.is_empty() {
                     break;
                 }
+                scanned += refs.len();
                 after = refs.last().cloned();
                 let views = self.evaluate_refs(&refs, filter, now).await?;
                 for (r, view) in refs.into_iter().zip(views) {
+                    last_read = Some(r.clone());
                     if let Some(view) = view {
                         found.push((r, view));
                         if found.len() > limit {
@@ -199,13 +226,40 @@ impl<B: QueueBackend> RetryService<B> {
         }
         let more = found.len() > limit;
         found.truncate(limit);
+        let scan_limited = !more && scanned >= MAX_SCAN;
         let next_cursor = if more {
             found.last().map(|(r, _)| r.clone())
+        } else if scan_limited {
+            last_read
         } else {
             None
         };
         let jobs = found.into_iter().map(|(_, view)| view).collect();
-        Ok(Page { jobs, next_cursor })
+        Ok(Page {
+            jobs,
+            next_cursor,
+            scanned: scanned as u64,
+            scan_limited,
+        })
+    }
+
+    /// The queues a failure group has jobs on, from the failure index (`crate::triage`).
+    async fn group_queues(&self, fingerprint: &str) -> Result<Vec<String>, RetryError> {
+        let mut conn = self.conn.clone();
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keyspace::triage_group(fingerprint))
+            .query_async(&mut conn)
+            .await
+            .map_err(crate::redis_error::RedisError::from)?;
+        let mut queues: Vec<String> = fields
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let q = k.strip_prefix("q:")?;
+                (v.parse::<i64>().ok()? > 0).then(|| q.to_string())
+            })
+            .collect();
+        queues.sort();
+        Ok(queues)
     }
 
     /// The queues with failed jobs, for listings: discovery scans the whole keyspace, so
@@ -229,6 +283,7 @@ impl<B: QueueBackend> RetryService<B> {
 
     /// One failed job, with what its policy says now.
     pub async fn get(&self, id: &str) -> Result<Option<JobView>, RetryError> {
+        let _turn = self.listings.acquire().await;
         let Some(job) = self.backend.find_failed(id).await? else {
             return Ok(None);
         };
@@ -386,17 +441,25 @@ impl<B: QueueBackend> RetryService<B> {
             &records::operation_started(operation_id, actor, options, filter, now),
         )
         .await?;
-        let mut queues = self.backend.failed_queues().await?;
+        let mut queues = match &filter.group {
+            Some(fp) => self.group_queues(fp).await?,
+            None => self.backend.failed_queues().await?,
+        };
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);
         }
         let mut snapshots = Vec::new();
         for queue in &queues {
             let key = keyspace::snapshot(operation_id, queue);
-            let size = self
-                .backend
-                .snapshot(queue, &key, self.config.snapshot_ttl_seconds)
-                .await?;
+            let ttl = self.config.snapshot_ttl_seconds;
+            // A group's retry-all walks the group's jobs only (each still re-checked).
+            let size = match &filter.group {
+                Some(fp) => {
+                    let set = keyspace::triage_group_jobs(fp, queue);
+                    self.backend.snapshot_subset(&set, &key, ttl).await?
+                }
+                None => self.backend.snapshot(queue, &key, ttl).await?,
+            };
             progress.total.fetch_add(size, Ordering::Relaxed);
             snapshots.push((queue.clone(), key, size));
         }
@@ -580,47 +643,6 @@ impl<B: QueueBackend> RetryService<B> {
 }
 
 impl<B: QueueBackend> RetryService<B> {
-    /// Counts per queue, failed jobs by failure type (classifying at most `max_jobs`), and
-    /// the audit outbox length.
-    pub async fn stats(&self, max_jobs: usize) -> Result<Stats, RetryError> {
-        let queues = self.backend.counts().await?;
-        let mut failed_by_type: BTreeMap<String, u64> = BTreeMap::new();
-        let mut examined: u64 = 0;
-        let mut cursor = None;
-        let mut complete = true;
-        loop {
-            let room = max_jobs.saturating_sub(examined as usize);
-            if room == 0 {
-                complete = false;
-                break;
-            }
-            let page = self
-                .list(&JobFilter::default(), cursor, room.min(1000))
-                .await?;
-            for view in &page.jobs {
-                let key = view
-                    .classification
-                    .as_ref()
-                    .map_or("policy_error", |c| c.failure_type.as_str());
-                *failed_by_type.entry(key.to_string()).or_default() += 1;
-            }
-            examined += page.jobs.len() as u64;
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        let mut conn = self.conn.clone();
-        let outbox_len = state::outbox_len(&mut conn).await?;
-        Ok(Stats {
-            queues,
-            failed_by_type,
-            failed_examined: examined,
-            failed_complete: complete,
-            outbox_len,
-        })
-    }
-
     /// The outcome of retrying a job that is not in a failed registry: `already_requeued`
     /// when its hash is still there with another status, else `not_found`.
     async fn not_failed(

@@ -1,5 +1,5 @@
 //! The retry service's types: how a retry is asked for (`RetryOptions`), what it reports
-//! (`JobView`, `Page`, `Summary`, `Progress`, `Stats`) and its errors.
+//! (`JobView`, `Page`, `Summary`, `Progress`) and its errors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +61,10 @@ pub struct ServiceConfig {
     pub snapshot_ttl_seconds: u64,
     /// How often a batch whose reply was lost is re-sent before its jobs are `unknown`.
     pub requeue_resends: u32,
+    /// Listings (and single-job reads) that read and evaluate at once; more wait their turn.
+    /// Each holds a page of jobs with their tracebacks in memory (a few MB): this bounds the
+    /// memory of many concurrent listings, and the CPU they need is the same either way.
+    pub max_concurrent_listings: usize,
 }
 
 impl Default for ServiceConfig {
@@ -71,6 +75,7 @@ impl Default for ServiceConfig {
             default_failure_ttl_seconds: 365 * 86_400,
             snapshot_ttl_seconds: 3600,
             requeue_resends: 3,
+            max_concurrent_listings: 8,
         }
     }
 }
@@ -95,6 +100,11 @@ pub struct JobView {
 pub struct Page {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<JobRef>,
+    /// Jobs read to fill the page.
+    pub scanned: u64,
+    /// The page ended at the scan bound (`service::MAX_SCAN`), not at `limit` or the end:
+    /// `next_cursor` goes on from the last job read.
+    pub scan_limited: bool,
 }
 
 /// Progress and result of a retry-all, shared with whoever watches it.
@@ -146,18 +156,4 @@ pub struct ShadowDecision {
     /// for comparing "whether" and "when".
     pub active_outcome: String,
     pub active_retry_at_ms: Option<u64>,
-}
-
-/// Counts for `GET /api/v1/jobs/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub queues: Vec<crate::queue::QueueCounts>,
-    /// Failed jobs per failure type (`policy_error` when the policy failed).
-    pub failed_by_type: BTreeMap<String, u64>,
-    /// Failed jobs classified for `failed_by_type`.
-    pub failed_examined: u64,
-    /// False when more failed jobs exist than were examined.
-    pub failed_complete: bool,
-    /// Length of retryguard's audit outbox stream.
-    pub outbox_len: u64,
 }

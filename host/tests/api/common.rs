@@ -56,6 +56,26 @@ pub async fn state_with(config: Config) -> AppState {
     AppState::from_app(app)
 }
 
+/// One pass of the failure index's reconciler over `redis` (what `serve` runs in the
+/// background): the counts `stats` answers with are the index's.
+pub async fn reconcile(redis: &RedisServer) {
+    let (engine, policy) = engine();
+    let app = retryguard::app::App::connect(
+        Arc::new(config(redis)),
+        Arc::clone(engine),
+        Arc::clone(policy),
+    )
+    .await
+    .unwrap();
+    let mut reconciler = retryguard::triage::Reconciler::new(
+        Arc::clone(&app.service),
+        app.backend.connection(),
+        retryguard::triage::ReconcilerConfig::default(),
+        Arc::default(),
+    );
+    reconciler.pass().await.unwrap();
+}
+
 /// The router over a test Redis.
 pub async fn app(redis: &RedisServer) -> Router {
     api::router(state_with(config(redis)).await)

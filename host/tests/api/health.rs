@@ -134,6 +134,7 @@ async fn metrics_expose_requests_outcomes_evaluations_and_redis_gauges_in_promet
         )],
     );
     let app = app(&redis).await;
+    crate::common::reconcile(&redis).await;
     let reply = send(&app, "POST", "/api/v1/jobs/failed/m-1/retry?dry_run=true").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let response = app
@@ -162,7 +163,8 @@ async fn metrics_expose_requests_outcomes_evaluations_and_redis_gauges_in_promet
         "retryguard_policy_evaluations_total{policy=\"",
         "retryguard_policy_evaluation_duration_seconds_bucket{policy=\"",
         "retryguard_rq_jobs{queue=\"default\",state=\"failed\"} 1",
-        "retryguard_failed_jobs_by_type{failure_type=\"network_error\"}",
+        "retryguard_failed_jobs_by_type{queue=\"default\",failure_type=\"network_error\"} 1",
+        "retryguard_failure_index_built 1",
         "retryguard_audit_backlog 1",
         "retryguard_redis_up 1",
         "# TYPE retryguard_http_request_duration_seconds histogram",

@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 
 use crate::common::{
-    NETWORK_TB, RawJob, RedisServer, VALIDATION_TB, app, connect, now_ms, send, write_failed,
+    NETWORK_TB, RawJob, RedisServer, VALIDATION_TB, app, connect, now_ms, reconcile, send,
+    write_failed,
 };
 
 #[tokio::test]
@@ -14,8 +15,9 @@ async fn an_empty_redis_lists_nothing() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.json,
-        serde_json::json!({"jobs": [], "next_cursor": null})
+        serde_json::json!({"jobs": [], "next_cursor": null, "scanned": 0, "scan_limited": false})
     );
+    reconcile(&redis).await;
     let reply = send(&app, "GET", "/api/v1/jobs/stats").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     assert_eq!(reply.json["queues"], serde_json::json!([]));
@@ -123,7 +125,8 @@ async fn lists_jobs_with_their_classification_and_decision() {
     assert_eq!(reply.json["traceback"], VALIDATION_TB);
     assert_eq!(reply.json["decision"]["hold_kind"], "non_retryable");
 
-    // Stats.
+    // Stats, from the failure index.
+    reconcile(&redis).await;
     let reply = send(&app, "GET", "/api/v1/jobs/stats").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     assert_eq!(reply.json["queues"][0]["queue"], "default");

@@ -18,6 +18,8 @@ One job per failure family of the contract table (host/tests/fixtures/contract/e
     permission_error     permission_error()      PermissionError
     configuration_error  configuration_error()   ModuleNotFoundError
     unknown              custom_unknown()        billing.errors.GatewayQuirk
+    (one cause, values   card_declined(amount)   billing.errors.CardDeclined, its message
+     differ per job)                             holding the job id, amount, time, host
     (no traceback)       killed_by_signal_9()    the work-horse SIGKILLs itself (forking worker only)
     (status stopped)     stopped_by_user()       stops itself with RQ's stop command (forking only)
 
@@ -182,6 +184,24 @@ def configuration_error():
 
 def custom_unknown():
     raise GatewayQuirk("gateway returned result code XJ-7 for order 7")
+
+
+class CardDeclined(Exception):
+    """The payment gateway said no: one cause, with this job's own values in the message."""
+
+
+CardDeclined.__module__ = "billing.errors"
+
+
+def card_declined(amount: str = "12.50"):
+    """Fails with one cause whose message differs per job: the job id, an amount, a time, a
+    host. Failure groups must put every such job in one group (host/tests/rq/triage.rs)."""
+    job = get_current_job()
+    job_id = job.id if job else "none"
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    raise CardDeclined(
+        f"card for order {job_id} declined: amount {amount} EUR at {at} by gw-{len(job_id)}.pay.example.com"
+    )
 
 
 def killed_by_signal_9():

@@ -20,3 +20,4 @@ mod layout;
 mod requests;
 mod retry;
 mod support;
+mod triage;

@@ -769,9 +769,7 @@ async fn a_job_key_or_results_key_of_the_wrong_type_is_held_as_broken_and_the_re
         assert!(view.job.traceback.contains("unreadable job"));
     }
 
-    // Stats.
-    let stats = svc.stats(1000).await.expect("stats");
-    assert_eq!(stats.failed_examined, 5);
+    // (The failure index counts broken jobs too: host/tests/rq/triage.rs.)
 
     // Retry-all: the three readable jobs are requeued, the broken ones held.
     let summary = svc

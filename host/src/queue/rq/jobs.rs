@@ -45,9 +45,21 @@ impl DecodedFailure {
 /// fixed at creation, so the same key always decodes to the same failure: listing the same
 /// failed jobs again skips base64, two inflates and the traceback parser for each (they were
 /// most of a listing's CPU time). Bounded by bytes; emptied when it would grow past them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DecodeCache {
     inner: std::sync::Mutex<DecodeCacheInner>,
+    /// The most decoded text kept (tracebacks are capped at 1 MiB each, so a byte budget,
+    /// not a count, bounds the memory); 0 keeps nothing.
+    max_bytes: usize,
+}
+
+impl Default for DecodeCache {
+    fn default() -> Self {
+        Self {
+            inner: std::sync::Mutex::default(),
+            max_bytes: Self::MAX_BYTES,
+        }
+    }
 }
 
 type DecodeKey = (String, String, String, String);
@@ -59,11 +71,21 @@ struct DecodeCacheInner {
 }
 
 impl DecodeCache {
-    /// The most decoded text kept (tracebacks are capped at 1 MiB each, so a byte budget, not
-    /// a count, bounds the memory).
-    const MAX_BYTES: usize = 64 << 20;
+    /// The default budget: listings of the same pages skip decoding within it.
+    const MAX_BYTES: usize = 24 << 20;
+
+    /// A cache that keeps nothing (a reader that reads each job once).
+    pub(super) fn none() -> Self {
+        Self {
+            inner: std::sync::Mutex::default(),
+            max_bytes: 0,
+        }
+    }
 
     fn get(&self, key: &DecodeKey) -> Option<Arc<DecodedFailure>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
         self.inner.lock().ok()?.entries.get(key).cloned()
     }
 
@@ -72,11 +94,11 @@ impl DecodeCache {
             return;
         };
         let size = value.bytes() + key.0.len() + key.1.len() + key.2.len() + key.3.len();
-        if inner.bytes + size > Self::MAX_BYTES {
+        if inner.bytes + size > self.max_bytes {
             inner.entries.clear();
             inner.bytes = 0;
         }
-        if size <= Self::MAX_BYTES && inner.entries.insert(key, value).is_none() {
+        if size <= self.max_bytes && inner.entries.insert(key, value).is_none() {
             inner.bytes += size;
         }
     }

@@ -1,19 +1,18 @@
 -- triage_forget(id, queue): takes a job out of the failure index (keys under
 -- retryguard:triage:v1:, see keyspace.rs) when the index counts it under `queue`.
+-- triage_forget_from(fp, id, queue): the same for the group `fp` named by the caller (the
+-- reconciler, which found the job in that group's set).
 --
 -- Prepended to every script that removes a member from a failed registry (requeue, delete,
--- the pruning of dangling members) and used by the reconciler for departures, so the index
--- follows retryguard's own changes in the same atomic step. Every call is a `pcall`: an index
--- key of the wrong type never fails the caller (whose job data matters more); the
--- reconciler's next full pass repairs the index. The ZREM gates every decrement, so forgetting
--- a job twice counts it once.
-local function triage_forget(id, queue)
+-- the pruning of dangling members) and to the reconciler's, so the index follows retryguard's
+-- own changes in the same atomic step. Every call is a `pcall`: an index key of the wrong
+-- type never fails the caller (whose job data matters more); a rebuild repairs the index.
+-- The ZREM gates every decrement, so forgetting a job twice counts it once.
+local function triage_forget_from(fp, id, queue)
   local P = 'retryguard:triage:v1:'
-  local fp = redis.pcall('HGET', P .. 'jobs', id)
-  if type(fp) ~= 'string' then return 0 end
   local g = P .. 'group:' .. fp
   if redis.pcall('ZREM', g .. ':jobs:' .. queue, id) ~= 1 then return 0 end
-  redis.pcall('HDEL', P .. 'jobs', id)
+  if redis.pcall('HGET', P .. 'jobs', id) == fp then redis.pcall('HDEL', P .. 'jobs', id) end
   local ft = redis.pcall('HGET', g, 'failure_type')
   if type(ft) ~= 'string' then ft = '' end
   local left = redis.pcall('HINCRBY', g, 'count', -1)
@@ -25,11 +24,18 @@ local function triage_forget(id, queue)
     redis.pcall('ZREM', P .. 'groups', fp)
     redis.pcall('ZREM', P .. 'groups:last', fp)
     -- A cause with no failed job left is kept a week, for its history.
-    redis.pcall('EXPIRE', g, 604800)
-    redis.pcall('EXPIRE', g .. ':hours', 604800)
+    for _, k in ipairs({g, g .. ':hours', g .. ':example', g .. ':sample'}) do
+      redis.pcall('EXPIRE', k, 604800)
+    end
   else
     redis.pcall('ZINCRBY', P .. 'groups', -1, fp)
   end
   return 1
+end
+
+local function triage_forget(id, queue)
+  local fp = redis.pcall('HGET', 'retryguard:triage:v1:jobs', id)
+  if type(fp) ~= 'string' then return 0 end
+  return triage_forget_from(fp, id, queue)
 end
 

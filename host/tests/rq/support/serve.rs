@@ -26,6 +26,11 @@ pub type Reply = (u16, serde_json::Value);
 impl Serve {
     /// Serve with cooldown 0 (a failed job is due at once), once it accepts connections.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// [`Serve::start`] with more `RETRYGUARD_*` variables.
+    pub fn start_with(redis_url: &str, env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap()
             .local_addr()
@@ -46,6 +51,7 @@ impl Serve {
             .env("RETRYGUARD_AUDIT_DIR", audit.path())
             .env("RETRYGUARD_RETRY_COOLDOWN_SECONDS", "0")
             .env("RETRYGUARD_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -62,6 +68,17 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(50));
         }
         serve
+    }
+
+    /// The process id (to tell which instance holds a lease).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, now (no graceful stop: leases are left to expire).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self) -> String {
