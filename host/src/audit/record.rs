@@ -92,6 +92,8 @@ pub struct NewRecord {
     pub time_to_outcome_ms: Option<u64>,
     /// The `now` of the decision (epoch ms).
     pub now_ms: Option<u64>,
+    /// For `deleted` records: the sha256 of the job's hash as a JSON object (a blob).
+    pub job_blob_sha256: Option<String>,
 }
 
 impl NewRecord {
@@ -155,6 +157,7 @@ impl NewRecord {
         if let Some(c) = self.cancelled {
             f.push(("cancelled", c.to_string()));
         }
+        opt(&mut f, "job_blob_sha256", &self.job_blob_sha256);
         if let Some(t) = self.time_to_outcome_ms {
             f.push(("time_to_outcome_ms", t.to_string()));
         }

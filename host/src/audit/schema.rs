@@ -107,10 +107,13 @@ pub struct AuditRecord {
     pub counts: Option<String>,
     /// For outcome records: milliseconds from the requeue to the outcome.
     pub time_to_outcome_ms: Option<i64>,
+    /// For `deleted` records: the sha256 of the deleted job's hash (a JSON object of its
+    /// fields), kept as a blob like tracebacks.
+    pub job_blob_sha256: Option<String>,
 }
 
 /// Column names, in schema order.
-pub const COLUMNS: [&str; 36] = [
+pub const COLUMNS: [&str; 37] = [
     "record_id",
     "timestamp",
     "job_id",
@@ -146,6 +149,7 @@ pub const COLUMNS: [&str; 36] = [
     "filter",
     "counts",
     "time_to_outcome_ms",
+    "job_blob_sha256",
     "schema_version",
 ];
 
@@ -193,6 +197,7 @@ pub fn schema() -> SchemaRef {
         f("filter", Utf8, true),
         f("counts", Utf8, true),
         f("time_to_outcome_ms", Int64, true),
+        f("job_blob_sha256", Utf8, true),
         f("schema_version", Int32, false),
     ]))
 }
@@ -253,6 +258,7 @@ impl AuditRecord {
                 "filter" => r.filter = some(v),
                 "counts" => r.counts = some(v),
                 "time_to_outcome_ms" => r.time_to_outcome_ms = i64_(),
+                "job_blob_sha256" => r.job_blob_sha256 = non_empty(&v),
                 _ => {}
             }
         }
@@ -390,6 +396,7 @@ pub fn to_batch(records: &[AuditRecord]) -> Result<RecordBatch, arrow_schema::Ar
         strs(&|r| r.filter.as_deref()),
         strs(&|r| r.counts.as_deref()),
         i64s(&|r| r.time_to_outcome_ms),
+        strs(&|r| r.job_blob_sha256.as_deref()),
         i32s(&|_| Some(SCHEMA_VERSION)),
     ];
     RecordBatch::try_new(schema(), columns)
@@ -447,6 +454,7 @@ pub fn from_batch(batch: &RecordBatch) -> Vec<AuditRecord> {
         i32s("prior_attempts"),
         i32s("queue_retries_left"),
     );
+    let job_blob = strs("job_blob_sha256");
     let (now, failed_at, first_failed, last_attempt, tto) = (
         i64s("now_ms"),
         i64s("failed_at_ms"),
@@ -497,6 +505,7 @@ pub fn from_batch(batch: &RecordBatch) -> Vec<AuditRecord> {
             filter: s(filter, i),
             counts: s(counts, i),
             time_to_outcome_ms: l(tto, i),
+            job_blob_sha256: s(job_blob, i),
         })
         .collect()
 }

@@ -40,13 +40,15 @@ pub enum Outcome {
     NotFound,
     /// The policy failed (trap, timeout, …): never a retry.
     PolicyError,
-    /// Redis did not confirm the requeue: it may or may not have happened. Re-send the
-    /// operation to resolve it.
+    /// Redis did not confirm the requeue (or the delete): it may or may not have happened.
+    /// Re-send the operation to resolve it.
     Unknown,
+    /// Deleted by a delete-all (or, in a dry run, would be).
+    Deleted,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Self::Retried,
         Self::BlockedCooldown,
         Self::BlockedMaxAttempts,
@@ -58,6 +60,7 @@ impl Outcome {
         Self::NotFound,
         Self::PolicyError,
         Self::Unknown,
+        Self::Deleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +76,7 @@ impl Outcome {
             Self::NotFound => "not_found",
             Self::PolicyError => "policy_error",
             Self::Unknown => "unknown",
+            Self::Deleted => "deleted",
         }
     }
 }
