@@ -87,6 +87,45 @@ pub enum RequeueResult {
     Unknown { why: String },
 }
 
+/// One delete to perform atomically (RQ: what `job.delete()` deletes, with its audit record).
+#[derive(Debug, Clone)]
+pub struct Delete<'a> {
+    /// The job as read for the decision: the delete goes through only while it is still this
+    /// failure (same registry, status, newest result, `created_at`).
+    pub job: &'a FailedJob,
+    /// retryguard's retry state of the job (deleted with it), the audit outbox, and the hash
+    /// that keeps audit blobs by sha256 (the job's hash is stored there, as a JSON object,
+    /// before the record that names it).
+    pub state_key: &'a str,
+    pub outbox_key: &'a str,
+    pub blobs_key: &'a str,
+    /// Also delete the jobs that depend on it (RQ's `delete_dependents=True`).
+    pub delete_dependents: bool,
+    /// Why (the record's `error_message`).
+    pub reason: &'a str,
+    /// The audit record's fields but decision, success and error message, which the backend
+    /// sets from what the atomic step finds (and `job_blob_sha256`, which it adds).
+    pub audit: &'a [(&'static str, String)],
+    /// The fields of a dependent's record (who, which operation, why): the backend adds the
+    /// dependent's id, queue and verdict.
+    pub dependent_audit: &'a [(&'static str, String)],
+}
+
+/// What one atomic delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteResult {
+    /// Deleted, with this many dependents.
+    Deleted { dependents: u32 },
+    /// No longer in the failed registry: someone requeued it (or deleted it).
+    AlreadyRequeued,
+    /// It is not the failure the decision was about any more (or a key has the wrong type).
+    Stale { why: String },
+    /// The job is gone (its dangling registry member was pruned).
+    NotFound,
+    /// Redis answered with an error or not at all: whether it happened is unknown.
+    Unknown { why: String },
+}
+
 /// Counts per state of one queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueCounts {
@@ -196,6 +235,14 @@ pub trait QueueBackend: Send + Sync + 'static {
         &self,
         batch: &[Requeue<'_>],
     ) -> impl Future<Output = Result<Vec<RequeueResult>, QueueError>> + Send;
+
+    /// Deletes each job atomically, pipelined, each with its own result (as `requeue`): the
+    /// job's hash is kept as an audit blob first, then one script re-checks the job, deletes
+    /// it and appends its record. A `QueueError::Unavailable` leaves the batch unknown.
+    fn delete(
+        &self,
+        batch: &[Delete<'_>],
+    ) -> impl Future<Output = Result<Vec<DeleteResult>, QueueError>> + Send;
 
     /// Job counts per state of each of `queues`.
     fn counts(

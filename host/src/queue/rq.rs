@@ -9,9 +9,13 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 
-use super::{FailedJob, JobRef, QueueBackend, QueueCounts, QueueError, Requeue, RequeueResult};
+use super::{
+    Delete, DeleteResult, FailedJob, JobRef, QueueBackend, QueueCounts, QueueError, Requeue,
+    RequeueResult,
+};
 
 pub mod decode;
+mod delete;
 #[doc(hidden)]
 pub mod fuzzing;
 mod jobs;
@@ -29,6 +33,13 @@ pub use status::RedisStatus;
 const REQUEUE_LUA: &str = concat!(
     include_str!("../triage/lua/forget.lua"),
     include_str!("rq/lua/requeue.lua")
+);
+
+/// The delete script (RQ 2.12's `job.delete()`, re-checked and audited), with the failure
+/// index's `triage_forget` before it.
+const DELETE_LUA: &str = concat!(
+    include_str!("../triage/lua/forget.lua"),
+    include_str!("rq/lua/delete.lua")
 );
 
 /// Removes dangling failed-registry members (their job hash is gone), re-checking each
@@ -71,6 +82,7 @@ pub struct RqBackend {
     conn: ConnectionManager,
     /// Shared: the backend is cloned with every request's state, the script's text is 10 KB.
     requeue: Arc<redis::Script>,
+    delete: Arc<redis::Script>,
     decoded: Arc<DecodeCache>,
 }
 
@@ -98,6 +110,7 @@ impl RqBackend {
         let backend = Self {
             conn,
             requeue: Arc::new(redis::Script::new(REQUEUE_LUA)),
+            delete: Arc::new(redis::Script::new(DELETE_LUA)),
             decoded: Arc::default(),
         };
         backend.refuse_unsupported_layouts().await?;
@@ -266,6 +279,10 @@ impl RqBackend {
     async fn load_script(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         self.requeue
+            .load_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        self.delete
             .load_async(&mut conn)
             .await
             .map(|_| ())
@@ -492,6 +509,10 @@ impl QueueBackend for RqBackend {
             )));
         }
         Ok(requeue_results(replies))
+    }
+
+    async fn delete(&self, batch: &[Delete<'_>]) -> Result<Vec<DeleteResult>, QueueError> {
+        self.delete_batch(batch).await
     }
 
     async fn counts(&self, queues: &[String]) -> Result<Vec<QueueCounts>, QueueError> {

@@ -247,6 +247,12 @@ mod tests {
         async fn counts(&self, _: &[String]) -> Result<Vec<QueueCounts>, QueueError> {
             unused()
         }
+        async fn delete(
+            &self,
+            _: &[crate::queue::Delete<'_>],
+        ) -> Result<Vec<crate::queue::DeleteResult>, QueueError> {
+            unused()
+        }
     }
 
     /// `n` jobs evaluated as due by the default policy.

@@ -29,6 +29,10 @@ impl RqKeys {
     pub fn dependents(id: &str) -> String {
         format!("rq:job:{id}:dependents")
     }
+    /// The job's execution registry (RQ 2.x): a ZSET of execution ids.
+    pub fn executions(id: &str) -> String {
+        format!("rq:executions:{id}")
+    }
     /// `default` of `rq:queue:default`.
     pub fn queue_name(key: &str) -> Option<String> {
         key.strip_prefix("rq:queue:").map(str::to_string)
