@@ -24,6 +24,7 @@ use crate::config::Config;
 
 pub mod auth;
 pub mod bindings;
+pub mod delete;
 pub mod error;
 pub mod groups;
 pub mod guard;
@@ -176,6 +177,7 @@ async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Resp
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(jobs::router())
+        .merge(delete::router())
         .merge(groups::router())
         .merge(operations::router())
         .merge(health::router())

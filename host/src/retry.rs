@@ -8,6 +8,7 @@
 //! - `records`: the audit records of its decisions; `state`: retryguard's per-job data in
 //!   Redis; `tracker`: what became of each requeued job.
 
+pub mod delete;
 pub mod evaluate;
 pub mod filter;
 pub mod outcome;
@@ -23,5 +24,6 @@ pub use filter::JobFilter;
 pub use outcome::{JobOutcome, Outcome};
 pub use service::RetryService;
 pub use types::{
-    JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, ShadowDecision, Summary,
+    DeleteOptions, JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig,
+    ShadowDecision, Summary,
 };

@@ -217,6 +217,11 @@ impl From<RetryError> for ApiError {
             RetryError::Queue(q) => q.into(),
             RetryError::Redis(r) => r.into(),
             RetryError::Engine(detail) => Self::Internal(format!("policy engine: {detail}")),
+            e @ RetryError::CountMismatch { .. } => Self::Conflict(e.to_string()),
+            e @ RetryError::DeleteWithoutReason => Self::Unprocessable {
+                code: "reason_required",
+                message: e.to_string(),
+            },
         }
     }
 }

@@ -28,9 +28,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OperationJson {
     pub operation_id: String,
-    /// What it does: `retry_all`.
+    /// What it does: `retry_all` or `delete_all`.
     pub kind: &'static str,
-    /// `running`, `finished`, `failed`, `cancelled`, or `abandoned`: still `running` in Redis
+    /// `running`, `finished`, `failed`, `cancelled`, `conflict` (a delete-all whose count was
+    /// not the expected one: it deleted nothing), or `abandoned`: still `running` in Redis
     /// but its instance has not reported for 30 s (it died, or lost Redis that long); its
     /// progress is as last reported and it will not go on.
     pub state: &'static str,
@@ -70,6 +71,7 @@ fn state_name(state: OperationState) -> &'static str {
         OperationState::Failed => "failed",
         OperationState::Cancelled => "cancelled",
         OperationState::Abandoned => "abandoned",
+        OperationState::Conflict => "conflict",
     }
 }
 
@@ -94,7 +96,9 @@ fn view(seen: Seen) -> OperationJson {
         })
     });
     let error = match (&s.error, s.state) {
-        (Some(failure), OperationState::Failed) => Some(ApiError::from(failure).body()),
+        (Some(failure), OperationState::Failed | OperationState::Conflict) => {
+            Some(ApiError::from(failure).body())
+        }
         _ => None,
     };
     OperationJson {
@@ -127,6 +131,7 @@ impl From<&Failure> for ApiError {
             FailureKind::RedisUnavailable => Self::RedisUnavailable(f.detail.clone()),
             FailureKind::ForceRequiresReason => Self::ForceRequiresReason,
             FailureKind::Internal => Self::Internal(f.detail.clone()),
+            FailureKind::CountMismatch => Self::Conflict(f.detail.clone()),
         }
     }
 }

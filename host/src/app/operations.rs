@@ -26,7 +26,7 @@ use super::Service;
 use crate::clock::{new_operation_id, now_ms};
 use crate::queue::QueueError;
 use crate::redis_error::RedisError;
-use crate::retry::{JobFilter, Progress, RetryError, RetryOptions, Summary};
+use crate::retry::{DeleteOptions, JobFilter, Progress, RetryError, RetryOptions, Summary};
 pub use store::{
     Failure, FailureKind, OperationKind, OperationState, OperationStatus, OperationStore,
 };
@@ -63,6 +63,7 @@ impl OperationError {
                 RetryError::Queue(QueueError::Unavailable(_))
                 | RetryError::Redis(RedisError::Unavailable(_)),
             ) => FailureKind::RedisUnavailable,
+            Self::Retry(RetryError::CountMismatch { .. }) => FailureKind::CountMismatch,
             Self::Retry(_) | Self::Panicked(_) => FailureKind::Internal,
         };
         Failure {
@@ -125,6 +126,9 @@ impl Operation {
             None => (OperationState::Running, None, None),
             Some((Ok(s), at, _)) if s.cancelled => (OperationState::Cancelled, Some(*at), None),
             Some((Ok(_), at, _)) => (OperationState::Succeeded, Some(*at), None),
+            Some((Err(e @ OperationError::Retry(RetryError::CountMismatch { .. })), at, _)) => {
+                (OperationState::Conflict, Some(*at), Some(e.failure()))
+            }
             Some((Err(e), at, _)) => (OperationState::Failed, Some(*at), Some(e.failure())),
         };
         OperationStatus {
@@ -216,6 +220,63 @@ impl Operations {
         options: RetryOptions,
         actor: String,
     ) -> Result<Arc<Operation>, Busy> {
+        let dry_run = options.dry_run;
+        tracing::info!(
+            ?filter,
+            dry_run,
+            force = options.force,
+            "retry-all starting"
+        );
+        self.launch(
+            OperationKind::RetryAll,
+            dry_run,
+            actor,
+            move |op| async move {
+                service
+                    .retry_all(&filter, &options, &op.actor, &op.id, &op.progress)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Starts a delete-all (`Service::delete_all`) as [`Operations::start`] starts a
+    /// retry-all: same permits, records and reports.
+    pub async fn start_delete_all(
+        &self,
+        service: Arc<Service>,
+        filter: JobFilter,
+        options: DeleteOptions,
+        actor: String,
+    ) -> Result<Arc<Operation>, Busy> {
+        let dry_run = options.dry_run;
+        tracing::info!(?filter, dry_run, expected_count = ?options.expected_count, "delete-all starting");
+        self.launch(
+            OperationKind::DeleteAll,
+            dry_run,
+            actor,
+            move |op| async move {
+                service
+                    .delete_all(&filter, &options, &op.actor, &op.id, &op.progress)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Runs `work` as an operation of `kind` in its own task, once its first record is
+    /// written (or could not be); `Busy` when `max_running` already run in this instance.
+    async fn launch<F, Fut>(
+        &self,
+        kind: OperationKind,
+        dry_run: bool,
+        actor: String,
+        work: F,
+    ) -> Result<Arc<Operation>, Busy>
+    where
+        F: FnOnce(Arc<Operation>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Summary, RetryError>> + Send + 'static,
+    {
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| Busy {
@@ -224,8 +285,8 @@ impl Operations {
         let (ended, _) = watch::channel(None);
         let op = Arc::new(Operation {
             id: new_operation_id(),
-            kind: OperationKind::RetryAll,
-            dry_run: options.dry_run,
+            kind,
+            dry_run,
             actor,
             instance: self.instance.clone(),
             started_ms: now_ms(),
@@ -233,7 +294,7 @@ impl Operations {
             ended,
         });
         self.insert(Arc::clone(&op));
-        tracing::info!(operation_id = %op.id, instance = %self.instance, ?filter, dry_run = options.dry_run, force = options.force, "retry-all started");
+        tracing::info!(operation_id = %op.id, instance = %self.instance, kind = kind.as_str(), dry_run, "operation started");
         // Written before the caller learns the id, so any instance knows it at once; if Redis
         // does not answer, the heartbeats write it later (and the run itself needs Redis).
         if let Err(e) = self.store.write(&op.status()).await {
@@ -246,17 +307,7 @@ impl Operations {
         tokio::spawn(async move {
             let run_op = Arc::clone(&task_op);
             // The work runs in a task of its own so that even a panic ends the operation.
-            let mut run = tokio::spawn(async move {
-                service
-                    .retry_all(
-                        &filter,
-                        &options,
-                        &run_op.actor,
-                        &run_op.id,
-                        &run_op.progress,
-                    )
-                    .await
-            });
+            let mut run = tokio::spawn(work(run_op));
             let mut reporter = Reporter::new(store, Arc::clone(&task_op));
             let start = tokio::time::Instant::now() + REPORT_EVERY;
             let mut tick = tokio::time::interval_at(start, REPORT_EVERY);
@@ -271,7 +322,7 @@ impl Operations {
                 Ok(result) => result.map_err(OperationError::Retry),
                 Err(e) => Err(OperationError::Panicked(e.to_string())),
             };
-            tracing::info!(operation_id = %task_op.id, ok = ended.is_ok(), "retry-all ended");
+            tracing::info!(operation_id = %task_op.id, kind = kind.as_str(), ok = ended.is_ok(), "operation ended");
             // The slot is free before anyone can see the operation ended; the local copy
             // ends before the record, so this instance never answers behind Redis.
             drop(permit);

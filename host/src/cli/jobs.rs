@@ -1,4 +1,4 @@
-//! `retryguard jobs failed|show|retry|retry-all|stats|groups|rebuild-index`: the HTTP API
+//! `retryguard jobs failed|show|retry|retry-all|delete-all|stats|groups|rebuild-index`: the HTTP API
 //! of a running `retryguard serve`, from the command line. Tables for people, `--json` for
 //! scripts.
 
@@ -20,6 +20,7 @@ macro_rules! out {
     };
 }
 
+mod delete;
 mod groups;
 pub(crate) mod http;
 
@@ -76,6 +77,7 @@ enum JobsCommand {
         #[command(flatten)]
         retry: RetryArgs,
     },
+    DeleteAll(delete::DeleteAllArgs),
     /// Counts per queue and per failure type.
     Stats,
     /// Failed jobs grouped by cause (most jobs first), with filters and search.
@@ -268,6 +270,7 @@ pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
             limit,
             retry,
         } => retry_all(&client, filter, *limit, retry),
+        JobsCommand::DeleteAll(a) => delete::delete_all(&client, a),
         JobsCommand::Stats => stats(&client),
         JobsCommand::Groups(a) => groups::groups(&client, a),
         JobsCommand::RebuildIndex => groups::rebuild(&client),
@@ -593,7 +596,8 @@ fn poll(client: &Client, op_id: &str) -> Result<Value, Reported> {
     loop {
         let (_, op) = client.call("GET", &path)?;
         let line = format!(
-            "retry-all {op_id}: {}/{} processed  {}  ({:.1} s)",
+            "{} {op_id}: {}/{} processed  {}  ({:.1} s)",
+            op["kind"].as_str().unwrap_or("operation").replace('_', "-"),
             op["processed"].as_u64().unwrap_or(0),
             op["total"].as_u64().unwrap_or(0),
             counts_line(&op["counts"]),

@@ -28,20 +28,20 @@ pub const MAX_SCAN: usize = 10_000;
 
 /// Jobs read for one batch, not yet evaluated.
 #[derive(Debug)]
-struct Loaded {
-    refs: Vec<JobRef>,
-    jobs: Vec<Option<FailedJob>>,
-    states: Vec<RetryState>,
+pub(super) struct Loaded {
+    pub(super) refs: Vec<JobRef>,
+    pub(super) jobs: Vec<Option<FailedJob>>,
+    pub(super) states: Vec<RetryState>,
 }
 
 /// The retry service over one queue backend and the policy engine.
 pub struct RetryService<B> {
     backend: B,
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     engine: Arc<PolicyEngine>,
     /// Which policy judges which job type.
     policies: Policies,
-    config: ServiceConfig,
+    pub(super) config: ServiceConfig,
     cache: Arc<ClassificationCache>,
     /// Queues found by the last discovery, and when (see `listed_queues`).
     queues: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
@@ -244,7 +244,7 @@ impl<B: QueueBackend> RetryService<B> {
     }
 
     /// The queues a failure group has jobs on, from the failure index (`crate::triage`).
-    async fn group_queues(&self, fingerprint: &str) -> Result<Vec<String>, RetryError> {
+    pub(super) async fn group_queues(&self, fingerprint: &str) -> Result<Vec<String>, RetryError> {
         let mut conn = self.conn.clone();
         let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
             .arg(keyspace::triage_group(fingerprint))
@@ -343,7 +343,7 @@ impl<B: QueueBackend> RetryService<B> {
 
     /// Evaluates jobs on the blocking pool (policies are CPU work), split over up to one
     /// task per core; applies the filter. The order of `jobs` is kept.
-    async fn evaluate_jobs(
+    pub(super) async fn evaluate_jobs(
         &self,
         jobs: Vec<(FailedJob, RetryState)>,
         filter: &JobFilter,
@@ -520,7 +520,7 @@ impl<B: QueueBackend> RetryService<B> {
     /// Reads, evaluates and acts on one batch of jobs; returns the outcomes of the jobs the
     /// filter matched (jobs no longer failed are `not_found`).
     /// Reads one page of a retry-all's snapshot, with the jobs and their retry state.
-    async fn load_page(
+    pub(super) async fn load_page(
         &self,
         queue: &str,
         key: &str,

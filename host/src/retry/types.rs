@@ -46,6 +46,35 @@ pub enum RetryError {
     ForceWithoutReason,
     #[error("the policy engine failed: {0}")]
     Engine(String),
+    /// A delete-all's counting pass found a set whose size differs from the caller's
+    /// `expected_count` by more than `max_difference`: nothing was deleted.
+    #[error(
+        "the filter now matches {found} jobs, not the expected {expected} (± {max_difference}): nothing was deleted; run a dry run again"
+    )]
+    CountMismatch {
+        expected: u64,
+        found: u64,
+        max_difference: u64,
+    },
+    /// A real delete needs a reason (it goes into every audit record).
+    #[error("a delete requires a reason: it is written to the audit trail")]
+    DeleteWithoutReason,
+}
+
+/// How a delete-all is to be done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Count and record `deleted` (flagged `dry_run`) records; delete nothing.
+    pub dry_run: bool,
+    /// Why, for the audit trail (required unless a dry run).
+    pub reason: Option<String>,
+    /// The count the caller's dry run reported: when set, a counting pass runs first and the
+    /// delete ends in a conflict, deleting nothing, if the set now differs by more than
+    /// `max_difference`.
+    pub expected_count: Option<u64>,
+    pub max_difference: u64,
+    /// Also delete the jobs that depend on each deleted job (RQ's `delete_dependents`).
+    pub delete_dependents: bool,
 }
 
 /// Settings of the service.

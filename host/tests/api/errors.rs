@@ -239,6 +239,7 @@ fn reads_json(method: &str, template: &str) -> bool {
             | ("PUT", "/api/v1/policies/bindings/{pattern}")
             | ("POST", "/api/v1/policies/{digest}/replay")
             | ("PATCH", "/api/v1/policies/{digest}")
+            | ("POST", "/api/v1/jobs/failed/delete-all")
     )
 }
 

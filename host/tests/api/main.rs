@@ -14,6 +14,7 @@ mod auth;
 mod cli_client;
 mod common;
 mod conform;
+mod delete;
 mod errors;
 mod guard;
 mod health;

@@ -29,14 +29,17 @@ pub const ABANDONED_AFTER_MS: u64 = 30_000;
 pub enum OperationKind {
     /// `POST /api/v1/jobs/failed/retry-all`.
     RetryAll,
+    /// `POST /api/v1/jobs/failed/delete-all`.
+    DeleteAll,
 }
 
 impl OperationKind {
-    pub const ALL: [Self; 1] = [Self::RetryAll];
+    pub const ALL: [Self; 2] = [Self::RetryAll, Self::DeleteAll];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RetryAll => "retry_all",
+            Self::DeleteAll => "delete_all",
         }
     }
 
@@ -58,6 +61,9 @@ pub enum OperationState {
     Cancelled,
     /// `running` in Redis, but no heartbeat for [`ABANDONED_AFTER_MS`]: its instance died.
     Abandoned,
+    /// A delete-all whose counting pass did not find the expected count: it deleted nothing
+    /// (`OperationStatus::error` says both counts).
+    Conflict,
 }
 
 impl OperationState {
@@ -69,6 +75,7 @@ impl OperationState {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Abandoned => "abandoned",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -79,6 +86,7 @@ impl OperationState {
             Self::Succeeded,
             Self::Failed,
             Self::Cancelled,
+            Self::Conflict,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -95,13 +103,16 @@ pub enum FailureKind {
     ForceRequiresReason,
     /// Anything else (a Redis error, the policy engine, a panic): details are logged.
     Internal,
+    /// A delete-all's count differed from `expected_count` (state `conflict`).
+    CountMismatch,
 }
 
 impl FailureKind {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::RedisUnavailable,
         Self::ForceRequiresReason,
         Self::Internal,
+        Self::CountMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +120,7 @@ impl FailureKind {
             Self::RedisUnavailable => "redis_unavailable",
             Self::ForceRequiresReason => "force_requires_reason",
             Self::Internal => "internal",
+            Self::CountMismatch => "count_mismatch",
         }
     }
 
