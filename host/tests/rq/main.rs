@@ -13,6 +13,7 @@
 
 mod audit;
 mod counting;
+mod delete;
 mod guard;
 mod harness;
 mod http;
