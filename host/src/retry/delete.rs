@@ -122,7 +122,7 @@ impl<B: QueueBackend> RetryService<B> {
     ) -> Result<Vec<Snapshot>, RetryError> {
         let mut queues = match &filter.group {
             Some(fp) => self.group_queues(fp).await?,
-            None => self.backend().failed_queues().await?,
+            None => self.listed_queues().await?,
         };
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);

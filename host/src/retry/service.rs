@@ -20,6 +20,7 @@ use super::types::{JobView, Page, Progress, RetryError, RetryOptions, ServiceCon
 use crate::clock::{new_operation_id, now_ms};
 use crate::keyspace;
 use crate::policy::{Params, Policy, PolicyEngine};
+use crate::queue::rq::RqKeys;
 use crate::queue::{FailedJob, JobRef, QueueBackend};
 use crate::registry::{Registry, Table};
 
@@ -262,10 +263,30 @@ impl<B: QueueBackend> RetryService<B> {
         Ok(queues)
     }
 
-    /// The queues with failed jobs, for listings: discovery scans the whole keyspace, so
-    /// its result is reused for a few seconds (a retry-all always discovers afresh).
-    async fn listed_queues(&self) -> Result<Vec<String>, RetryError> {
+    /// The queues with failed jobs, for listings and retry-alls: the queues the failure
+    /// index knows (its reconciler scans the keyspace for failed registries in the
+    /// background, a step per pass) and those `rq:queues` names. Before any reconciler has
+    /// run, the keyspace is scanned here, and that answer is reused for a few seconds.
+    pub(super) async fn listed_queues(&self) -> Result<Vec<String>, RetryError> {
         const FRESH_FOR: Duration = Duration::from_secs(5);
+        let mut conn = self.conn.clone();
+        let (known, registered): (Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(keyspace::TRIAGE_QUEUES)
+            .cmd("SMEMBERS")
+            .arg(RqKeys::QUEUES)
+            .query_async(&mut conn)
+            .await
+            .map_err(crate::redis_error::RedisError::from)?;
+        if !known.is_empty() {
+            let mut queues: Vec<String> = known
+                .into_iter()
+                .chain(registered.iter().filter_map(|k| RqKeys::queue_name(k)))
+                .collect();
+            queues.sort();
+            queues.dedup();
+            return Ok(queues);
+        }
         if let Ok(cached) = self.queues.lock()
             && let Some((at, queues)) = cached.as_ref()
             && at.elapsed() < FRESH_FOR
@@ -443,7 +464,7 @@ impl<B: QueueBackend> RetryService<B> {
         .await?;
         let mut queues = match &filter.group {
             Some(fp) => self.group_queues(fp).await?,
-            None => self.backend.failed_queues().await?,
+            None => self.listed_queues().await?,
         };
         if let Some(q) = &filter.queue {
             queues.retain(|name| name == q);

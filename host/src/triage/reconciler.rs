@@ -33,7 +33,6 @@ use super::index::{self, INDEX_VERSION};
 use crate::clock::now_ms;
 use crate::keyspace;
 use crate::lease::{Held, Lease};
-use crate::queue::QueueBackend;
 use crate::queue::rq::{RqBackend, RqKeys};
 use crate::redis_error::RedisError;
 use crate::retry::RetryService;
@@ -58,7 +57,8 @@ pub struct ReconcilerConfig {
     /// Least time between two full passes of one queue.
     pub full_every: Duration,
     /// How often the whole keyspace is scanned for failed registries of queues `rq:queues`
-    /// no longer names.
+    /// no longer names. The scan goes a step per pass (`SCAN … COUNT 20000`), so a keyspace
+    /// of millions of keys never holds up a pass.
     pub discover_every: Duration,
 }
 
@@ -99,6 +99,8 @@ pub struct Reconciler {
     last_full: HashMap<String, Instant>,
     last_discovery: Option<Instant>,
     discovered: Vec<String>,
+    /// The keyspace scan in progress: its cursor and what it found so far.
+    scanning: Option<(u64, Vec<String>)>,
     /// The bindings revision the groups were last classified under.
     revision: Option<u64>,
     last_trim: Option<Instant>,
@@ -136,6 +138,7 @@ impl Reconciler {
             last_full: HashMap::new(),
             last_discovery: None,
             discovered: Vec::new(),
+            scanning: None,
             revision: None,
             last_trim: None,
         }
@@ -228,7 +231,8 @@ impl Reconciler {
             .arg("holder")
             .arg(self.lease.token())
             .ignore();
-        if complete && !built {
+        // Built once every queue had its full pass, the keyspace scan included.
+        if complete && !built && self.last_discovery.is_some() {
             pipe.cmd("HSET")
                 .arg(keyspace::TRIAGE_META)
                 .arg("built_ms")
@@ -280,17 +284,31 @@ impl Reconciler {
     /// The queues to reconcile: those `rq:queues` names, those the index knows, and (every
     /// `discover_every`) every failed registry in the keyspace.
     async fn queues(&mut self, conn: &mut ConnectionManager) -> Result<Vec<String>, RedisError> {
-        if self
-            .last_discovery
-            .is_none_or(|t| t.elapsed() >= self.config.discover_every)
+        if self.scanning.is_none()
+            && self
+                .last_discovery
+                .is_none_or(|t| t.elapsed() >= self.config.discover_every)
         {
-            self.discovered = self
-                .service
-                .backend()
-                .failed_queues()
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))?;
-            self.last_discovery = Some(Instant::now());
+            self.scanning = Some((0, Vec::new()));
+        }
+        if let Some((cursor, mut found)) = self.scanning.take() {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(RqKeys::FAILED_PATTERN)
+                .arg("COUNT")
+                .arg(20_000)
+                .query_async(conn)
+                .await?;
+            found.extend(keys.iter().filter_map(|k| RqKeys::failed_queue_name(k)));
+            if next == 0 {
+                found.sort();
+                found.dedup();
+                self.discovered = found;
+                self.last_discovery = Some(Instant::now());
+            } else {
+                self.scanning = Some((next, found));
+            }
         }
         let (registered, known): (Vec<String>, Vec<String>) = redis::pipe()
             .cmd("SMEMBERS")
