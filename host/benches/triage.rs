@@ -165,9 +165,10 @@ fn rq_time(ms: u64) -> String {
     retryguard::clock::format_rfc3339(ms)
 }
 
-/// Writes `count` failed jobs with ids `<prefix>-<i>` failed at `at_ms` (spread over the
-/// hour before it), in pipelines of 2,000.
-fn write_jobs(url: &str, prefix: &str, count: usize, at_ms: u64, seed: u64) {
+/// Writes `count` failed jobs with ids `<prefix>-<i>` that failed in the `spread_ms` before
+/// `at_ms`, in pipelines of 2,000. RQ scores a failure `failed_at + failure_ttl`, so new
+/// failures (a spread of a second) score above the older ones, as they do under RQ.
+fn write_jobs(url: &str, prefix: &str, count: usize, at_ms: u64, spread_ms: u64, seed: u64) {
     let mut con = connect(url);
     let causes = Causes::new();
     let mut rng = Rng(seed | 1);
@@ -183,7 +184,7 @@ fn write_jobs(url: &str, prefix: &str, count: usize, at_ms: u64, seed: u64) {
             let job_type = cause % JOB_TYPES;
             let queue = format!("q{}", cause % QUEUES);
             let n = rng.below(1_000_000_000);
-            let ended = at_ms - rng.below(3_600_000);
+            let ended = at_ms - rng.below(spread_ms.max(1));
             let message = template
                 .replace("{n}", &n.to_string())
                 .replace(
@@ -352,7 +353,7 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
     let url = redis.url();
     let now = retryguard::clock::now_ms();
     let t = Instant::now();
-    write_jobs(&url, "job", n, now, 42);
+    write_jobs(&url, "job", n, now, 3_600_000, 42);
     eprintln!(
         "[{n}] wrote {n} failed jobs in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -379,7 +380,11 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
     f.build_s = started.elapsed().as_secs_f64().max(build.as_secs_f64());
     f.build_rate = n as f64 / f.build_s;
     f.index_bytes_per_job = (used_memory(&url).saturating_sub(before)) as f64 / n as f64;
-    eprintln!("[{n}] index built in {:.1} s", f.build_s);
+    eprintln!(
+        "[{n}] index built in {:.1} s (serve's peak RSS so far {:.1} MB)",
+        f.build_s,
+        mb(serve.peak_rss_kb().unwrap_or(0))
+    );
 
     let (_, groups) = conn.json("GET", "/api/v1/jobs/failed/groups?limit=1", None);
     let top = groups["groups"][0].clone();
@@ -409,7 +414,7 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
 
     // A burst of 10,000 new failures.
     let t = Instant::now();
-    write_jobs(&url, "burst", 10_000, retryguard::clock::now_ms(), 7);
+    write_jobs(&url, "burst", 10_000, retryguard::clock::now_ms(), 1000, 7);
     let written = t.elapsed();
     let lag = wait_for_count(&mut conn, n as u64 + 10_000, Duration::from_secs(600))?;
     f.burst_lag_s = lag.as_secs_f64();
@@ -436,6 +441,7 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
                     &format!("stream{round}"),
                     200,
                     retryguard::clock::now_ms(),
+                    100,
                     round + 100,
                 );
                 written.fetch_add(200, Ordering::Relaxed);
@@ -454,10 +460,18 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
     wait_for_count(&mut conn, base + 20_000, Duration::from_secs(600))?;
     f.sustained_lag_s = max_gap as f64 / 2000.0;
 
+    eprintln!(
+        "[{n}] latencies and lag measured (peak RSS so far {:.1} MB)",
+        mb(serve.peak_rss_kb().unwrap_or(0))
+    );
     let list = "/api/v1/jobs/failed?limit=100";
     f.list16 = load_test(serve.addr, list, 16, 10);
     f.list50 = load_test(serve.addr, list, 50, 10);
 
+    eprintln!(
+        "[{n}] listings under load measured (peak RSS so far {:.1} MB)",
+        mb(serve.peak_rss_kb().unwrap_or(0))
+    );
     // Retry-all of (at most 50,000 jobs of) the largest group.
     let (_, detail) = conn.json("GET", &format!("/api/v1/jobs/failed/groups/{fp}"), None);
     let count = detail["count"].as_u64().unwrap_or(0).min(50_000);
