@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod records;
 pub mod requeue;
 pub mod service;
+mod snapshot;
 pub mod state;
 pub mod tracker;
 pub mod types;

@@ -26,7 +26,7 @@ use crate::keyspace;
 use crate::queue::{Delete, DeleteResult, QueueBackend, QueueError};
 
 /// One queue's snapshot: its name, key and size.
-type Snapshot = (String, String, u64);
+use super::snapshot::Snapshot;
 
 impl<B: QueueBackend> RetryService<B> {
     /// Deletes every failed job matching `filter` (or, in a dry run, records what it would
@@ -54,9 +54,7 @@ impl<B: QueueBackend> RetryService<B> {
             &records::operation_started(operation_id, actor, &retry_options, filter, now_ms()),
         )
         .await?;
-        let snapshots = self
-            .delete_snapshots(filter, operation_id, progress)
-            .await?;
+        let snapshots = self.snapshots(filter, operation_id, progress).await?;
         let limit = filter.limit.unwrap_or(u64::MAX);
         if let Some(expected) = options.expected_count {
             let found = self
@@ -111,37 +109,6 @@ impl<B: QueueBackend> RetryService<B> {
         )
         .await?;
         Ok(summary)
-    }
-
-    /// Snapshots the failed registry of each queue the filter covers (as retry-all does).
-    async fn delete_snapshots(
-        &self,
-        filter: &JobFilter,
-        operation_id: &str,
-        progress: &Progress,
-    ) -> Result<Vec<Snapshot>, RetryError> {
-        let mut queues = match &filter.group {
-            Some(fp) => self.group_queues(fp).await?,
-            None => self.listed_queues().await?,
-        };
-        if let Some(q) = &filter.queue {
-            queues.retain(|name| name == q);
-        }
-        let ttl = self.config.snapshot_ttl_seconds;
-        let mut snapshots = Vec::with_capacity(queues.len());
-        for queue in queues {
-            let key = keyspace::snapshot(operation_id, &queue);
-            let size = match &filter.group {
-                Some(fp) => {
-                    let set = keyspace::triage_group_jobs(fp, &queue);
-                    self.backend().snapshot_subset(&set, &key, ttl).await?
-                }
-                None => self.backend().snapshot(&queue, &key, ttl).await?,
-            };
-            progress.total.fetch_add(size, Ordering::Relaxed);
-            snapshots.push((queue, key, size));
-        }
-        Ok(snapshots)
     }
 
     /// The counting pass: how many jobs of the snapshots the filter matches now (at most

@@ -462,28 +462,8 @@ impl<B: QueueBackend> RetryService<B> {
             &records::operation_started(operation_id, actor, options, filter, now),
         )
         .await?;
-        let mut queues = match &filter.group {
-            Some(fp) => self.group_queues(fp).await?,
-            None => self.listed_queues().await?,
-        };
-        if let Some(q) = &filter.queue {
-            queues.retain(|name| name == q);
-        }
-        let mut snapshots = Vec::new();
-        for queue in &queues {
-            let key = keyspace::snapshot(operation_id, queue);
-            let ttl = self.config.snapshot_ttl_seconds;
-            // A group's retry-all walks the group's jobs only (each still re-checked).
-            let size = match &filter.group {
-                Some(fp) => {
-                    let set = keyspace::triage_group_jobs(fp, queue);
-                    self.backend.snapshot_subset(&set, &key, ttl).await?
-                }
-                None => self.backend.snapshot(queue, &key, ttl).await?,
-            };
-            progress.total.fetch_add(size, Ordering::Relaxed);
-            snapshots.push((queue.clone(), key, size));
-        }
+        // A group's retry-all walks the group's jobs only (each still re-checked).
+        let snapshots = self.snapshots(filter, operation_id, progress).await?;
         let mut matched: u64 = 0;
         let limit = filter.limit.unwrap_or(u64::MAX);
         // Pages overlap: the next page is read while this one is evaluated and requeued.
