@@ -277,7 +277,9 @@ impl<B: QueueBackend> RetryService<B> {
             .arg(RqKeys::QUEUES)
             .query_async(&mut conn)
             .await
-            .map_err(crate::redis_error::RedisError::from)?;
+            // Reading the queues is the queue's read, as the keyspace scan it replaces was:
+            // Redis down is `QueueError::Unavailable`, whichever way the queues are found.
+            .map_err(|e| crate::queue::QueueError::from(crate::redis_error::RedisError::from(e)))?;
         if !known.is_empty() {
             let mut queues: Vec<String> = known
                 .into_iter()
