@@ -39,6 +39,16 @@ impl Analytics {
             .map(Some)
     }
 
+    /// Retries per hour over the last 24 hours, oldest first (`None`: no audit directory).
+    pub async fn retries_by_hour(&self, now_ms: u64) -> Result<Option<Vec<u64>>, QueryError> {
+        let Some(dir) = self.audit.dir() else {
+            return Ok(None);
+        };
+        stats::retries_by_hour(&mut self.audit.connection(), dir, now_ms)
+            .await
+            .map(Some)
+    }
+
     /// The shadow experiments since `since_ms` (`None`: no audit directory is configured).
     pub async fn experiments(
         &self,

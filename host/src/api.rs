@@ -86,10 +86,10 @@ impl AppState {
         let config = app.config;
         Self {
             auth: Arc::new(auth::Auth::from_config(&config.auth.tokens)),
-            hosts: Arc::new(origin::HostPolicy::new(
-                &config.server.listen,
-                &config.server.allowed_hosts,
-            )),
+            hosts: Arc::new(
+                origin::HostPolicy::new(&config.server.listen, &config.server.allowed_hosts)
+                    .with_public_origin(config.server.public_origin()),
+            ),
             operations: app.operations,
             service: app.service,
             guard: app.guard,
@@ -143,18 +143,19 @@ pub fn router(state: AppState) -> Router {
 
 /// Refuses oversized URIs and bodies up front, and answers `503 timeout` for a request that
 /// takes longer than `request_timeout_seconds` (a retry-all goes on as an operation).
-async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let uri_len = req.uri().path().len() + req.uri().query().map_or(0, str::len);
     if uri_len > MAX_URI_BYTES {
         return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
     }
     // A policy upload is a component of up to 32 MiB; every other body has the server's limit.
-    let limit =
-        if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/policies" {
-            crate::registry::MAX_UPLOAD_BYTES as u64
-        } else {
-            state.config.server.body_limit_bytes
-        };
+    let limit = if req.method() == axum::http::Method::POST
+        && matches!(req.uri().path(), "/api/v1/policies" | "/ui/policies/upload")
+    {
+        crate::registry::MAX_UPLOAD_BYTES as u64
+    } else {
+        state.config.server.body_limit_bytes
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -232,6 +233,14 @@ pub static ROUTES: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|
 /// The route a path belongs to, with its variable segments as `{name}`, for metric labels
 /// (bounded: any path that is no route is `other`).
 pub fn route_template(path: &str) -> &'static str {
+    // The dashboard's pages share one label (`crate::ui`), its files another.
+    if path == "/" {
+        return "/";
+    } else if path.starts_with("/ui/static/") {
+        return "/ui/static";
+    } else if path == "/ui" || path.starts_with("/ui/") {
+        return "/ui";
+    }
     let path = path.trim_end_matches('/');
     ROUTES
         .iter()
@@ -254,7 +263,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives every request an id (the caller's `x-request-id` when sane, else a new one), logs
 /// the request in a span carrying it, and returns it in the response header.
-async fn request_id(req: Request, next: Next) -> Response {
+pub(crate) async fn request_id(req: Request, next: Next) -> Response {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let id = req
         .headers()

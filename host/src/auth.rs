@@ -101,6 +101,12 @@ impl Auth {
 
     /// The token whose digest matches `presented`'s. Every configured digest is compared,
     /// each in constant time, so the time taken says nothing about which bytes matched.
+    /// The token named `name` (a dashboard session names its token; its role is read here
+    /// on every request, so a token removed from the config ends its sessions).
+    pub fn by_name(&self, name: &str) -> Option<&Token> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+
     pub fn find(&self, presented: &str) -> Option<&Token> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
@@ -119,6 +125,14 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// A new random token (32 bytes from the OS, hex) and its config entry.
+/// `n` random bytes from the kernel, as hex (session ids, CSRF tokens).
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 pub fn new_token(name: &str, role: Role) -> std::io::Result<(String, String)> {
     use std::io::Read as _;
     let mut bytes = [0u8; 32];

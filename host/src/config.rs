@@ -19,7 +19,7 @@ use env::apply_env;
 pub use env::{KEYS, Kind, env_var};
 pub use sections::{
     AuditConfig, AuthConfig, GuardConfig, PolicyConfig, RedisConfig, RetryConfig, ServerConfig,
-    TriageConfig,
+    TriageConfig, UiConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -38,6 +38,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
     pub triage: TriageConfig,
+    pub ui: UiConfig,
     pub guard: GuardConfig,
     pub auth: AuthConfig,
 }
@@ -205,6 +206,15 @@ impl Config {
                 format!("must be 1..=64, not {}", s.max_concurrent_retry_all),
             );
         }
+        if !s.public_url.is_empty() && s.public_origin().is_none() {
+            return invalid(
+                "server.public_url",
+                format!(
+                    "must be an http(s) origin such as https://retryguard.example.com, not {:?}",
+                    s.public_url
+                ),
+            );
+        }
         if let Err(e) = self.policy_limits().validate(&EngineConfig::default()) {
             return invalid("policy", e.to_string());
         }
@@ -227,6 +237,16 @@ impl Config {
                 "triage.full_pass_every_ms",
                 self.triage.full_pass_every_ms,
                 100..=3_600_000,
+            ),
+            (
+                "ui.session_idle_minutes",
+                self.ui.session_idle_minutes,
+                1..=7 * 24 * 60,
+            ),
+            (
+                "ui.session_max_hours",
+                self.ui.session_max_hours,
+                1..=30 * 24,
             ),
             (
                 "audit.retention_days",

@@ -19,6 +19,13 @@ pub const AUDIT_WRITER_STATUS: &str = "retryguard:audit:writer";
 /// Requeued jobs whose outcome is still to be recorded (ZSET, score = requeue ms).
 pub const OUTCOMES_WATCH: &str = "retryguard:outcomes:watch";
 
+/// A dashboard login session (hash: `name` (the token's), `csrf`, `created_ms`), under the
+/// sha256 of its cookie value, so the keyspace holds no usable session id. It expires after
+/// `[ui] session_idle_minutes` without a request (every request renews it).
+pub fn ui_session(id_sha256: &str) -> String {
+    format!("retryguard:ui:session:{id_sha256}")
+}
+
 /// A job's retry state (hash). Its `created_at` field ties it to one incarnation of the job
 /// id: a reused id starts afresh.
 pub fn job_state(job_id: &str) -> String {

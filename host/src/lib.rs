@@ -23,3 +23,4 @@ pub mod redis_error;
 pub mod registry;
 pub mod retry;
 pub mod triage;
+pub mod ui;

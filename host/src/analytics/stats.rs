@@ -21,7 +21,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
@@ -33,7 +33,8 @@ use crate::retry::Outcome;
 /// The decisions of outcome records.
 pub const OUTCOMES: [&str; 3] = ["succeeded", "failed_again", "lost"];
 /// The columns the stats read.
-const COLUMNS: [&str; 5] = [
+const COLUMNS: [&str; 6] = [
+    "timestamp",
     "decision",
     "dry_run_flag",
     "job_type",
@@ -85,14 +86,29 @@ pub async fn retry_stats(
 ) -> Result<RetryStats, QueryError> {
     let date = schema::date_of_ms(now_ms);
     let start = schema::ms_of_date(&date).unwrap_or(0);
+    let pending = outbox_records(conn, start, start + DAY_MS).await?;
+    let (dir, day) = (Arc::clone(dir), date.clone());
+    let (written, mut tally) = query::blocking(move || tally_files(&dir, &day)).await?;
+    tally.add_outbox(&pending, &written);
+    Ok(tally.finish(date))
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// The outbox's records with ids in `[from_ms, to_ms)`, oldest first.
+async fn outbox_records(
+    conn: &mut ConnectionManager,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<(StreamId, AuditRecord)>, QueryError> {
     let (lo, hi) = (
-        StreamId { ms: start, seq: 0 },
         StreamId {
-            ms: start + DAY_MS,
+            ms: from_ms,
             seq: 0,
         },
+        StreamId { ms: to_ms, seq: 0 },
     );
-    let mut pending: Vec<(StreamId, AuditRecord)> = Vec::new();
+    let mut pending = Vec::new();
     query::scan_outbox(conn, lo, Some(hi), Direction::OldestFirst, |e| {
         if let (Some(id), Some(fields)) = (e.id, e.fields) {
             pending.push((id, AuditRecord::from_entry(id, &fields)));
@@ -100,10 +116,46 @@ pub async fn retry_stats(
         true
     })
     .await?;
-    let (dir, day) = (Arc::clone(dir), date.clone());
-    let (written, mut tally) = query::blocking(move || tally_files(&dir, &day)).await?;
+    Ok(pending)
+}
+
+/// Retries (decisions `retried`, not dry runs) in each of the 24 hours up to `now_ms`'s,
+/// oldest first: yesterday's and today's partitions (tallies cached per file) and the
+/// outbox of those days.
+pub async fn retries_by_hour(
+    conn: &mut ConnectionManager,
+    dir: &Arc<AuditDir>,
+    now_ms: u64,
+) -> Result<Vec<u64>, QueryError> {
+    let now_hour = now_ms / HOUR_MS;
+    let since = (now_hour.saturating_sub(23)) * HOUR_MS;
+    let pending = outbox_records(conn, since, (now_hour + 1) * HOUR_MS).await?;
+    let days = [schema::date_of_ms(since), schema::date_of_ms(now_ms)];
+    let dir = Arc::clone(dir);
+    let (written, mut tally) = query::blocking(move || {
+        query::retry_vanished(|| {
+            let mut written = Written::default();
+            let mut tally = Tally::default();
+            for (i, day) in days.iter().enumerate() {
+                if i > 0 && days[i - 1] == *day {
+                    continue;
+                }
+                for p in &dir.parts_of(day)? {
+                    written.insert(p.first, p.last);
+                    tally.merge(file_tally(&p.path)?.as_ref());
+                }
+            }
+            Ok((written, tally))
+        })
+    })
+    .await?;
     tally.add_outbox(&pending, &written);
-    Ok(tally.finish(date))
+    Ok((0..24)
+        .map(|i| {
+            let hour = now_hour.saturating_sub(23 - i);
+            tally.retried_hours.get(&hour).copied().unwrap_or(0)
+        })
+        .collect())
 }
 
 /// Counts of one group.
@@ -131,10 +183,12 @@ struct Tally {
     dry_run: HashMap<String, u64>,
     /// By job type, failure type, policy digest.
     groups: [HashMap<Option<String>, Counts>; 3],
+    /// Retries (`retried`, not dry run) per hour since the epoch.
+    retried_hours: HashMap<u64, u64>,
 }
 
 impl Tally {
-    fn add(&mut self, decision: &str, dry_run: bool, keys: [Option<&str>; 3]) {
+    fn add(&mut self, decision: &str, dry_run: bool, keys: [Option<&str>; 3], ms: u64) {
         let counts = if dry_run {
             &mut self.dry_run
         } else {
@@ -156,6 +210,9 @@ impl Tally {
             "lost" => c.lost += 1,
             _ => {}
         };
+        if decision == "retried" {
+            *self.retried_hours.entry(ms / HOUR_MS).or_default() += 1;
+        }
         if decision != "retried" && !OUTCOMES.contains(&decision) {
             return;
         }
@@ -173,6 +230,7 @@ impl Tally {
                 r.failure_type.as_deref(),
                 r.policy_digest.as_deref(),
             ],
+            u64::try_from(r.timestamp_us / 1000).unwrap_or(0),
         );
     }
 
@@ -197,6 +255,9 @@ impl Tally {
                 mine.entry(k.clone()).or_default().add(c);
             }
         }
+        for (h, n) in &o.retried_hours {
+            *self.retried_hours.entry(*h).or_default() += n;
+        }
     }
 
     /// Adds a batch of the projected columns.
@@ -212,6 +273,10 @@ impl Tally {
             .column_by_name("dry_run_flag")
             .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
             .ok_or_else(|| io::Error::other("audit file without column dry_run_flag"))?;
+        let time = batch
+            .column_by_name("timestamp")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .ok_or_else(|| io::Error::other("audit file without column timestamp"))?;
         let keys = [
             strings("job_type")?,
             strings("failure_type")?,
@@ -222,6 +287,7 @@ impl Tally {
                 decision.value(i),
                 dry_run.is_valid(i) && dry_run.value(i),
                 keys.map(|a| a.is_valid(i).then(|| a.value(i))),
+                u64::try_from(time.value(i) / 1000).unwrap_or(0),
             );
         }
         Ok(())

@@ -199,7 +199,7 @@ async fn rebuild(
 }
 
 /// A fingerprint: 16 lowercase hex characters.
-pub(super) fn fingerprint(value: &str) -> Result<String, ApiError> {
+pub(crate) fn fingerprint(value: &str) -> Result<String, ApiError> {
     if value.len() == 16
         && value
             .bytes()
@@ -214,7 +214,7 @@ pub(super) fn fingerprint(value: &str) -> Result<String, ApiError> {
 }
 
 /// Search text: at most 256 bytes without control characters; empty means unset.
-pub(super) fn search(value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn search(value: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
         return Ok(None);
     };
@@ -227,12 +227,12 @@ pub(super) fn search(value: Option<String>) -> Result<Option<String>, ApiError> 
     Ok(Some(v))
 }
 
-fn encode_group_cursor(c: &GroupCursor) -> String {
+pub(crate) fn encode_group_cursor(c: &GroupCursor) -> String {
     let text = format!("{}:{}", c.key, c.fingerprint);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
-fn decode_group_cursor(cursor: &str) -> Result<GroupCursor, ApiError> {
+pub(crate) fn decode_group_cursor(cursor: &str) -> Result<GroupCursor, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "invalid_cursor",

@@ -438,7 +438,7 @@ pub(super) async fn audit_health(
     }
 }
 
-fn options(
+pub(crate) fn options(
     dry_run: bool,
     force: bool,
     retry_only_retryable: bool,
@@ -468,7 +468,7 @@ fn options(
 }
 
 /// A job id from the path: bounded, no control characters.
-fn job_id(id: String) -> Result<String, ApiError> {
+pub(crate) fn job_id(id: String) -> Result<String, ApiError> {
     if id.is_empty() || id.len() > MAX_NAME_BYTES || id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_job_id",
@@ -479,7 +479,7 @@ fn job_id(id: String) -> Result<String, ApiError> {
 }
 
 /// A queue name or job-type glob: empty means unset.
-pub(super) fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn name(param: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -493,7 +493,7 @@ pub(super) fn name(param: &str, value: Option<String>) -> Result<Option<String>,
 }
 
 /// A failure type: `[a-z0-9_]{1,64}`, as policies produce them.
-pub(super) fn failure_type(value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn failure_type(value: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };

@@ -76,7 +76,7 @@ fn state_name(state: OperationState) -> &'static str {
 }
 
 /// What `GET /api/v1/operations/{id}` shows.
-fn view(seen: Seen) -> OperationJson {
+pub(crate) fn view(seen: Seen) -> OperationJson {
     let Seen {
         status: s,
         source,
@@ -151,7 +151,7 @@ impl From<Busy> for ApiError {
     }
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     if id.len() > 128 {
         return Err(ApiError::bad_request(
             "invalid_operation_id",
@@ -161,7 +161,7 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!(
         "no operation {id:?} (finished ones are kept for 7 days)"
     ))

@@ -31,6 +31,8 @@ pub struct HostPolicy {
     allowed: Vec<String>,
     /// `*` is among them: any `Host` passes.
     any: bool,
+    /// `[server] public_url`'s origin (`https://name[:port]`), when a proxy is in front.
+    public_origin: Option<String>,
 }
 
 impl HostPolicy {
@@ -40,7 +42,20 @@ impl HostPolicy {
             listen: listen.parse().ok(),
             any: allowed.iter().any(|h| h == "*"),
             allowed,
+            public_origin: None,
         }
+    }
+
+    /// The same policy, also answering to `origin` (`[server] public_url`): its host passes
+    /// as `Host`, and a request with `Origin: <origin>` counts as same-origin.
+    pub fn with_public_origin(mut self, origin: Option<String>) -> Self {
+        if let Some(o) = &origin
+            && let Some(name) = o.split_once("://").and_then(|(_, a)| host_name(a))
+        {
+            self.allowed.push(name);
+        }
+        self.public_origin = origin;
+        self
     }
 
     /// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) names this server.
@@ -132,7 +147,10 @@ pub fn check(policy: &HostPolicy, method: &Method, headers: &HeaderMap) -> Resul
         let same = authority.is_some_and(|authority| {
             host.is_some_and(|host| authority.eq_ignore_ascii_case(host.trim()))
                 || policy.allows_origin_host(authority)
-        });
+        }) || policy
+            .public_origin
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(origin));
         if same {
             return Ok(());
         }

@@ -224,7 +224,7 @@ async fn serve(
 
     let operations = Arc::clone(&state.operations);
     let stop_operations = Arc::clone(&operations);
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, crate::ui::app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");

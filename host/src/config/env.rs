@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "body_limit_bytes", Kind::Integer),
     ("server", "retry_all_wait_seconds", Kind::Integer),
     ("server", "max_concurrent_retry_all", Kind::Integer),
+    ("server", "public_url", Kind::Text),
     ("retry", "max_attempts", Kind::Integer),
     ("retry", "cooldown_seconds", Kind::Integer),
     ("retry", "exponential_backoff", Kind::Bool),
@@ -52,6 +53,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("triage", "interval_ms", Kind::Integer),
     ("triage", "lease_ttl_seconds", Kind::Integer),
     ("triage", "full_pass_every_ms", Kind::Integer),
+    ("ui", "enabled", Kind::Bool),
+    ("ui", "show_job_args", Kind::Bool),
+    ("ui", "session_idle_minutes", Kind::Integer),
+    ("ui", "session_max_hours", Kind::Integer),
     ("guard", "ttl_seconds", Kind::Integer),
     ("guard", "default_lease_seconds", Kind::Integer),
     ("guard", "max_lease_seconds", Kind::Integer),
@@ -86,7 +91,7 @@ pub(super) fn apply_env(
             Some((*section, *key))
         } else {
             let section = [
-                "redis", "server", "retry", "policy", "audit", "triage", "guard", "auth",
+                "redis", "server", "retry", "policy", "audit", "triage", "ui", "guard", "auth",
             ]
             .into_iter()
             .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));

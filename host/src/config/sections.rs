@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub retry_all_wait_seconds: u64,
     /// Retry-all operations that may run at once; more get `429`.
     pub max_concurrent_retry_all: u32,
+    /// The origin browsers reach this server at when a TLS proxy is in front
+    /// (`https://retryguard.example.com`): the dashboard's `Origin` check accepts it and its
+    /// session cookie gets `Secure`. Empty: the server's own address.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -57,7 +61,29 @@ impl Default for ServerConfig {
             body_limit_bytes: 128 << 10,
             retry_all_wait_seconds: 30,
             max_concurrent_retry_all: 4,
+            public_url: String::new(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// `public_url`'s origin, `scheme://host[:port]` in lower case (`None` when it is empty or
+    /// not an http(s) URL without credentials). A path, a query or a trailing `/` are
+    /// dropped: an origin has none.
+    pub fn public_origin(&self) -> Option<String> {
+        let url = self.public_url.trim();
+        let (scheme, rest) = url.split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+        let valid = !authority.is_empty()
+            && !authority.contains('@')
+            && authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        valid.then(|| format!("{scheme}://{authority}"))
     }
 }
 
@@ -155,6 +181,32 @@ impl Default for AuditConfig {
             retention_days: w.retention_days,
             lease_ttl_seconds: w.lease_ttl.as_secs(),
             max_lag_seconds: 30,
+        }
+    }
+}
+
+/// `[ui]`: the dashboard at `/ui/` (`docs/dashboard.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Whether `serve` answers `/ui/` (off: `/ui/…` is 404 and `/` stays as the API has it).
+    pub enabled: bool,
+    /// Whether a job's page shows its arguments (RQ's `description`, which may hold personal
+    /// data or secrets); only to `operate` and above even then.
+    pub show_job_args: bool,
+    /// A session ends after this long without a request.
+    pub session_idle_minutes: u64,
+    /// A session ends this long after its login, however active.
+    pub session_max_hours: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            show_job_args: false,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
         }
     }
 }

@@ -133,6 +133,23 @@ impl RqBackend {
         self.conn.clone()
     }
 
+    /// RQ's `description` of a job: the call with its arguments as RQ wrote it
+    /// (`app.tasks.charge(42, currency='EUR')`), at most 64 KiB of it; `None` when the job
+    /// has none or Redis cannot answer (the dashboard shows it only when allowed). The
+    /// pickled `data` is never unpickled.
+    pub async fn job_description(&self, id: &str) -> Option<String> {
+        let mut conn = self.conn.clone();
+        let raw: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(RqKeys::job(id))
+            .arg("description")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let mut raw = raw?;
+        raw.truncate(64 << 10);
+        Some(String::from_utf8_lossy(&raw).into_owned())
+    }
+
     /// RQ 3.x makes the key prefix configurable and adds a rate limiter (keys
     /// `rq:rl:<key>`, `…:allowed`, `…:rate_limited`; checked against rq 3.0.0) that a raw push
     /// would bypass: refuse its data clearly until it is supported. The requeue script also

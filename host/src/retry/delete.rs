@@ -111,6 +111,46 @@ impl<B: QueueBackend> RetryService<B> {
         Ok(summary)
     }
 
+    /// Deletes one failed job (in a dry run, records what it would do): `delete_all`'s
+    /// per-job step for a single id, with the same atomic re-checks and audit record, under
+    /// an operation id of its own. `None` when the job is not in a failed registry.
+    pub async fn delete_one(
+        &self,
+        job_id: &str,
+        options: &DeleteOptions,
+        actor: &str,
+    ) -> Result<Option<JobOutcome>, RetryError> {
+        let reason = options.reason.clone().filter(|r| !r.trim().is_empty());
+        if !options.dry_run && reason.is_none() {
+            return Err(RetryError::DeleteWithoutReason);
+        }
+        let Some(job) = self.backend().find_failed(job_id).await? else {
+            return Ok(None);
+        };
+        let r = crate::queue::JobRef {
+            queue: job.queue.clone(),
+            id: job.id.clone(),
+            score: 0.0,
+        };
+        let loaded = self.load(vec![r]).await?;
+        let retry_options = RetryOptions {
+            dry_run: options.dry_run,
+            reason,
+            ..RetryOptions::default()
+        };
+        let operation_id = crate::clock::new_operation_id();
+        let cx = Context {
+            actor,
+            options: &retry_options,
+            operation_id: &operation_id,
+            now_ms: now_ms(),
+        };
+        let mut outcomes = self
+            .delete_loaded(loaded, &JobFilter::default(), options, cx, 1)
+            .await?;
+        Ok(outcomes.pop())
+    }
+
     /// The counting pass: how many jobs of the snapshots the filter matches now (at most
     /// `limit`), reading and filtering each, deleting nothing.
     async fn count_matching(

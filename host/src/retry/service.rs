@@ -535,7 +535,7 @@ impl<B: QueueBackend> RetryService<B> {
     }
 
     /// Reads jobs and their retry state in one pipelined step each.
-    async fn load(&self, refs: Vec<JobRef>) -> Result<Loaded, RetryError> {
+    pub(super) async fn load(&self, refs: Vec<JobRef>) -> Result<Loaded, RetryError> {
         let (jobs, states) = self.read_with_state(&refs).await?;
         Ok(Loaded { refs, jobs, states })
     }

@@ -382,6 +382,32 @@ pub async fn group(
     }))
 }
 
+/// Failures per hour of each of `fingerprints` for the last 24 hours (oldest first): one
+/// pipelined read of their hour hashes (a page's sparklines).
+pub async fn groups_hourly(
+    conn: &mut ConnectionManager,
+    fingerprints: &[String],
+    now_ms: u64,
+) -> Result<Vec<Vec<u64>>, RedisError> {
+    if fingerprints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for fp in fingerprints {
+        pipe.cmd("HGETALL").arg(keyspace::triage_group_hours(fp));
+    }
+    let all: Vec<HashMap<u64, u64>> = pipe.query_async(conn).await?;
+    Ok(all
+        .iter()
+        .map(|hours| {
+            last_24_hours(hours, now_ms)
+                .into_iter()
+                .map(|h| h.count)
+                .collect()
+        })
+        .collect())
+}
+
 /// Failures per hour, over every group, for the last 24 hours.
 pub async fn hourly(
     conn: &mut ConnectionManager,
