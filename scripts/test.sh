@@ -71,5 +71,8 @@ cargo test --release --locked --workspace
 step "schemathesis: the live API against its own /openapi.json (scripts/schemathesis.sh)"
 scripts/schemathesis.sh
 
+step "dashboard: headless Chromium against a live serve (scripts/ui-test.sh)"
+scripts/ui-test.sh
+
 step "fuzzing: every parser of outside data for FUZZ_SECONDS each (scripts/fuzz.sh)"
 scripts/fuzz.sh

@@ -28,3 +28,4 @@ mod redis_server;
 mod registry_watch;
 mod serve;
 mod shared_operations;
+mod ui;
