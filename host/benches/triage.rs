@@ -11,7 +11,8 @@
 //! 2. **Index build** from scratch: `serve` starts, and the time until `stats` says the index
 //!    is built and counts N (jobs/s).
 //! 3. **Latency** (sequential, kept-alive, `TRIAGE_BENCH_REQUESTS` each, default 200): p50 and
-//!    p99 of `stats`, a groups page, a groups search, and the first page of a group's jobs.
+//!    p99 of `stats`, a groups page, a groups search, the first page of a group's jobs, and
+//!    the dashboard's overview, groups, group and jobs pages (whole HTML).
 //! 4. **Lag.** A burst of 10,000 new failures written at once: the time until the index counts
 //!    them. Then 2,000 new failures/s for 10 s: the largest gap between what was written and
 //!    what the index counted, in seconds of arrivals.
@@ -411,6 +412,16 @@ fn run(n: usize, requests: usize) -> Option<Figures> {
             requests,
         ),
     );
+    // The dashboard's pages, whole HTML as the browser gets it (loopback: no login).
+    for (name, path) in [
+        ("ui overview", "/ui/".to_string()),
+        ("ui groups", "/ui/groups".to_string()),
+        ("ui group", format!("/ui/groups/{fp}")),
+        ("ui jobs", "/ui/jobs".to_string()),
+    ] {
+        f.latencies
+            .insert(name, latency(&mut conn, &path, requests));
+    }
 
     // A burst of 10,000 new failures.
     let t = Instant::now();
@@ -575,6 +586,19 @@ fn main() -> ExitCode {
             "- jobs/failed ≥ 2× 192 req/s at 50 connections: {:.0} req/s {}",
             l.list50.0,
             verdict(l.list50.0 >= 384.0)
+        );
+        for page in ["ui overview", "ui groups", "ui jobs"] {
+            let p99 = l.latencies[page].1;
+            println!(
+                "- dashboard {page} p99 ≤ 100 ms: {p99:.1} ms {}",
+                verdict(p99 <= 100.0)
+            );
+        }
+        let assets = retryguard::ui::CSS.len() + retryguard::ui::JS.len();
+        println!(
+            "- dashboard JS + CSS ≤ 100 KB: {:.1} KB {}",
+            assets as f64 / 1000.0,
+            verdict(assets <= 100_000)
         );
         println!(
             "- peak RSS ≤ 100 MB: {:.1} MB {}",
