@@ -8,12 +8,51 @@ use serde::{Deserialize, Serialize};
 pub mod rq;
 
 /// Where a failed job sits: its queue, its id, and its registry score (RQ: the epoch second
-/// at which its failure record expires). Listing cursors are built from it.
+/// at which its failure record expires, `+inf` for a job kept forever, `failure_ttl=-1`).
+/// Listing cursors are built from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRef {
     pub queue: String,
     pub id: String,
+    #[serde(with = "score")]
     pub score: f64,
+}
+
+/// A registry score in JSON: a number, or `"+inf"`/`"-inf"` (JSON has no infinity, and
+/// serde_json writes a non-finite `f64` as `null`, which would make the cursor of a page
+/// ending on a job kept forever unreadable).
+mod score {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(score: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if score.is_finite() {
+            s.serialize_f64(*score)
+        } else if *score > 0.0 {
+            s.serialize_str("+inf")
+        } else if *score < 0.0 {
+            s.serialize_str("-inf")
+        } else {
+            Err(serde::ser::Error::custom("a registry score is never NaN"))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Score {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Score::deserialize(d)? {
+            Score::Number(n) => Ok(n),
+            Score::Text(t) => match t.as_str() {
+                "+inf" | "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(D::Error::custom(format!("not a score: {other:?}"))),
+            },
+        }
+    }
 }
 
 /// A failed job as the queue recorded it.

@@ -191,7 +191,7 @@ pub fn decode_cursor(cursor: &str) -> Result<JobRef, ApiError> {
         .decode(cursor.trim_end_matches('='))
         .map_err(|_| bad())?;
     let r: JobRef = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if !r.score.is_finite() || r.queue.is_empty() || r.id.is_empty() {
+    if r.score.is_nan() || r.queue.is_empty() || r.id.is_empty() {
         return Err(bad());
     }
     Ok(r)
@@ -233,7 +233,24 @@ mod tests {
             score: 1_795_953_601.0,
         };
         assert_eq!(decode_cursor(&encode_cursor(&r)).unwrap(), r);
-        for bad in ["", "%%%", "bm90IGpzb24", &"A".repeat(MAX_CURSOR_BYTES + 1)] {
+        // RQ scores a job kept forever (`failure_ttl=-1`) `+inf`: its cursor must read back.
+        let forever = JobRef {
+            score: f64::INFINITY,
+            ..r.clone()
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&forever)).unwrap(), forever);
+        let nan = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"queue":"q","id":"a","score":"nan"}"#);
+        let null = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"queue":"q","id":"a","score":null}"#);
+        for bad in [
+            "",
+            "%%%",
+            "bm90IGpzb24",
+            &"A".repeat(MAX_CURSOR_BYTES + 1),
+            &nan,
+            &null,
+        ] {
             let e = decode_cursor(bad).unwrap_err();
             assert_eq!(e.code(), "invalid_cursor", "{bad}");
         }

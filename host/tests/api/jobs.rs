@@ -172,6 +172,44 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn pages_cross_jobs_kept_forever_whose_score_is_infinite() {
+    // RQ scores a failure kept forever (`failure_ttl=-1`) `+inf`; a page ending on one must
+    // still give a cursor that reads back (JSON has no infinity).
+    let redis = RedisServer::start();
+    let now = now_ms();
+    let ids: Vec<String> = (0..9).map(|i| format!("job-{i}")).collect();
+    let jobs: Vec<RawJob<'_>> = ids
+        .iter()
+        .map(|id| RawJob::new(id, NETWORK_TB, now - 3600 * 1000))
+        .collect();
+    let mut con = connect(&redis);
+    write_failed(&mut con, &jobs);
+    for id in &ids[3..] {
+        let _: () = redis::cmd("ZADD")
+            .arg("rq:failed:default")
+            .arg("+inf")
+            .arg(id)
+            .query(&mut con)
+            .unwrap();
+    }
+    let app = app(&redis).await;
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/jobs/failed?limit=2".to_string();
+    for _ in 0..10 {
+        let reply = send(&app, "GET", &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+        for j in reply.json["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().to_string());
+        }
+        match reply.json["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/v1/jobs/failed?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every job once, in (score, id) order");
+}
+
+#[tokio::test]
 async fn a_retry_requeues_once_and_a_second_is_already_requeued() {
     let redis = RedisServer::start();
     let now = now_ms();
