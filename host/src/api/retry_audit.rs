@@ -41,6 +41,8 @@ struct AuditParams {
     failure_type: Option<String>,
     /// Only this retry-all operation's records.
     operation_id: Option<String>,
+    /// Only dry-run records (`true`) or only real ones (`false`).
+    dry_run: Option<bool>,
     /// Records per page (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -143,6 +145,7 @@ fn audit_query(p: AuditParams) -> Result<AuditQuery, ApiError> {
         decision: word("decision", p.decision)?,
         failure_type: word("failure_type", p.failure_type)?,
         operation_id: name("operation_id", p.operation_id)?,
+        dry_run: p.dry_run,
         limit,
         cursor,
     })

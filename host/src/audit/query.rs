@@ -62,6 +62,8 @@ pub struct AuditQuery {
     pub decision: Option<String>,
     pub failure_type: Option<String>,
     pub operation_id: Option<String>,
+    /// Only dry-run records (`true`) or only real ones (`false`).
+    pub dry_run: Option<bool>,
     /// 1..=`MAX_LIMIT` (larger is capped).
     pub limit: usize,
     /// The `next_cursor` of the previous page: its last record id.
@@ -78,6 +80,7 @@ impl Default for AuditQuery {
             decision: None,
             failure_type: None,
             operation_id: None,
+            dry_run: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
         }
@@ -159,6 +162,8 @@ struct Plan {
     hi: Option<StreamId>,
     /// (column, value) pairs that must match.
     eq: Vec<(&'static str, String)>,
+    /// The `dry_run_flag` a record must have.
+    dry_run: Option<bool>,
     job_id: Option<String>,
     limit: usize,
     /// Matches to collect from each source: one more than the limit, to know whether a
@@ -200,6 +205,7 @@ impl Plan {
             },
             hi,
             eq,
+            dry_run: q.dry_run,
             job_id: q.job_id.clone(),
             limit,
             need: limit + 1,
@@ -216,9 +222,11 @@ impl Plan {
     }
 
     fn record_matches(&self, r: &AuditRecord) -> bool {
-        self.eq
-            .iter()
-            .all(|(column, v)| record_column(r, column) == Some(v.as_str()))
+        self.dry_run.is_none_or(|d| r.dry_run_flag == d)
+            && self
+                .eq
+                .iter()
+                .all(|(column, v)| record_column(r, column) == Some(v.as_str()))
     }
 
     fn entry_matches(&self, e: &Entry) -> bool {
@@ -434,6 +442,50 @@ mod tests {
         // Whole records come back.
         let page = run(&dir, &AuditQuery::default(), vec![]);
         assert_eq!(page.records[0], *all.last().unwrap());
+    }
+
+    #[test]
+    fn the_dry_run_filter_pages_files_and_outbox_alike() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = AuditDir::open(tmp.path()).unwrap();
+        // Every third record a dry run, in files and in the outbox (not yet written).
+        let dry = |i: u64| i.is_multiple_of(3);
+        let mut all = Vec::new();
+        let mut outbox = Vec::new();
+        for i in 0..60u64 {
+            let id = StreamId {
+                ms: day("2026-11-05") + i * 60_000,
+                seq: 0,
+            };
+            let mut f = fields(&format!("j{i}"), "retried");
+            f.push(("dry_run_flag".into(), dry(i).to_string()));
+            if i < 45 {
+                all.push(AuditRecord::from_entry(id, &f));
+            } else {
+                outbox.push(Entry {
+                    raw_id: id.to_string(),
+                    id: Some(id),
+                    fields: Some(f),
+                });
+            }
+        }
+        for chunk in all.chunks(10) {
+            write(&dir, chunk);
+        }
+        for (flag, count) in [(true, 20), (false, 40)] {
+            let q = AuditQuery {
+                dry_run: Some(flag),
+                limit: 7,
+                ..AuditQuery::default()
+            };
+            let got = all_pages(&dir, &q, &outbox);
+            assert_eq!(got.len(), count, "dry_run {flag}");
+            assert!(got.iter().all(|r| r.dry_run_flag == flag));
+            let mut sorted = ids(&got);
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), count, "each once");
+        }
     }
 
     #[test]

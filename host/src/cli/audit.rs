@@ -63,6 +63,9 @@ struct QueryArgs {
     /// Only this operation's records.
     #[arg(long)]
     operation_id: Option<String>,
+    /// Only dry-run records (`true`) or only real ones (`false`).
+    #[arg(long, value_name = "BOOL")]
+    dry_run: Option<bool>,
     /// Records per page (1..=1000).
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -138,6 +141,7 @@ async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> 
         decision: args.decision,
         failure_type: args.failure_type,
         operation_id: args.operation_id,
+        dry_run: args.dry_run,
         limit: args.limit,
         cursor: args.cursor,
     };

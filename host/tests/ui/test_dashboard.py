@@ -343,6 +343,15 @@ class Dashboard(unittest.TestCase):
         self.assertIn("retried", text)
         self.assertIn("dry run", text, "the preview's dry run is in the timeline, labelled")
         self.assertIn("ui-admin", text, "the actor is the token's name")
+        # The audit page filters dry runs in the query itself.
+        d.get(W.base + f"/ui/audit?job_id={job}&dry_run=true")
+        rows = d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")
+        self.assertGreaterEqual(len(rows), 1)
+        self.assertTrue(all("dry run" in r.text for r in rows), [r.text for r in rows])
+        d.get(W.base + f"/ui/audit?job_id={job}&dry_run=false")
+        text = d.find_element(By.ID, "audit-table").text
+        self.assertNotIn("dry run", text)
+        self.assertIn("succeeded", text)
 
     def test_05_bind_a_policy_and_roll_it_back(self):
         d = DRIVER

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -67,6 +67,9 @@ fn search_file(path: &Path, plan: &Plan, want: usize) -> io::Result<Vec<AuditRec
     // Pass 1: record ids and filtered columns; positions of the matches.
     let mut wanted: Vec<&str> = vec!["record_id"];
     wanted.extend(plan.eq.iter().map(|(c, _)| *c));
+    if plan.dry_run.is_some() {
+        wanted.push("dry_run_flag");
+    }
     let mask = ProjectionMask::columns(columns, wanted);
     let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, info.meta.clone())
@@ -85,10 +88,25 @@ fn search_file(path: &Path, plan: &Plan, want: usize) -> io::Result<Vec<AuditRec
             .iter()
             .map(|(c, v)| Ok((strings(&batch, c)?, v.as_str())))
             .collect::<io::Result<Vec<_>>>()?;
+        let dry_run = match plan.dry_run {
+            Some(want) => Some((
+                batch
+                    .column_by_name("dry_run_flag")
+                    .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+                    .ok_or_else(|| io::Error::other("audit file without column dry_run_flag"))?,
+                want,
+            )),
+            None => None,
+        };
         for row in 0..batch.num_rows() {
             if !eqs
                 .iter()
                 .all(|(a, v)| a.is_valid(row) && a.value(row) == *v)
+            {
+                continue;
+            }
+            if let Some((flags, want)) = dry_run
+                && (flags.is_valid(row) && flags.value(row)) != want
             {
                 continue;
             }

@@ -95,8 +95,6 @@ struct AuditPage {
     rows: Vec<RecordRow>,
     next: Option<String>,
     first: Option<String>,
-    /// Records of the page the dry-run filter left out.
-    hidden: usize,
     note: Option<String>,
 }
 
@@ -140,11 +138,12 @@ pub async fn page(
         actor: opt("actor", &f.actor)?,
         decision: opt("decision", &f.decision)?,
         operation_id: opt("operation_id", &f.operation_id)?,
+        dry_run,
+        failure_type: None,
         since_ms,
         until_ms,
         limit: PAGE_ROWS,
         cursor: opt("cursor", &f.cursor)?,
-        ..AuditQuery::default()
     };
     let (records, next_cursor, note) = match ui.app.audit.query(&query).await {
         Ok(Some(page)) => (page.records, page.next_cursor, None),
@@ -156,12 +155,7 @@ pub async fn page(
         Err(crate::audit::query::QueryError::Invalid(m)) => return Err(UiError::bad_request(m)),
         Err(e) => return Err(crate::api::ApiError::from(e).into()),
     };
-    let total = records.len();
-    let rows: Vec<RecordRow> = records
-        .iter()
-        .filter(|r| dry_run.is_none_or(|d| r.dry_run_flag == d))
-        .map(|r| RecordRow::new(r, now))
-        .collect();
+    let rows: Vec<RecordRow> = records.iter().map(|r| RecordRow::new(r, now)).collect();
     let base = format::query(&[
         ("job_id", &f.job_id),
         ("actor", &f.actor),
@@ -177,7 +171,6 @@ pub async fn page(
     let first = (!f.cursor.is_empty()).then(|| format!("/ui/audit{base}"));
     Ok(html(&AuditPage {
         chrome: Chrome::new(viewer, "audit", "Audit"),
-        hidden: total - rows.len(),
         rows,
         next,
         first,
