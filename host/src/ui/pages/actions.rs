@@ -31,7 +31,8 @@ use crate::ui::{Ui, UiError, UiResult, UiState, Viewer, redirect};
 
 /// Rows of the dry run a preview lists.
 const PREVIEW_ROWS: usize = 50;
-/// Longest a preview waits for its dry run before showing its progress page instead.
+/// Longest a preview waits for its dry run before showing its progress page instead (less
+/// when `[server] request_timeout_seconds` is shorter).
 const PREVIEW_WAIT: Duration = Duration::from_secs(20);
 
 /// The action forms' fields (the gate has already checked `csrf`).
@@ -231,7 +232,15 @@ pub async fn group_preview(
 ) -> UiResult {
     let delete = form.is_delete()?;
     let (fp, op) = start_group(&ui, &viewer, &fp, &form, true).await?;
-    let summary = match op.wait(PREVIEW_WAIT).await {
+    // The answer must leave before the request timeout (the dry run goes on regardless).
+    let timeout = ui
+        .app
+        .config
+        .server
+        .request_timeout_seconds
+        .saturating_sub(1);
+    let wait = PREVIEW_WAIT.min(Duration::from_secs(timeout));
+    let summary = match op.wait(wait).await {
         Some(Ok(s)) => SummaryJson::from(&s),
         Some(Err(e)) => return Err(crate::api::ApiError::from(e).into()),
         // A big group: its dry run goes on; its page shows the progress.
