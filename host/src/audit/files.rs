@@ -285,18 +285,20 @@ impl AuditDir {
             }
         }
         for run in &runs {
-            let mut records = Vec::new();
-            for p in run {
-                records.extend(read_all(&p.path)?);
-            }
-            records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
             let (Some(first), Some(last)) = (run.first(), run.last()) else {
                 continue;
             };
-            write_parquet(
-                &work.join(Part::file_name(first.first, last.last)),
-                &records,
-            )?;
+            let out = work.join(Part::file_name(first.first, last.last));
+            let paths: Vec<&Path> = run.iter().map(|p| p.path.as_path()).collect();
+            if !merge_in_order(&paths, &out)? {
+                // A file not in id order (none is written so): merge it in memory, sorted.
+                let mut records = Vec::new();
+                for p in run {
+                    records.extend(read_all(&p.path)?);
+                }
+                records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
+                write_parquet(&out, &records)?;
+            }
         }
         // Files written to the partition after we listed it must not be swapped away.
         let now = self.parts_of(date)?;
@@ -391,6 +393,53 @@ fn write_parquet(path: &Path, records: &[AuditRecord]) -> io::Result<()> {
     writer.write(&batch).map_err(io::Error::other)?;
     writer.close().map_err(io::Error::other)?;
     file.sync_all()
+}
+
+/// Writes the records of `inputs` (consecutive files, disjoint id ranges, in order) to one
+/// file at `out`, batch by batch, so a compaction holds one batch in memory, not the whole
+/// run. Each batch goes through `AuditRecord` and back, so files of an earlier schema come
+/// out in the current one. Returns `false` (and removes `out`) if the records are not in id
+/// order; the caller then merges in memory.
+fn merge_in_order(inputs: &[&Path], out: &Path) -> io::Result<bool> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut rows = 0usize;
+    for path in inputs {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+            .map_err(io::Error::other)?;
+        rows += usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    }
+    let file = File::create(out)?;
+    let mut writer = ArrowWriter::try_new(
+        file.try_clone()?,
+        schema::schema(),
+        Some(writer_properties(rows)),
+    )
+    .map_err(io::Error::other)?;
+    let mut last: Option<StreamId> = None;
+    for path in inputs {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+            .map_err(io::Error::other)?
+            .with_batch_size(8192)
+            .build()
+            .map_err(io::Error::other)?;
+        for batch in reader {
+            let records = schema::from_batch(&batch.map_err(io::Error::other)?);
+            for r in &records {
+                let id = StreamId::parse(&r.record_id).unwrap_or_default();
+                if last.is_some_and(|l| id <= l) {
+                    drop(writer);
+                    fs::remove_file(out)?;
+                    return Ok(false);
+                }
+                last = Some(id);
+            }
+            let batch = schema::to_batch(&records).map_err(io::Error::other)?;
+            writer.write(&batch).map_err(io::Error::other)?;
+        }
+    }
+    writer.close().map_err(io::Error::other)?;
+    file.sync_all()?;
+    Ok(true)
 }
 
 /// Reads every record of a file.
@@ -504,6 +553,47 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path().join(STAGING)).unwrap().count(), 0);
         assert_eq!(dir.expire_before("2026-12-01").unwrap(), vec!["2026-11-30"]);
         assert!(dir.parts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_compaction_streams_many_batches_and_keeps_every_record_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = AuditDir::open(tmp.path()).unwrap();
+        let day = schema::ms_of_date("2026-11-29").unwrap();
+        // Three files of 5,000 records: the merge crosses batches of 8,192 rows.
+        let all: Vec<AuditRecord> = (0..15_000)
+            .map(|i| record(day + i / 3, i % 3, &format!("j{i}")))
+            .collect();
+        for chunk in all.chunks(5000) {
+            dir.write_part("2026-11-29", chunk, &|| true)
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(dir.compact("2026-11-29").unwrap(), 3);
+        let parts = dir.parts().unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(read_all(&parts[0].path).unwrap(), all);
+    }
+
+    #[test]
+    fn records_out_of_id_order_are_merged_in_memory_instead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, out) = (
+            tmp.path().join("a.parquet"),
+            tmp.path().join("b.parquet"),
+            tmp.path().join("out.parquet"),
+        );
+        write_parquet(&a, &[record(5, 0, "late")]).unwrap();
+        write_parquet(&b, &[record(1, 0, "early")]).unwrap();
+        assert!(!merge_in_order(&[&a, &b], &out).unwrap());
+        assert!(!out.exists(), "the partial output is removed");
+        assert!(merge_in_order(&[&b, &a], &out).unwrap());
+        let ids: Vec<_> = read_all(&out)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job_id.unwrap())
+            .collect();
+        assert_eq!(ids, ["early", "late"]);
     }
 
     #[test]
