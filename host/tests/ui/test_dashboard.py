@@ -16,11 +16,12 @@ repository root with the release binary built. Screenshots go to $UI_SCREENSHOT_
 (default target/ui-screenshots/).
 """
 
+import ctypes
 import http.server
-import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,15 @@ SHOTS = os.environ.get("UI_SCREENSHOT_DIR", os.path.join(ROOT, "target", "ui-scr
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
 WAIT = 30
+
+
+def die_with_parent():
+    """Run in each child before exec: the kernel stops it when this test process dies, however
+    it dies (Linux PR_SET_PDEATHSIG), so no redis-server or serve outlives a killed run."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port():
@@ -120,7 +130,7 @@ class World:
     def spawn(self, argv, **kw):
         kw.setdefault("stdout", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.DEVNULL)
-        p = subprocess.Popen(argv, **kw)
+        p = subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)
         self.procs.append(p)
         return p
 
@@ -195,7 +205,8 @@ def setUpModule():  # noqa: N802 - unittest's name
                 "--window-size=1280,1000", "--force-device-scale-factor=1"):
         opts.add_argument(arg)
     global DRIVER
-    DRIVER = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    service = Service(executable_path=CHROMEDRIVER, popen_kw={"preexec_fn": die_with_parent})
+    DRIVER = webdriver.Chrome(service=service, options=opts)
     DRIVER.set_page_load_timeout(WAIT)
 
 
