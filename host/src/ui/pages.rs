@@ -23,6 +23,29 @@ pub mod policies;
 /// Rows a list page shows.
 pub const PAGE_ROWS: usize = 50;
 
+/// A filter field as given: trimmed, `None` when empty.
+pub fn filled(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// The links of a paged list at `path` with the filters `query` (`?a=1&b=2`, or empty):
+/// `(first, next)`. `first` when this is not the first page (`cursor` given), `next` when the
+/// page has a next cursor.
+pub fn pager(
+    path: &str,
+    query: &str,
+    cursor: &str,
+    next_cursor: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let first = (!cursor.is_empty()).then(|| format!("{path}{query}"));
+    let next = next_cursor.map(|c| {
+        let sep = if query.is_empty() { "?" } else { "&" };
+        format!("{path}{query}{sep}cursor={}", super::format::url_encode(&c))
+    });
+    (first, next)
+}
+
 pub fn router() -> Router<Arc<Ui>> {
     Router::new()
         .route("/ui/", get(overview::page))
@@ -99,4 +122,27 @@ pub struct ErrorPage {
     pub status: u16,
     pub reason: &'static str,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pager_links_keep_the_filters() {
+        assert_eq!(pager("/ui/jobs", "", "", None), (None, None));
+        assert_eq!(
+            pager("/ui/jobs", "?q=x", "c1", Some("a b".into())),
+            (
+                Some("/ui/jobs?q=x".into()),
+                Some("/ui/jobs?q=x&cursor=a%20b".into())
+            )
+        );
+        assert_eq!(
+            pager("/ui/audit", "", "", Some("1-0".into())).1.as_deref(),
+            Some("/ui/audit?cursor=1-0")
+        );
+        assert_eq!(filled("  "), None);
+        assert_eq!(filled(" a ").as_deref(), Some("a"));
+    }
 }

@@ -348,9 +348,7 @@ pub async fn job_preview(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> UiResult {
-    let id = api_jobs::job_id(id)?;
-    let outcome = job_action(&ui, &viewer, &id, &form, true).await?;
-    Ok(job_page(viewer, &id, form, &outcome, false))
+    job_step(&ui, viewer, id, form, true).await
 }
 
 /// One job's real retry or delete, and its outcome.
@@ -360,8 +358,21 @@ pub async fn job_run(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> UiResult {
+    job_step(&ui, viewer, id, form, false).await
+}
+
+/// The form's action on one job: a dry run (the preview) or the real one (its result).
+async fn job_step(
+    ui: &Ui,
+    viewer: Viewer,
+    id: String,
+    form: ActionForm,
+    dry_run: bool,
+) -> UiResult {
     let id = api_jobs::job_id(id)?;
-    let outcome = job_action(&ui, &viewer, &id, &form, false).await?;
-    tracing::info!(job_id = %id, actor = %viewer.actor, outcome = outcome.outcome.as_str(), "dashboard job action");
-    Ok(job_page(viewer, &id, form, &outcome, true))
+    let outcome = job_action(ui, &viewer, &id, &form, dry_run).await?;
+    if !dry_run {
+        tracing::info!(job_id = %id, actor = %viewer.actor, outcome = outcome.outcome.as_str(), "dashboard job action");
+    }
+    Ok(job_page(viewer, &id, form, &outcome, !dry_run))
 }

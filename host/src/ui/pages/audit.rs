@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Chrome, PAGE_ROWS, html};
+use super::{Chrome, PAGE_ROWS, html, pager};
 use crate::audit::query::AuditQuery;
 use crate::audit::schema::AuditRecord;
 use crate::ui::format::{self, When, short_digest};
@@ -164,11 +164,7 @@ pub async fn page(
         ("date", &f.date),
         ("dry_run", &f.dry_run),
     ]);
-    let next = next_cursor.map(|c| {
-        let sep = if base.is_empty() { "?" } else { "&" };
-        format!("/ui/audit{base}{sep}cursor={}", format::url_encode(&c))
-    });
-    let first = (!f.cursor.is_empty()).then(|| format!("/ui/audit{base}"));
+    let (first, next) = pager("/ui/audit", &base, &f.cursor, next_cursor);
     Ok(html(&AuditPage {
         chrome: Chrome::new(viewer, "audit", "Audit"),
         rows,

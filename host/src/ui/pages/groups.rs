@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
 use super::jobs::JobRow;
-use super::{Chrome, PAGE_ROWS, html};
+use super::{Chrome, PAGE_ROWS, filled, html, pager};
 use crate::api::groups as api_groups;
 use crate::api::jobs as api_jobs;
 use crate::triage::read::{self, Group, GroupQuery, GroupSort};
@@ -104,11 +104,6 @@ struct GroupsPage {
     truncated: bool,
 }
 
-fn opt(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
-
 pub fn retryable_filter(value: &str) -> Result<Option<bool>, UiError> {
     match value {
         "" => Ok(None),
@@ -136,14 +131,14 @@ pub async fn list(
         }
     };
     let query = GroupQuery {
-        queue: api_jobs::name("queue", opt(&f.queue))?,
-        job_type: api_jobs::name("job_type", opt(&f.job_type))?,
-        failure_type: api_jobs::failure_type(opt(&f.failure_type))?,
+        queue: api_jobs::name("queue", filled(&f.queue))?,
+        job_type: api_jobs::name("job_type", filled(&f.job_type))?,
+        failure_type: api_jobs::failure_type(filled(&f.failure_type))?,
         retryable: retryable_filter(&f.retryable)?,
-        q: api_groups::search(opt(&f.q))?,
+        q: api_groups::search(filled(&f.q))?,
         sort,
         limit: PAGE_ROWS,
-        after: opt(&f.cursor)
+        after: filled(&f.cursor)
             .map(|c| api_groups::decode_group_cursor(&c))
             .transpose()?,
     };
@@ -151,15 +146,14 @@ pub async fn list(
     let page = read::groups(&mut conn, &query).await?;
     let counts = read::counts(&mut conn).await?;
     let rows = GroupRow::page(&mut conn, page.groups, now).await?;
-    let base = f.query();
-    let next = page.next_cursor.as_ref().map(|c| {
-        let sep = if base.is_empty() { "?" } else { "&" };
-        format!(
-            "/ui/groups{base}{sep}cursor={}",
-            format::url_encode(&api_groups::encode_group_cursor(c))
-        )
-    });
-    let first = (!f.cursor.is_empty()).then(|| format!("/ui/groups{base}"));
+    let (first, next) = pager(
+        "/ui/groups",
+        &f.query(),
+        &f.cursor,
+        page.next_cursor
+            .as_ref()
+            .map(api_groups::encode_group_cursor),
+    );
     Ok(html(&GroupsPage {
         chrome: Chrome::new(viewer, "groups", "Groups"),
         rows,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::audit::RecordRow;
 use super::groups::retryable_filter;
-use super::{Chrome, PAGE_ROWS, html};
+use super::{Chrome, PAGE_ROWS, filled, html, pager};
 use crate::api::groups as api_groups;
 use crate::api::jobs as api_jobs;
 use crate::api::views::{decode_cursor, encode_cursor};
@@ -144,11 +144,6 @@ struct JobsPage {
     scan_limited: bool,
 }
 
-fn opt(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_string())
-}
-
 pub async fn list(
     State(ui): UiState,
     viewer: Viewer,
@@ -156,17 +151,17 @@ pub async fn list(
 ) -> Result<Response, UiError> {
     let now = crate::clock::now_ms();
     let filter = JobFilter {
-        queue: api_jobs::name("queue", opt(&f.queue))?,
-        job_type: api_jobs::name("job_type", opt(&f.job_type))?,
-        failure_type: api_jobs::failure_type(opt(&f.failure_type))?,
+        queue: api_jobs::name("queue", filled(&f.queue))?,
+        job_type: api_jobs::name("job_type", filled(&f.job_type))?,
+        failure_type: api_jobs::failure_type(filled(&f.failure_type))?,
         retryable: retryable_filter(&f.retryable)?,
-        group: opt(&f.group)
+        group: filled(&f.group)
             .map(|g| api_groups::fingerprint(&g))
             .transpose()?,
-        q: api_groups::search(opt(&f.q))?,
+        q: api_groups::search(filled(&f.q))?,
         ..JobFilter::default()
     };
-    let cursor = opt(&f.cursor).map(|c| decode_cursor(&c)).transpose()?;
+    let cursor = filled(&f.cursor).map(|c| decode_cursor(&c)).transpose()?;
     let page = ui
         .app
         .service
@@ -181,14 +176,12 @@ pub async fn list(
         ("group", &f.group),
         ("q", &f.q),
     ]);
-    let next = page.next_cursor.as_ref().map(|r| {
-        let sep = if base.is_empty() { "?" } else { "&" };
-        format!(
-            "/ui/jobs{base}{sep}cursor={}",
-            format::url_encode(&encode_cursor(r))
-        )
-    });
-    let first = (!f.cursor.is_empty()).then(|| format!("/ui/jobs{base}"));
+    let (first, next) = pager(
+        "/ui/jobs",
+        &base,
+        &f.cursor,
+        page.next_cursor.as_ref().map(encode_cursor),
+    );
     Ok(html(&JobsPage {
         chrome: Chrome::new(viewer, "jobs", "Jobs"),
         jobs: page.jobs.into_iter().map(|v| JobRow::new(v, now)).collect(),
