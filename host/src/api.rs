@@ -24,6 +24,7 @@ use crate::config::Config;
 
 pub mod auth;
 pub mod bindings;
+pub mod brakes;
 pub mod delete;
 pub mod error;
 pub mod groups;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub analytics: Arc<crate::analytics::Analytics>,
     /// The queue adapter, for Redis's own status.
     pub backend: crate::queue::rq::RqBackend,
+    /// This process's auto-retry sweeper.
+    pub sweeper: Arc<crate::retry::sweeper::SweeperStatus>,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ impl AppState {
             audit: app.audit,
             analytics: app.analytics,
             backend: app.backend,
+            sweeper: app.sweeper,
             config,
         }
     }
@@ -110,6 +114,7 @@ impl AppState {
             audit: self.audit.clone(),
             analytics: self.analytics.clone(),
             operations: self.operations.clone(),
+            sweeper: self.sweeper.clone(),
         }
         .with_audit_dir(dir);
         Self {
@@ -187,6 +192,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .merge(guard::router())
         .merge(policies::router())
         .merge(bindings::router())
+        .merge(brakes::router())
         .merge(replay::router())
         .merge(openapi::router())
 }

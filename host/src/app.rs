@@ -38,6 +38,8 @@ pub struct App {
     /// The retry-all operations: those this process runs, and every instance's through
     /// their records in Redis.
     pub operations: Arc<Operations>,
+    /// What this process's auto-retry sweeper is doing (`background` runs it).
+    pub sweeper: Arc<crate::retry::sweeper::SweeperStatus>,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
             )),
             guard: Arc::new(Guard::new(conn, config.guard)),
             analytics: Arc::new(Analytics::new(audit.clone(), Arc::clone(service.engine()))),
+            sweeper: Arc::default(),
             audit,
             backend,
             service,

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod auth;
+mod brakes;
 mod demo;
 mod jobs;
 mod policy;
@@ -36,6 +37,11 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Write realistic failed RQ jobs into a Redis, to try retryguard without a deployment.
     Demo(demo::DemoArgs),
+    /// The circuit breakers of a running `retryguard serve`: list them, or open, close or
+    /// reset one by hand.
+    Breakers(brakes::BreakersArgs),
+    /// The auto-retry sweeper of a running `retryguard serve`.
+    AutoRetry(brakes::AutoRetryArgs),
 }
 
 /// Parses the command line and runs it. Exit codes: 0 success, 1 failure (an invalid
@@ -49,6 +55,8 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Auth(cmd) => cmd.run(),
+        Command::Breakers(args) => brakes::breakers(args),
+        Command::AutoRetry(args) => brakes::auto_retry(args),
     };
     match result {
         Ok(code) => code,

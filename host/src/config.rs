@@ -18,8 +18,8 @@ mod sections;
 use env::apply_env;
 pub use env::{KEYS, Kind, env_var};
 pub use sections::{
-    AuditConfig, AuthConfig, GuardConfig, PolicyConfig, RedisConfig, RetryConfig, ServerConfig,
-    TriageConfig, UiConfig,
+    AuditConfig, AuthConfig, AutoRetryConfig, GuardConfig, PolicyConfig, RedisConfig, RetryConfig,
+    ServerConfig, TriageConfig, UiConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -38,6 +38,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
     pub triage: TriageConfig,
+    pub auto_retry: AutoRetryConfig,
     pub ui: UiConfig,
     pub guard: GuardConfig,
     pub auth: AuthConfig,
@@ -237,6 +238,26 @@ impl Config {
                 "triage.full_pass_every_ms",
                 self.triage.full_pass_every_ms,
                 100..=3_600_000,
+            ),
+            (
+                "auto_retry.batch_size",
+                self.auto_retry.batch_size,
+                1..=10_000,
+            ),
+            (
+                "auto_retry.interval_ms",
+                self.auto_retry.interval_ms,
+                5..=60_000,
+            ),
+            (
+                "auto_retry.lease_ttl_seconds",
+                self.auto_retry.lease_ttl_seconds,
+                2..=600,
+            ),
+            (
+                "auto_retry.jitter_ms",
+                self.auto_retry.jitter_ms,
+                0..=60_000,
             ),
             (
                 "ui.session_idle_minutes",

@@ -125,3 +125,30 @@ pub fn triage_group_hours(fingerprint: &str) -> String {
 pub fn triage_group_example(fingerprint: &str) -> String {
     format!("{TRIAGE_PREFIX}group:{fingerprint}:example")
 }
+
+/// Every circuit breaker's key (SET of `<pattern>|<failure type>`).
+pub const BREAKERS: &str = "retryguard:breakers";
+
+/// A circuit breaker's state (hash; `crate::brake`'s `lua/common.lua` lists its fields). Its
+/// sliding window of outcomes is the ZSETs `<this>:ok` and `<this>:fail` (score: when).
+pub fn breaker(key: &str) -> String {
+    format!("retryguard:breaker:{key}")
+}
+
+/// A binding's retry budget counters of one minute (`kind` `used`: requeues taken; `ok`:
+/// successful completions counted), expiring after 3 minutes.
+pub fn budget(pattern: &str, kind: &str, minute: u64) -> String {
+    format!("retryguard:budget:{pattern}:{kind}:{minute}")
+}
+
+/// The auto-retry sweeper's lease (a string holding the holder's token).
+pub const AUTO_LEASE: &str = "retryguard:auto:lease";
+/// Failed jobs by when the sweeper is to look at them (ZSET, score = epoch ms). The failure
+/// index adds each job it first sees; the sweeper moves it on after each decision.
+pub const AUTO_DUE: &str = "retryguard:auto:due";
+/// Failed jobs the sweeper has nothing to do for until the bindings change (ZSET, score =
+/// when parked): their binding has no `auto_retry`, or their policy holds them for good.
+pub const AUTO_PARKED: &str = "retryguard:auto:parked";
+/// The sweeper leader's last report (hash: `instance`, `updated_ms`, `lag_p50_ms`,
+/// `lag_p99_ms`, `swept`, `retried`).
+pub const AUTO_STATUS: &str = "retryguard:auto:status";

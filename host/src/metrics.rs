@@ -77,6 +77,15 @@ pub struct Metrics {
     bindings_swap_failures: AtomicU64,
     /// Compiled-policy cache lookups by result (`hit`, `miss`, `rejected`).
     policy_artifacts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Circuit breaker transitions this process made, by state entered.
+    breaker_transitions: Mutex<BTreeMap<String, u64>>,
+    /// Retries held by an open breaker / a spent budget.
+    held_circuit_open: AtomicU64,
+    held_budget: AtomicU64,
+    /// The auto-retry sweeper: jobs it looked at, requeued, and its lag (due → requeued).
+    sweeper_looked_at: AtomicU64,
+    sweeper_requeued: AtomicU64,
+    sweeper_lag: Mutex<Histogram>,
 }
 
 /// The registry of this process.
@@ -101,6 +110,33 @@ impl Metrics {
     pub fn retry_outcome(&self, outcome: &'static str, dry_run: bool) {
         if let Ok(mut m) = self.retry_outcomes.lock() {
             *m.entry((outcome, dry_run)).or_default() += 1;
+        }
+    }
+
+    /// A circuit breaker entered `to` (`opened`, `half_opened`, `closed`).
+    pub fn breaker_transition(&self, to: &str) {
+        if let Ok(mut m) = self.breaker_transitions.lock() {
+            *m.entry(to.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Retries held by open breakers and by spent budgets.
+    pub fn brake_holds(&self, circuit_open: u64, budget: u64) {
+        self.held_circuit_open
+            .fetch_add(circuit_open, Ordering::Relaxed);
+        self.held_budget.fetch_add(budget, Ordering::Relaxed);
+    }
+
+    /// One sweep of the auto-retry sweeper: jobs looked at, requeued, and each requeue's lag.
+    pub fn sweep(&self, looked_at: u64, lags: &[Duration]) {
+        self.sweeper_looked_at
+            .fetch_add(looked_at, Ordering::Relaxed);
+        self.sweeper_requeued
+            .fetch_add(lags.len() as u64, Ordering::Relaxed);
+        if let Ok(mut h) = self.sweeper_lag.lock() {
+            for lag in lags {
+                h.observe(lag.as_secs_f64());
+            }
         }
     }
 
@@ -290,6 +326,62 @@ impl Metrics {
         ] {
             header(out, name, kind, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        header(
+            out,
+            "retryguard_breaker_transitions_total",
+            "counter",
+            "Circuit breaker transitions this process made, by the state entered (opened, \
+             half_opened, closed).",
+        );
+        if let Ok(m) = self.breaker_transitions.lock() {
+            for (to, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "retryguard_breaker_transitions_total{{to=\"{}\"}} {n}",
+                    escape(to)
+                );
+            }
+        }
+        header(
+            out,
+            "retryguard_retries_held_total",
+            "counter",
+            "Retries the brakes held, by brake (circuit_open, budget).",
+        );
+        let _ = writeln!(
+            out,
+            "retryguard_retries_held_total{{brake=\"circuit_open\"}} {}",
+            self.held_circuit_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "retryguard_retries_held_total{{brake=\"budget\"}} {}",
+            self.held_budget.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in [
+            (
+                "retryguard_auto_retry_looked_at_total",
+                "Due jobs the auto-retry sweeper of this process looked at.",
+                &self.sweeper_looked_at,
+            ),
+            (
+                "retryguard_auto_retry_requeued_total",
+                "Jobs the auto-retry sweeper of this process requeued.",
+                &self.sweeper_requeued,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        header(
+            out,
+            "retryguard_auto_retry_lag_seconds",
+            "histogram",
+            "From a job's retry time to its automatic requeue.",
+        );
+        if let Ok(h) = self.sweeper_lag.lock() {
+            h.render(out, "retryguard_auto_retry_lag_seconds", "");
         }
         header(
             out,

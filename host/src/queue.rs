@@ -248,6 +248,26 @@ pub trait QueueBackend: Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<Option<FailedJob>, QueueError>> + Send;
 
+    /// Where each of `ids` is failed, in one or two round trips: its ref, or `None` when no
+    /// failed registry holds it (the auto-retry sweeper's lookup of due jobs). The default
+    /// asks [`find_failed`](Self::find_failed) for each.
+    fn locate(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<JobRef>>, QueueError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.find_failed(id).await?.map(|j| JobRef {
+                    queue: j.queue,
+                    id: j.id,
+                    score: 0.0,
+                }));
+            }
+            Ok(out)
+        }
+    }
+
     /// Copies `queue`'s failed registry into `key` (expiring after `ttl_seconds`), so a long
     /// walk over it never skips a job that is removed concurrently; returns its size.
     fn snapshot(

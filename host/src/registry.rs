@@ -165,13 +165,10 @@ impl Registry {
         self.store
             .add_policy(&builtin_meta, crate::policy::builtin::DEFAULT_POLICY)
             .await?;
-        let spec = BindingSpec {
-            active: PolicyRef {
-                policy: builtin_meta.digest.clone(),
-                params: seed_params.clone(),
-            },
-            shadow: None,
-        };
+        let spec = BindingSpec::of(PolicyRef {
+            policy: builtin_meta.digest.clone(),
+            params: seed_params.clone(),
+        });
         self.store
             .change_binding(
                 "*",
@@ -267,6 +264,7 @@ impl Registry {
                 pattern: b.pattern.clone(),
                 active,
                 shadow,
+                brakes: b.spec.brakes(),
             });
             if pattern == Pattern::Any {
                 fallback = Some(Arc::clone(&binding));
@@ -279,13 +277,10 @@ impl Registry {
                 pattern: "*".into(),
                 active: Bound::new(Arc::clone(&self.builtin), Params::new()),
                 shadow: None,
+                brakes: crate::brake::Brakes::default(),
             }),
         };
-        Ok(Table::new(
-            snapshot.revision,
-            Resolver::new(entries),
-            fallback,
-        ))
+        Ok(Table::new(snapshot.revision, entries, fallback))
     }
 
     /// Compiles every stored policy that is not retired and not compiled yet, one at a time

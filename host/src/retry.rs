@@ -8,6 +8,7 @@
 //! - `records`: the audit records of its decisions; `state`: retryguard's per-job data in
 //!   Redis; `tracker`: what became of each requeued job.
 
+mod brakes;
 pub mod delete;
 pub mod evaluate;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod requeue;
 pub mod service;
 mod snapshot;
 pub mod state;
+pub mod sweeper;
 pub mod tracker;
 pub mod types;
 

@@ -28,8 +28,9 @@ pub fn required_role(method: &Method, path: &str, protect_metrics: bool) -> Opti
     {
         return None;
     }
-    let admin_path =
-        path.starts_with("/api/v1/policies") || path == "/api/v1/jobs/failed/groups/rebuild";
+    let admin_path = path.starts_with("/api/v1/policies")
+        || path.starts_with("/api/v1/breakers")
+        || path == "/api/v1/jobs/failed/groups/rebuild";
     if method == Method::GET || method == Method::HEAD {
         return Some(Role::Read);
     }

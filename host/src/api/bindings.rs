@@ -122,6 +122,24 @@ pub struct BindRequest {
     /// A policy evaluated beside the acting one, whose verdicts are only recorded.
     #[serde(default)]
     pub shadow: Option<PolicyRefRequest>,
+    /// Whether the sweeper retries this binding's jobs by itself when due (also needs
+    /// `[auto_retry] enabled`). Default `false`.
+    #[serde(default)]
+    pub auto_retry: bool,
+    /// A circuit breaker per failure type: `{"failure_rate": 0.5, "window_seconds": 60,
+    /// "min_outcomes": 10, "open_seconds": 30, "max_open_seconds": 600,
+    /// "half_open_probes": 3}` (the defaults; a field left out takes its default). Absent or
+    /// `null`: none.
+    #[serde(default)]
+    pub breaker: Option<crate::brake::BreakerConfig>,
+    /// A retry budget: `{"ratio": 0.2, "min_per_minute": 10, "apply_to_manual": false}`.
+    /// Absent or `null`: none.
+    #[serde(default)]
+    pub budget: Option<crate::brake::BudgetConfig>,
+    /// Requeues per second at most, for every retry of this binding (a retry-all trickles).
+    /// Absent or `null`: unlimited.
+    #[serde(default)]
+    pub max_requeues_per_second: Option<u32>,
 }
 
 /// A policy and its params, in a request body.
@@ -153,6 +171,10 @@ impl BindRequest {
             }
             .into_ref(),
             shadow: self.shadow.map(PolicyRefRequest::into_ref),
+            auto_retry: self.auto_retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            max_requeues_per_second: self.max_requeues_per_second,
         }
     }
 }

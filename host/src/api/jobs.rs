@@ -108,6 +108,7 @@ async fn list(
             .map(|g| super::groups::fingerprint(&g))
             .transpose()?,
         q: super::groups::search(q.q)?,
+        auto_retry_only: false,
     };
     let cursor = q
         .cursor
@@ -464,6 +465,7 @@ pub(crate) fn options(
         retry_only_retryable,
         reason,
         at_front: false,
+        automatic: false,
     })
 }
 

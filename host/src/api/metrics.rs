@@ -120,6 +120,7 @@ async fn gauges(state: &AppState, out: &mut String) {
         "1 when Redis answered this scrape.",
     );
     let _ = writeln!(out, "retryguard_redis_up {}", u8::from(stats.is_some()));
+    brakes(state, out).await;
 
     if let Ok(h) = state.audit.health().await {
         header(
@@ -151,5 +152,116 @@ async fn gauges(state: &AppState, out: &mut String) {
             "retryguard_audit_degraded {}",
             u8::from(h.status == "degraded")
         );
+    }
+}
+
+/// The breakers' states and the auto-retry sweeper's backlog, read from Redis (every
+/// instance reports the same shared state).
+async fn brakes(state: &AppState, out: &mut String) {
+    let mut conn = state.backend.connection();
+    let now = crate::clock::now_ms();
+    match crate::brake::state::list(&mut conn, now).await {
+        Ok(breakers) => {
+            header(
+                out,
+                "retryguard_breaker_state",
+                "gauge",
+                "1 for the state each circuit breaker is in (closed, open, half_open), 0 for the others.",
+            );
+            for b in &breakers {
+                for st in ["closed", "open", "half_open"] {
+                    let _ = writeln!(
+                        out,
+                        "retryguard_breaker_state{{breaker=\"{}\",state=\"{st}\"}} {}",
+                        escape(&b.key),
+                        u8::from(b.state == st)
+                    );
+                }
+            }
+            header(
+                out,
+                "retryguard_breaker_open_seconds",
+                "gauge",
+                "Seconds since each circuit breaker that is not closed opened (0 when closed).",
+            );
+            header(
+                out,
+                "retryguard_breaker_failure_rate",
+                "gauge",
+                "Failed-again outcomes over all outcomes in each breaker's window.",
+            );
+            for b in &breakers {
+                let open = b
+                    .opened_at_ms
+                    .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+                let key = escape(&b.key);
+                let _ = writeln!(
+                    out,
+                    "retryguard_breaker_open_seconds{{breaker=\"{key}\"}} {open}"
+                );
+                let _ = writeln!(
+                    out,
+                    "retryguard_breaker_failure_rate{{breaker=\"{key}\"}} {}",
+                    b.failure_rate
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the circuit breakers"),
+    }
+    match crate::retry::sweeper::status(
+        &mut conn,
+        state.config.auto_retry.enabled,
+        state.service.table().any_auto_retry(),
+        &state.sweeper,
+        now,
+    )
+    .await
+    {
+        Ok(s) => {
+            for (name, help, v) in [
+                (
+                    "retryguard_auto_retry_due",
+                    "Failed jobs in the auto-retry due-time index.",
+                    s.due,
+                ),
+                (
+                    "retryguard_auto_retry_due_now",
+                    "Of those, the jobs whose due time has passed (a backlog here is lag).",
+                    s.due_now,
+                ),
+                (
+                    "retryguard_auto_retry_parked",
+                    "Failed jobs the sweeper has nothing to do for until the bindings change.",
+                    s.parked,
+                ),
+            ] {
+                header(out, name, "gauge", help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+            header(
+                out,
+                "retryguard_auto_retry_overdue_seconds",
+                "gauge",
+                "How long the earliest due job has been waiting past its due time (0 when none, or when no sweeper runs or no binding has auto_retry).",
+            );
+            // Without a sweeper at work the index only waits: nothing is late.
+            let overdue = s
+                .next_due_ms
+                .filter(|_| s.enabled && s.any_binding_opted_in)
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+            let _ = writeln!(out, "retryguard_auto_retry_overdue_seconds {overdue}");
+            header(
+                out,
+                "retryguard_auto_retry_leader",
+                "gauge",
+                "1 when this instance's sweeper holds the auto-retry lease.",
+            );
+            let _ = writeln!(
+                out,
+                "retryguard_auto_retry_leader {}",
+                u8::from(s.this_instance_leads)
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the auto-retry state"),
     }
 }

@@ -42,6 +42,7 @@ use super::error::{ApiQuery, NoBody, NoQuery};
         (name = "audit", description = "The retry audit trail"),
         (name = "idempotency", description = "The idempotency guard (docs/guard.md)"),
         (name = "policies", description = "Policies and their bindings to job types (docs/policies.md)"),
+        (name = "auto-retry", description = "Automatic retry, circuit breakers and retry budgets (docs/auto-retry.md)"),
         (name = "health", description = "Probes and metrics"),
         (name = "meta", description = "This document"),
     )

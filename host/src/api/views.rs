@@ -152,6 +152,9 @@ pub struct SummaryJson {
     pub total: u64,
     /// Jobs per outcome, every outcome present (zeros included).
     pub counts: BTreeMap<&'static str, u64>,
+    /// Jobs the brakes held for later: `blocked_circuit_open` + `blocked_budget` (each
+    /// carries when it may go; the auto-retry sweeper, or the next retry-all, takes it then).
+    pub deferred: u64,
     pub cancelled: bool,
     pub dry_run: bool,
 }
@@ -162,6 +165,7 @@ impl From<&Summary> for SummaryJson {
             operation_id: s.operation_id.clone(),
             total: s.total,
             counts: all_counts(&s.counts),
+            deferred: s.deferred(),
             cancelled: s.cancelled,
             dry_run: s.dry_run,
         }

@@ -1,6 +1,7 @@
 //! The background work of one process: the audit writer (when `[audit] writer`), the
-//! outcome tracker and the failure index's reconciler (when `[triage] reconciler`), each over
-//! its own Redis connection, stopped together.
+//! outcome tracker, the failure index's reconciler (when `[triage] reconciler`) and the
+//! auto-retry sweeper (when `[auto_retry] enabled`), each over its own Redis connection,
+//! stopped together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{AuditDir, AuditWriter, WriterStatus};
 use crate::config::Config;
+use crate::retry::sweeper::Sweeper;
 use crate::retry::tracker;
 use crate::triage::{Reconciler, ReconcilerStatus};
 
@@ -51,8 +53,7 @@ impl Background {
             let writer = AuditWriter::new(conn, dir.clone(), writer_config, status.clone());
             tasks.push(tokio::spawn(writer.run(rx.clone(), DRAIN_TIMEOUT)));
         }
-        let conn = connect(config, Duration::ZERO).await?;
-        tasks.push(tokio::spawn(tracker::run(conn, TRACK_EVERY, rx)));
+        drop(rx);
         Ok(Self {
             shutdown,
             tasks,
@@ -62,13 +63,39 @@ impl Background {
         })
     }
 
-    /// Starts the failure index's reconciler over `service`'s queue and bindings, when
-    /// `[triage] reconciler` (one instance at a time works; the others stand by).
-    pub async fn start_reconciler(
+    /// Starts the work over `app`'s service: the outcome tracker (feeding the bindings'
+    /// breakers and budgets), the failure index's reconciler when `[triage] reconciler`, and
+    /// the auto-retry sweeper when `[auto_retry] enabled` (one instance at a time works on
+    /// the index and one on the sweep; the others stand by).
+    pub async fn start_workers(
         &mut self,
         config: &Config,
-        service: Arc<crate::app::Service>,
+        app: &crate::app::App,
     ) -> anyhow::Result<()> {
+        let service = Arc::clone(&app.service);
+        let conn = connect(config, Duration::ZERO).await?;
+        let tables: tracker::Tables = {
+            let service = Arc::clone(&service);
+            Arc::new(move || service.table())
+        };
+        self.tasks.push(tokio::spawn(tracker::run(
+            conn,
+            TRACK_EVERY,
+            self.shutdown.subscribe(),
+            Some(tables),
+        )));
+        if config.auto_retry.enabled {
+            let conn = connect(config, Duration::ZERO).await?;
+            let sweeper = Sweeper::new(
+                Arc::clone(&service),
+                conn,
+                config.auto_retry.sweeper_config(),
+                Arc::clone(&app.sweeper),
+                app.operations.instance(),
+            );
+            self.tasks
+                .push(tokio::spawn(sweeper.run(self.shutdown.subscribe())));
+        }
         if !config.triage.reconciler {
             return Ok(());
         }

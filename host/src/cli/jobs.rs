@@ -33,6 +33,14 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 pub struct JobsArgs {
     #[command(subcommand)]
     command: JobsCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// Where the server is and how to print: the flags of every command that calls a running
+/// `retryguard serve` (`jobs`, `breakers`, `auto-retry`).
+#[derive(Debug, Args)]
+pub(crate) struct Remote {
     /// The retryguard server.
     #[arg(
         long,
@@ -49,6 +57,22 @@ pub struct JobsArgs {
     /// shows in `ps`).
     #[arg(long, global = true, env = "RETRYGUARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+impl Remote {
+    /// The client, or exit code 2 (bad usage) after saying why the URL is refused.
+    pub(crate) fn client(&self) -> Result<Client, ExitCode> {
+        match Server::parse(&self.server) {
+            Ok(s) => Ok(Client {
+                server: s.with_token(self.token.clone()),
+                json: self.json,
+            }),
+            Err(e) => {
+                eprintln!("error: --server {e}");
+                Err(ExitCode::from(2))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,16 +274,9 @@ impl Client {
 }
 
 pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
-    let server = match Server::parse(&args.server) {
-        Ok(s) => s.with_token(args.token.clone()),
-        Err(e) => {
-            eprintln!("error: --server {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let client = Client {
-        server,
-        json: args.json,
+    let client = match args.remote.client() {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let result = match &args.command {
         JobsCommand::Failed(a) => failed(&client, a),
@@ -321,7 +338,7 @@ fn terminal_columns() -> Option<usize> {
 }
 
 /// Prints rows as aligned columns; the last column takes what width is left.
-fn table(header: &[&str], rows: &[Vec<String>], caps: &[usize]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], caps: &[usize]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     let cells: Vec<Vec<String>> = rows
         .iter()

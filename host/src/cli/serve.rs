@@ -151,11 +151,8 @@ async fn serve(
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Err(e) = background
-        .start_reconciler(&config, Arc::clone(&app.service))
-        .await
-    {
-        eprintln!("error: the failure index's reconciler: {e:#}");
+    if let Err(e) = background.start_workers(&config, &app).await {
+        eprintln!("error: the background workers (tracker, reconciler, sweeper): {e:#}");
         return Ok(ExitCode::FAILURE);
     }
     let state = AppState::from_app(app.with_audit_dir(Arc::clone(&background.dir)));

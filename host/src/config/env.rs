@@ -53,6 +53,11 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("triage", "interval_ms", Kind::Integer),
     ("triage", "lease_ttl_seconds", Kind::Integer),
     ("triage", "full_pass_every_ms", Kind::Integer),
+    ("auto_retry", "enabled", Kind::Bool),
+    ("auto_retry", "batch_size", Kind::Integer),
+    ("auto_retry", "interval_ms", Kind::Integer),
+    ("auto_retry", "lease_ttl_seconds", Kind::Integer),
+    ("auto_retry", "jitter_ms", Kind::Integer),
     ("ui", "enabled", Kind::Bool),
     ("ui", "show_job_args", Kind::Bool),
     ("ui", "session_idle_minutes", Kind::Integer),
@@ -91,7 +96,16 @@ pub(super) fn apply_env(
             Some((*section, *key))
         } else {
             let section = [
-                "redis", "server", "retry", "policy", "audit", "triage", "ui", "guard", "auth",
+                "redis",
+                "server",
+                "retry",
+                "policy",
+                "audit",
+                "triage",
+                "auto_retry",
+                "ui",
+                "guard",
+                "auth",
             ]
             .into_iter()
             .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));

@@ -237,6 +237,48 @@ impl Default for TriageConfig {
     }
 }
 
+/// `[auto_retry]`: the sweeper that retries the jobs of bindings with `auto_retry` when they
+/// are due (`docs/auto-retry.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoRetryConfig {
+    /// Whether this instance runs a sweeper (one at a time works; the others stand by).
+    pub enabled: bool,
+    /// Due jobs looked at per turn.
+    pub batch_size: u64,
+    /// Most time between two looks at the due-time index when nothing is due.
+    pub interval_ms: u64,
+    /// How long the sweeper's lease lasts without renewal: a standby takes over after it.
+    pub lease_ttl_seconds: u64,
+    /// Jobs due at the same time are spread over this many ms.
+    pub jitter_ms: u64,
+}
+
+impl Default for AutoRetryConfig {
+    fn default() -> Self {
+        let s = crate::retry::sweeper::SweeperConfig::default();
+        Self {
+            enabled: false,
+            batch_size: s.batch as u64,
+            interval_ms: duration_ms(s.idle),
+            lease_ttl_seconds: s.lease_ttl.as_secs(),
+            jitter_ms: s.jitter_ms,
+        }
+    }
+}
+
+impl AutoRetryConfig {
+    /// The sweeper's settings.
+    pub fn sweeper_config(&self) -> crate::retry::sweeper::SweeperConfig {
+        crate::retry::sweeper::SweeperConfig {
+            batch: usize::try_from(self.batch_size).unwrap_or(500),
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            idle: Duration::from_millis(self.interval_ms),
+            jitter_ms: self.jitter_ms,
+        }
+    }
+}
+
 impl TriageConfig {
     /// The reconciler's settings.
     pub fn reconciler_config(&self) -> crate::triage::ReconcilerConfig {

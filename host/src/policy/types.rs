@@ -103,6 +103,10 @@ pub enum HoldKind {
     NonRetryable,
     UnknownFailure,
     PolicySaysNo,
+    /// The host's: the circuit breaker is open (never a policy's verdict).
+    CircuitOpen,
+    /// The host's: the binding's retry budget is spent (never a policy's verdict).
+    Budget,
 }
 
 /// What a policy decided.

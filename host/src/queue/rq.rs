@@ -457,6 +457,49 @@ impl QueueBackend for RqBackend {
         Ok(self.read_jobs(&[r]).await?.pop().flatten())
     }
 
+    async fn locate(&self, ids: &[String]) -> Result<Vec<Option<JobRef>>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET").arg(RqKeys::job(id)).arg("origin");
+        }
+        // A job key of another type is that job's answer (not found here), not the batch's.
+        let origins: Vec<Option<String>> = pipe
+            .ignore_errors()
+            .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
+            .await
+            .map_err(redis_error)?
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value::<Option<String>>(v.ok()?)
+                    .ok()
+                    .flatten()
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for (id, origin) in ids.iter().zip(&origins) {
+            let queue = origin.as_deref().unwrap_or_default();
+            pipe.cmd("ZSCORE").arg(RqKeys::failed(queue)).arg(id);
+        }
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        Ok(ids
+            .iter()
+            .zip(origins)
+            .zip(scores)
+            .map(|((id, origin), score)| {
+                let queue = origin?;
+                Some(JobRef {
+                    queue,
+                    id: id.clone(),
+                    score: score?,
+                })
+            })
+            .collect())
+    }
+
     async fn snapshot(&self, queue: &str, key: &str, ttl_seconds: u64) -> Result<u64, QueueError> {
         self.copy_zset(&RqKeys::failed(queue), key, ttl_seconds)
             .await

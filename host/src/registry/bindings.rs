@@ -8,6 +8,7 @@ use super::{Registry, RegistryError};
 impl Registry {
     /// Checks a binding spec: policies exist, are not retired, compile, accept the params.
     pub(super) async fn check_spec(&self, spec: &BindingSpec) -> Result<(), RegistryError> {
+        spec.brakes().validate().map_err(RegistryError::Invalid)?;
         for (role, r) in std::iter::once(("policy", &spec.active))
             .chain(spec.shadow.iter().map(|s| ("shadow policy", s)))
         {
@@ -130,9 +131,12 @@ impl Registry {
                 "`{pattern}` has no shadow policy to promote"
             )));
         };
+        // The shadow's policy and params become the active ones; auto-retry and the brakes
+        // stay as they are.
         let spec = BindingSpec {
             active: shadow,
             shadow: None,
+            ..current.spec.clone()
         };
         self.check_spec(&spec).await?;
         match self

@@ -200,6 +200,42 @@ pub struct BindingSpec {
     pub active: PolicyRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<PolicyRef>,
+    /// Its jobs are retried by the sweeper when due (docs/auto-retry.md).
+    #[serde(default)]
+    pub auto_retry: bool,
+    /// Its circuit breakers' settings (one breaker per failure type); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<crate::brake::BreakerConfig>,
+    /// Its retry budget; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::brake::BudgetConfig>,
+    /// Requeues per second at most; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requeues_per_second: Option<u32>,
+}
+
+impl BindingSpec {
+    /// A binding of `active` with nothing else set.
+    pub fn of(active: PolicyRef) -> Self {
+        Self {
+            active,
+            shadow: None,
+            auto_retry: false,
+            breaker: None,
+            budget: None,
+            max_requeues_per_second: None,
+        }
+    }
+
+    /// Its automatic retry and brakes.
+    pub fn brakes(&self) -> crate::brake::Brakes {
+        crate::brake::Brakes {
+            auto_retry: self.auto_retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            max_requeues_per_second: self.max_requeues_per_second,
+        }
+    }
 }
 
 /// A binding as stored: the spec, and who changed it when.

@@ -43,6 +43,8 @@ pub struct ActiveBinding {
     pub active: Bound,
     /// Evaluated beside `active` on every decision, never acted on.
     pub shadow: Option<Bound>,
+    /// Its automatic retry and brakes (`crate::brake`).
+    pub brakes: crate::brake::Brakes,
 }
 
 /// The bindings of one revision, compiled. Immutable: a change builds a new one.
@@ -52,6 +54,10 @@ pub struct Table {
     resolver: Resolver<Arc<ActiveBinding>>,
     /// What a job type no pattern matches gets: the `*` binding, else the built-in default.
     fallback: Arc<ActiveBinding>,
+    /// The patterns with a retry budget, and it.
+    budgets: Vec<(String, crate::brake::BudgetConfig)>,
+    /// Whether any binding has `auto_retry`.
+    any_auto_retry: bool,
 }
 
 impl Table {
@@ -59,13 +65,21 @@ impl Table {
     /// none matches.
     pub fn new(
         revision: u64,
-        resolver: Resolver<Arc<ActiveBinding>>,
+        entries: Vec<(Pattern, Arc<ActiveBinding>)>,
         fallback: Arc<ActiveBinding>,
     ) -> Self {
+        let budgets = entries
+            .iter()
+            .filter_map(|(_, b)| Some((b.pattern.clone(), b.brakes.budget?)))
+            .collect();
+        let any_auto_retry =
+            fallback.brakes.auto_retry || entries.iter().any(|(_, b)| b.brakes.auto_retry);
         Self {
             revision,
-            resolver,
+            resolver: Resolver::new(entries),
             fallback,
+            budgets,
+            any_auto_retry,
         }
     }
 
@@ -75,12 +89,31 @@ impl Table {
             pattern: "*".into(),
             active: Bound::new(policy, params),
             shadow: None,
+            brakes: crate::brake::Brakes::default(),
         });
-        Self {
-            revision: 0,
-            resolver: Resolver::new([(Pattern::Any, Arc::clone(&binding))]),
-            fallback: binding,
-        }
+        Self::new(0, vec![(Pattern::Any, Arc::clone(&binding))], binding)
+    }
+
+    /// The same table with `brakes` on its one `*` binding (tests and benchmarks of the
+    /// brakes without a registry).
+    pub fn single_with(policy: Arc<Policy>, params: Params, brakes: crate::brake::Brakes) -> Self {
+        let binding = Arc::new(ActiveBinding {
+            pattern: "*".into(),
+            active: Bound::new(policy, params),
+            shadow: None,
+            brakes,
+        });
+        Self::new(0, vec![(Pattern::Any, Arc::clone(&binding))], binding)
+    }
+
+    /// The patterns with a retry budget, and it.
+    pub fn budgets(&self) -> &[(String, crate::brake::BudgetConfig)] {
+        &self.budgets
+    }
+
+    /// Whether any binding has `auto_retry`.
+    pub fn any_auto_retry(&self) -> bool {
+        self.any_auto_retry
     }
 
     /// The binding that judges `job_type`.

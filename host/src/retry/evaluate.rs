@@ -9,6 +9,7 @@ use super::filter::JobFilter;
 use super::outcome::{JobOutcome, Outcome};
 use super::state::RetryState;
 use super::types::{JobView, RetryError, RetryOptions, ShadowDecision};
+use crate::brake;
 use crate::policy::types::derive_seed;
 use crate::policy::{
     Classification, Decision, Digest, EvalError, Evaluation, FailureInput, HoldKind, Policy,
@@ -125,6 +126,7 @@ pub fn evaluate_one(
     state: &RetryState,
     now: u64,
     shadows: bool,
+    brakes: &brake::Snapshot,
 ) -> Option<Evaluated> {
     if !filter.matches_job(&job.queue, &job.job_type, job.failed_at_ms)
         || !filter.matches_failure(
@@ -137,9 +139,23 @@ pub fn evaluate_one(
         return None;
     }
     let binding = Arc::clone(table.resolve(&job.job_type));
-    let input = failure_input(&job, state);
-    let eval = evaluate_cached(engine, cache, &job, &input, &binding.active, now);
-    let view = view_of(job, state.attempts, &binding.active.policy, eval, now);
+    if filter.auto_retry_only && !binding.brakes.auto_retry {
+        return None;
+    }
+    let mut input = failure_input(&job, state);
+    let mut eval = evaluate_cached(engine, cache, &job, &input, &binding.active, now);
+    // The brakes' state is the policy's to see: once the failure type (and so the breaker)
+    // is known, judged again with it (the classification comes from the cache).
+    if let Ok(e) = &eval {
+        let key = brake::breaker_key(&binding.pattern, &e.classification.failure_type);
+        let attributes = brake::attributes(brakes, &key, &binding.pattern);
+        if !attributes.is_empty() {
+            input.attributes = attributes;
+            eval = evaluate_cached(engine, cache, &job, &input, &binding.active, now);
+        }
+    }
+    let mut view = view_of(job, state.attempts, &binding.active.policy, eval, now);
+    hold_if_open(&mut view, &binding, brakes, now);
     let matches = match &view.classification {
         Some(c) => filter.matches_classification(&c.failure_type, c.retryable),
         None => !filter.needs_classification(),
@@ -168,6 +184,53 @@ pub fn evaluate_one(
         binding,
         shadow,
     })
+}
+
+/// A job the policy lets go now (or after a cooldown that ends sooner than the breaker lets
+/// probes through) is held while its breaker is open (`circuit_open`, until then). Read-only: the breaker's transitions are made when a
+/// retry asks it (`retry::brakes`).
+fn hold_if_open(view: &mut JobView, binding: &ActiveBinding, brakes: &brake::Snapshot, now: u64) {
+    let waits = matches!(view.outcome, Outcome::Retried | Outcome::BlockedCooldown);
+    if !waits || brakes.breakers.is_empty() {
+        return;
+    }
+    let Some(c) = &view.classification else {
+        return;
+    };
+    let key = brake::breaker_key(&binding.pattern, &c.failure_type);
+    let Some(b) = brakes.breakers.get(&key).filter(|b| b.holds_at(now)) else {
+        return;
+    };
+    let (retry_at, reason) = match b.half_open_at_ms.filter(|_| b.manual.is_none()) {
+        // Opened by hand: looked at again after `open_seconds`, held until closed by hand.
+        None => {
+            let open = binding.brakes.breaker.unwrap_or_default().open_seconds;
+            (
+                now + u64::from(open) * 1000,
+                format!(
+                    "the circuit breaker {key} was opened by hand ({}): held until it is closed",
+                    b.manual.as_deref().unwrap_or("no reason given")
+                ),
+            )
+        }
+        Some(at) => (
+            at,
+            format!(
+                "the circuit breaker {key} is open ({:.0} % of {} retries failed again): probes in {} s",
+                b.failure_rate * 100.0,
+                b.outcomes,
+                at.saturating_sub(now).div_ceil(1000)
+            ),
+        ),
+    };
+    // A cooldown that ends after the breaker lets probes through stays a cooldown.
+    if view.outcome == Outcome::BlockedCooldown && view.retry_at_ms.is_some_and(|t| t >= retry_at) {
+        return;
+    }
+    view.outcome = Outcome::BlockedCircuitOpen;
+    view.hold_kind = Some(HoldKind::CircuitOpen);
+    view.retry_at_ms = Some(retry_at);
+    view.reason = reason;
 }
 
 /// Evaluates `job` with a bound policy, its classification taken from / put in `cache` (a
@@ -271,6 +334,8 @@ pub fn verdict_of(eval: Result<Evaluation, EvalError>, now: u64) -> Verdict {
                 HoldKind::NonRetryable => Outcome::BlockedNonRetryable,
                 HoldKind::UnknownFailure => Outcome::BlockedUnknown,
                 HoldKind::PolicySaysNo => Outcome::BlockedByPolicy,
+                HoldKind::CircuitOpen => Outcome::BlockedCircuitOpen,
+                HoldKind::Budget => Outcome::BlockedBudget,
             };
             (outcome, reason, None, Some(kind))
         }
@@ -418,6 +483,7 @@ pub(super) mod tests {
             &RetryState::default(),
             NOW,
             true,
+            &brake::Snapshot::default(),
         )
         .unwrap();
         assert_eq!(e.view.outcome, Outcome::Retried, "{:?}", e.view);
@@ -440,6 +506,7 @@ pub(super) mod tests {
             &RetryState::default(),
             NOW + 1,
             false,
+            &brake::Snapshot::default(),
         )
         .unwrap();
         assert_eq!(cache.len(), 1);
@@ -460,6 +527,7 @@ pub(super) mod tests {
                 state,
                 NOW,
                 false,
+                &brake::Snapshot::default(),
             )
             .unwrap()
             .view
@@ -504,6 +572,7 @@ pub(super) mod tests {
             &RetryState::default(),
             NOW,
             false,
+            &brake::Snapshot::default(),
         );
         assert!(none.is_none());
         assert_eq!(cache.len(), 0, "filtered out before the policy ran");
@@ -520,6 +589,7 @@ pub(super) mod tests {
             &RetryState::default(),
             NOW,
             false,
+            &brake::Snapshot::default(),
         );
         assert!(none.is_none());
     }

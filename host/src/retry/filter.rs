@@ -26,6 +26,9 @@ pub struct JobFilter {
     /// Only jobs whose text holds this, case-insensitively: job type, exception type, raw
     /// message, or the group's parameterized message and top frame.
     pub q: Option<String>,
+    /// Only jobs whose binding has `auto_retry` (the sweeper's; never from a request).
+    #[serde(skip)]
+    pub auto_retry_only: bool,
 }
 
 impl JobFilter {

@@ -32,6 +32,12 @@ pub enum Outcome {
     BlockedUnknown,
     /// The policy refused for a reason of its own (hold kind `policy-says-no`).
     BlockedByPolicy,
+    /// The circuit breaker of its binding pattern and failure type is open (hold kind
+    /// `circuit_open`): no attempt is used, and `retry_at_ms` is when it lets probes through.
+    BlockedCircuitOpen,
+    /// Its binding's retry budget for this minute is spent (hold kind `budget`): no attempt
+    /// is used, and `retry_at_ms` is when the next minute's budget starts.
+    BlockedBudget,
     /// The job changed since the decision (requeued by someone else, or ran and failed again).
     StaleDecision,
     /// It is no longer in the failed registry: someone else requeued it.
@@ -48,13 +54,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 14] = [
         Self::Retried,
         Self::BlockedCooldown,
         Self::BlockedMaxAttempts,
         Self::BlockedNonRetryable,
         Self::BlockedUnknown,
         Self::BlockedByPolicy,
+        Self::BlockedCircuitOpen,
+        Self::BlockedBudget,
         Self::StaleDecision,
         Self::AlreadyRequeued,
         Self::NotFound,
@@ -71,6 +79,8 @@ impl Outcome {
             Self::BlockedNonRetryable => "blocked_non_retryable",
             Self::BlockedUnknown => "blocked_unknown",
             Self::BlockedByPolicy => "blocked_by_policy",
+            Self::BlockedCircuitOpen => "blocked_circuit_open",
+            Self::BlockedBudget => "blocked_budget",
             Self::StaleDecision => "stale_decision",
             Self::AlreadyRequeued => "already_requeued",
             Self::NotFound => "not_found",

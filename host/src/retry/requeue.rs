@@ -272,6 +272,7 @@ mod tests {
                     &RetryState::default(),
                     NOW,
                     true,
+                    &crate::brake::Snapshot::default(),
                 )
                 .unwrap();
                 assert_eq!(e.view.outcome, Outcome::Retried);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::brakes;
 use super::evaluate::{
     ClassificationCache, Evaluated, check_options, decided, enforce, evaluate_one, not_found,
     split_for_cores,
@@ -14,9 +15,10 @@ use super::evaluate::{
 use super::filter::JobFilter;
 use super::outcome::{JobOutcome, Outcome};
 use super::records::{self, Context};
-use super::requeue::{requeue, state_ttl};
+use super::requeue::state_ttl;
 use super::state::{self, Recorded, RetryState};
 use super::types::{JobView, Page, Progress, RetryError, RetryOptions, ServiceConfig, Summary};
+use crate::brake;
 use crate::clock::{new_operation_id, now_ms};
 use crate::keyspace;
 use crate::policy::{Params, Policy, PolicyEngine};
@@ -102,6 +104,20 @@ impl<B: QueueBackend> RetryService<B> {
     /// Judges each job type by the registry's live bindings (`retryguard serve`).
     pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
         self.policies = Policies::Registry(registry);
+        self
+    }
+
+    /// The same service with `brakes` on its one binding (a service on a fixed policy:
+    /// tests and benchmarks of the brakes without a registry).
+    pub fn with_brakes(mut self, brakes: brake::Brakes) -> Self {
+        if let Policies::Fixed(t) = &self.policies {
+            let b = t.default_binding();
+            self.policies = Policies::Fixed(Arc::new(Table::single_with(
+                Arc::clone(&b.active.policy),
+                b.active.params.clone(),
+                brakes,
+            )));
+        }
         self
     }
 
@@ -244,25 +260,6 @@ impl<B: QueueBackend> RetryService<B> {
         })
     }
 
-    /// The queues a failure group has jobs on, from the failure index (`crate::triage`).
-    pub(super) async fn group_queues(&self, fingerprint: &str) -> Result<Vec<String>, RetryError> {
-        let mut conn = self.conn.clone();
-        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(keyspace::triage_group(fingerprint))
-            .query_async(&mut conn)
-            .await
-            .map_err(crate::redis_error::RedisError::from)?;
-        let mut queues: Vec<String> = fields
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let q = k.strip_prefix("q:")?;
-                (v.parse::<i64>().ok()? > 0).then(|| q.to_string())
-            })
-            .collect();
-        queues.sort();
-        Ok(queues)
-    }
-
     /// The queues with failed jobs, for listings and retry-alls: the queues the failure
     /// index knows (its reconciler scans the keyspace for failed registries in the
     /// background, a step per pass) and those `rq:queues` names. Before any reconciler has
@@ -375,6 +372,9 @@ impl<B: QueueBackend> RetryService<B> {
     ) -> Result<Vec<Option<Evaluated>>, RetryError> {
         // One table for the whole batch: no decision mixes two bindings revisions.
         let table = self.policies.table();
+        // And one reading of the brakes.
+        let brakes =
+            Arc::new(brake::state::snapshot(&mut self.conn.clone(), table.budgets(), now).await?);
         let chunks = split_for_cores(jobs);
         let mut tasks = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -382,11 +382,14 @@ impl<B: QueueBackend> RetryService<B> {
             let table = Arc::clone(&table);
             let filter = filter.clone();
             let cache = Arc::clone(&self.cache);
+            let brakes = Arc::clone(&brakes);
             tasks.push(tokio::task::spawn_blocking(move || {
                 chunk
                     .into_iter()
                     .map(|(job, state)| {
-                        evaluate_one(&engine, &cache, &table, &filter, job, &state, now, shadows)
+                        evaluate_one(
+                            &engine, &cache, &table, &filter, job, &state, now, shadows, &brakes,
+                        )
                     })
                     .collect::<Vec<_>>()
             }));
@@ -520,8 +523,6 @@ impl<B: QueueBackend> RetryService<B> {
         Ok(summary)
     }
 
-    /// Reads, evaluates and acts on one batch of jobs; returns the outcomes of the jobs the
-    /// filter matched (jobs no longer failed are `not_found`).
     /// Reads one page of a retry-all's snapshot, with the jobs and their retry state.
     pub(super) async fn load_page(
         &self,
@@ -542,7 +543,7 @@ impl<B: QueueBackend> RetryService<B> {
 
     /// Evaluates loaded jobs and acts on at most `max` of those the filter matches (jobs
     /// gone since they were listed are `not_found`); returns their outcomes.
-    async fn act(
+    pub(super) async fn act(
         &self,
         loaded: Loaded,
         filter: &JobFilter,
@@ -586,15 +587,26 @@ impl<B: QueueBackend> RetryService<B> {
         }
         let mut to_requeue: Vec<Evaluated> = Vec::new();
         let mut to_record: Vec<(JobOutcome, Evaluated)> = Vec::new();
+        let mut candidates = Vec::new();
         for e in evaluated.into_iter().flatten().take(budget) {
-            let view = &e.view;
-            let (outcome, reason) = enforce(view, options, now);
-            if outcome == Outcome::Retried && !options.dry_run {
-                to_requeue.push(e);
+            let (outcome, reason) = enforce(&e.view, options, now);
+            if outcome == Outcome::Retried {
+                candidates.push((e, reason));
                 continue;
             }
-            let o = decided(view, outcome, reason, options);
+            let o = decided(&e.view, outcome, reason, options);
             to_record.push((o, e));
+        }
+        let mut conn = self.conn.clone();
+        // The breakers and budgets may still hold what the policy and options let go.
+        let gated = brakes::gate(&mut conn, candidates, options, now).await?;
+        to_record.extend(gated.held);
+        for (e, reason) in gated.go {
+            if options.dry_run {
+                to_record.push((decided(&e.view, Outcome::Retried, reason, options), e));
+            } else {
+                to_requeue.push(e);
+            }
         }
 
         // Decisions that change nothing in the queue: state + audit, atomically per batch.
@@ -616,7 +628,6 @@ impl<B: QueueBackend> RetryService<B> {
                 ),
             })
             .collect();
-        let mut conn = self.conn.clone();
         // Jobs gone since the snapshot: nothing to change, but each outcome is recorded.
         let gone_records: Vec<_> = outcomes
             .iter()
@@ -635,9 +646,9 @@ impl<B: QueueBackend> RetryService<B> {
 
         // Requeues: one atomic script per job, pipelined; a lost reply is re-sent with the
         // same operation id, which the script recognises.
-        if !to_requeue.is_empty() {
-            outcomes.extend(requeue(&self.backend, &to_requeue, cx, &self.config).await);
-        }
+        outcomes.extend(
+            brakes::requeue_paced(&self.backend, &mut conn, to_requeue, cx, &self.config).await?,
+        );
         for o in &outcomes {
             crate::metrics::global().retry_outcome(o.outcome.as_str(), o.dry_run);
         }

@@ -14,6 +14,25 @@ use crate::queue::QueueBackend;
 pub(super) type Snapshot = (String, String, u64);
 
 impl<B: QueueBackend> RetryService<B> {
+    /// The queues a failure group has jobs on, from the failure index (`crate::triage`).
+    pub(super) async fn group_queues(&self, fingerprint: &str) -> Result<Vec<String>, RetryError> {
+        let mut conn = self.conn.clone();
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keyspace::triage_group(fingerprint))
+            .query_async(&mut conn)
+            .await
+            .map_err(crate::redis_error::RedisError::from)?;
+        let mut queues: Vec<String> = fields
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let q = k.strip_prefix("q:")?;
+                (v.parse::<i64>().ok()? > 0).then(|| q.to_string())
+            })
+            .collect();
+        queues.sort();
+        Ok(queues)
+    }
+
     /// Snapshots of the failed registry of each queue the filter covers (or, with
     /// `filter.group`, of the group's set on each queue), their sizes added to
     /// `progress.total`: what a retry-all or a delete-all walks.

@@ -12,10 +12,12 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::audit::{NewRecord, Verdict};
+use crate::brake;
 use crate::clock::now_ms;
 use crate::clock::parse_utc;
 use crate::keyspace;
 use crate::queue::rq::RqKeys;
+use crate::registry::Table;
 
 /// Jobs looked at per turn.
 const BATCH: usize = 1000;
@@ -77,12 +79,24 @@ pub fn outcome_of(
 /// Pages looked at per turn (so one turn stays bounded however large the backlog).
 const MAX_PAGES: usize = 50;
 
+/// Where the tracker finds the bindings (their breakers and budgets, which the outcomes feed).
+pub type Tables = std::sync::Arc<dyn Fn() -> std::sync::Arc<Table> + Send + Sync>;
+
 /// Looks at every watched job once (up to `MAX_PAGES` pages); returns the outcomes recorded.
 pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+    track_with(conn, None).await
+}
+
+/// [`track_once`], feeding each outcome to its binding's breaker and budget in `tables`.
+pub async fn track_with(
+    conn: &mut ConnectionManager,
+    tables: Option<&Tables>,
+) -> Result<usize, redis::RedisError> {
+    let table = tables.map(|t| t());
     let mut recorded = 0;
     let mut offset = 0;
     for _ in 0..MAX_PAGES {
-        let (seen, n) = track_page(conn, offset).await?;
+        let (seen, n) = track_page(conn, offset, table.as_deref()).await?;
         recorded += n;
         if seen < BATCH {
             break;
@@ -97,6 +111,7 @@ pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::Re
 async fn track_page(
     conn: &mut ConnectionManager,
     offset: usize,
+    table: Option<&Table>,
 ) -> Result<(usize, usize), redis::RedisError> {
     let watched: Vec<(String, String)> = redis::cmd("ZRANGE")
         .arg(keyspace::OUTCOMES_WATCH)
@@ -130,6 +145,8 @@ async fn track_page(
     let mut record_pipe = redis::pipe();
     let mut decided = 0;
     let mut kinds: Vec<&'static str> = Vec::new();
+    // (job id, job type, failure type, succeeded) of each outcome, for the brakes.
+    let mut fed: Vec<(&str, Option<String>, Option<String>, bool)> = Vec::new();
     for ((id, score), pair) in watched.iter().zip(rows.chunks(2)) {
         let (Some(job), Some(state)) = (pair.first(), pair.get(1)) else {
             continue;
@@ -175,6 +192,14 @@ async fn track_page(
         record_pipe.invoke_script(&invocation);
         decided += 1;
         kinds.push(outcome.as_str());
+        // A lost job tells nothing of its dependency: no breaker or budget hears of it.
+        let job_type = from_state(3).filter(|_| outcome != RetryOutcome::Lost);
+        fed.push((
+            id.as_str(),
+            job_type,
+            from_state(5),
+            outcome == RetryOutcome::Succeeded,
+        ));
     }
     if decided == 0 {
         return Ok((watched.len(), 0));
@@ -191,20 +216,67 @@ async fn track_page(
             crate::metrics::global().retry_result(kind, 1);
         }
     }
+    if let Some(table) = table {
+        // Only the outcomes this instance recorded (each outcome is recorded once).
+        let fed: Vec<_> = fed
+            .into_iter()
+            .zip(&recorded)
+            .filter(|(_, r)| **r == 1)
+            .map(|(f, _)| f)
+            .collect();
+        if let Err(e) = feed_brakes(conn, table, &fed, now).await {
+            // The outcome is recorded; a breaker that misses it judges on the others.
+            tracing::warn!(error = %e, "could not feed retry outcomes to the circuit breakers");
+        }
+    }
     Ok((watched.len(), recorded.iter().filter(|r| **r == 1).count()))
 }
 
-/// Tracks outcomes every `interval` until `shutdown`.
+/// Feeds recorded outcomes to their bindings' breakers (succeeded and failed again) and
+/// budgets (succeeded).
+async fn feed_brakes(
+    conn: &mut ConnectionManager,
+    table: &Table,
+    fed: &[(&str, Option<String>, Option<String>, bool)],
+    now: u64,
+) -> Result<(), crate::redis_error::RedisError> {
+    let mut outcomes = Vec::new();
+    let mut successes: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (id, job_type, failure_type, succeeded) in fed {
+        let Some(job_type) = job_type else { continue };
+        let binding = table.resolve(job_type);
+        if let (Some(config), Some(ft)) = (binding.brakes.breaker, failure_type) {
+            outcomes.push(brake::state::Outcome {
+                key: brake::breaker_key(&binding.pattern, ft),
+                pattern: &binding.pattern,
+                failure_type: ft,
+                config,
+                succeeded: *succeeded,
+                job_id: id,
+            });
+        }
+        if binding.brakes.budget.is_some() && *succeeded {
+            *successes.entry(binding.pattern.as_str()).or_default() += 1;
+        }
+    }
+    let transitions = brake::state::record_outcomes(conn, &outcomes, now).await?;
+    super::brakes::meter(&transitions);
+    let successes: Vec<(&str, u64)> = successes.into_iter().collect();
+    brake::state::count_successes(conn, &successes, now).await
+}
+
+/// Tracks outcomes every `interval` until `shutdown`, feeding the brakes of `tables`.
 pub async fn run(
     mut conn: ConnectionManager,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
+    tables: Option<Tables>,
 ) {
     loop {
         if *shutdown.borrow() {
             return;
         }
-        if let Err(e) = track_once(&mut conn).await {
+        if let Err(e) = track_with(&mut conn, tables.as_ref()).await {
             tracing::warn!(error = %e, "outcome tracking failed; will retry");
         }
         tokio::select! {

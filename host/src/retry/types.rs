@@ -23,6 +23,8 @@ pub struct RetryOptions {
     pub reason: Option<String>,
     /// Push at the front of the queue.
     pub at_front: bool,
+    /// Made by the auto-retry sweeper (the retry budget always applies to it).
+    pub automatic: bool,
 }
 
 impl RetryOptions {
@@ -166,8 +168,19 @@ pub struct Summary {
     pub operation_id: String,
     pub total: u64,
     pub counts: BTreeMap<Outcome, u64>,
+
     pub cancelled: bool,
     pub dry_run: bool,
+}
+
+impl Summary {
+    /// Jobs the brakes held for later (`blocked_circuit_open` + `blocked_budget`).
+    pub fn deferred(&self) -> u64 {
+        [Outcome::BlockedCircuitOpen, Outcome::BlockedBudget]
+            .iter()
+            .filter_map(|o| self.counts.get(o))
+            .sum()
+    }
 }
 
 /// A shadow policy's verdict, recorded beside the real decision and never acted on.

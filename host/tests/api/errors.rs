@@ -240,6 +240,7 @@ fn reads_json(method: &str, template: &str) -> bool {
             | ("POST", "/api/v1/policies/{digest}/replay")
             | ("PATCH", "/api/v1/policies/{digest}")
             | ("POST", "/api/v1/jobs/failed/delete-all")
+            | ("POST", "/api/v1/breakers/{key}/{op}")
     )
 }
 
@@ -308,7 +309,7 @@ async fn every_route_refuses_unknown_parameters_and_bodies_it_does_not_read() {
                     method,
                     &uri,
                     Some("application/json"),
-                    "{\"auto_retry\": true}",
+                    "{\"retry_forever\": true}",
                 ),
             )
             .await;
@@ -322,7 +323,7 @@ async fn every_route_refuses_unknown_parameters_and_bodies_it_does_not_read() {
                 reply.json["error"]["message"]
                     .as_str()
                     .unwrap()
-                    .contains("auto_retry"),
+                    .contains("retry_forever"),
                 "{method} {uri}: {}",
                 reply.json
             );
@@ -360,7 +361,7 @@ async fn a_binding_with_an_unknown_field_is_refused_by_name_and_changes_nothing(
         .as_str()
         .unwrap()
         .to_string();
-    let body = format!("{{\"policy\": \"{digest}\", \"auto_retry\": true}}");
+    let body = format!("{{\"policy\": \"{digest}\", \"retry_forever\": true}}");
     let request = Request::builder()
         .method("PUT")
         .uri("/api/v1/policies/bindings/app.tasks.pay")
@@ -373,7 +374,7 @@ async fn a_binding_with_an_unknown_field_is_refused_by_name_and_changes_nothing(
         reply.json["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("auto_retry"),
+            .contains("retry_forever"),
         "{}",
         reply.json
     );

@@ -509,6 +509,8 @@ fn outcome_of(d: &retryguard::policy::Decision, now: u64) -> (String, Option<u64
                 HoldKind::NonRetryable => "blocked_non_retryable",
                 HoldKind::UnknownFailure => "blocked_unknown",
                 HoldKind::PolicySaysNo => "blocked_by_policy",
+                HoldKind::CircuitOpen => "blocked_circuit_open",
+                HoldKind::Budget => "blocked_budget",
             }
             .into(),
             None,

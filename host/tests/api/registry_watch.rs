@@ -43,12 +43,11 @@ async fn announcements_work_again_after_redis_restarts() {
         .meta
         .digest;
     let builtin = a.builtin().digest().to_string();
-    let spec = |digest: &str| BindingSpec {
-        active: PolicyRef {
+    let spec = |digest: &str| {
+        BindingSpec::of(PolicyRef {
             policy: digest.to_string(),
             params: Params::new(),
-        },
-        shadow: None,
+        })
     };
     let judge_on_b = || {
         b.table()
@@ -177,13 +176,10 @@ async fn a_settings_change_reaches_every_instance_like_a_binding_change() {
         reply.json
     );
     let hostile = reply.json["digest"].as_str().unwrap().to_string();
-    let spec = BindingSpec {
-        active: PolicyRef {
-            policy: hostile.clone(),
-            params: Params::new(),
-        },
-        shadow: None,
-    };
+    let spec = BindingSpec::of(PolicyRef {
+        policy: hostile.clone(),
+        params: Params::new(),
+    });
     a.bind("payments.*", &spec, "test", now_ms()).await.unwrap();
     let job = "payments.cards.charge";
     let follows = async |registry: &retryguard::registry::Registry, digest: &str, fuel: u64| {

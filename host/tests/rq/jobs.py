@@ -32,6 +32,8 @@ total). The connection comes from ``RQ_TEST_REDIS_URL``, else the running job's 
     count_and_succeed(key)   counts, returns the new count
     fail_once(key)           counts; fails (connection refused) on the job's first run only
                              (runs per job kept in the hash ``<key>:fail_once``)
+    fail_while_down(key)     counts; fails (connection refused) while ``<key>:down`` exists,
+                             else succeeds (successes per job in the hash ``<key>:succeeded``)
     charge_then_fail(key)    appends "<job id>" to the ledger list ``<key>:ledger`` (the side
                              effect), counts, then times out reading the gateway's answer: the
                              charge happened, the failure looks retryable
@@ -237,6 +239,18 @@ def fail_once(key: str) -> str:
     _count(key)
     if runs == 1:
         _refuse_connection()
+    return "ok"
+
+
+def fail_while_down(key: str) -> str:
+    """A job whose dependency is down while the Redis key ``<key>:down`` exists: counts, then
+    fails with a real connection refusal while it does; otherwise succeeds, counting the
+    success per job in the hash ``<key>:succeeded``."""
+    conn = _redis()
+    _count(key)
+    if conn.exists(f"{key}:down"):
+        _refuse_connection()
+    conn.hincrby(f"{key}:succeeded", _job_id(), 1)
     return "ok"
 
 

@@ -12,6 +12,7 @@
 )]
 
 mod audit;
+mod auto_retry;
 mod counting;
 mod delete;
 mod guard;

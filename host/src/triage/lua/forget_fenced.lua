@@ -21,6 +21,9 @@ for i = 3, #ARGV - 2, 3 do
   local gone = not c or (c >= 0 and c < now) or (indexed and c ~= tonumber(indexed))
   if indexed and gone then
     removed = removed + triage_forget_from(fp, id, queue)
+    -- Nothing left for the auto-retry sweeper to do (a job failed again is added anew).
+    redis.call('ZREM', 'retryguard:auto:due', id)
+    redis.call('ZREM', 'retryguard:auto:parked', id)
   end
 end
 return removed

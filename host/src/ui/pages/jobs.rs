@@ -116,6 +116,8 @@ pub fn hold_label(kind: HoldKind) -> &'static str {
         HoldKind::NonRetryable => "non-retryable",
         HoldKind::UnknownFailure => "unknown failure",
         HoldKind::PolicySaysNo => "the policy says no",
+        HoldKind::CircuitOpen => "circuit open",
+        HoldKind::Budget => "retry budget spent",
     }
 }
 

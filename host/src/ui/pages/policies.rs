@@ -287,11 +287,25 @@ pub async fn bind(State(ui): UiState, viewer: Viewer, Form(f): Form<BindForm>) -
         ));
     }
     let shadow = field("shadow", &f.shadow)?;
+    let active = PolicyRef {
+        policy,
+        params: parse_params(&field("params", &f.params)?)?,
+    };
+    // The form sets the policies; auto-retry and the brakes (set over the API) are kept.
+    let current = registry(&ui)?
+        .store()
+        .bindings()
+        .await
+        .map_err(crate::api::ApiError::from)?
+        .bindings
+        .into_iter()
+        .find(|b| b.pattern == pattern)
+        .map(|b| b.spec);
     let spec = BindingSpec {
-        active: PolicyRef {
-            policy,
-            params: parse_params(&field("params", &f.params)?)?,
-        },
+        active: active.clone(),
+        ..current.unwrap_or_else(|| BindingSpec::of(active))
+    };
+    let spec = BindingSpec {
         shadow: (!shadow.is_empty())
             .then(|| -> Result<PolicyRef, UiError> {
                 Ok(PolicyRef {
@@ -300,6 +314,7 @@ pub async fn bind(State(ui): UiState, viewer: Viewer, Form(f): Form<BindForm>) -
                 })
             })
             .transpose()?,
+        ..spec
     };
     registry(&ui)?
         .bind(&pattern, &spec, &viewer.actor, crate::clock::now_ms())
