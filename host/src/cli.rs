@@ -10,6 +10,7 @@ mod brakes;
 mod demo;
 mod jobs;
 mod policy;
+mod remote;
 mod serve;
 
 /// Safe retries for failed background jobs, judged by sandboxed WebAssembly policies.

@@ -79,9 +79,6 @@ pub struct Metrics {
     policy_artifacts: Mutex<BTreeMap<&'static str, u64>>,
     /// Circuit breaker transitions this process made, by state entered.
     breaker_transitions: Mutex<BTreeMap<String, u64>>,
-    /// Retries held by an open breaker / a spent budget.
-    held_circuit_open: AtomicU64,
-    held_budget: AtomicU64,
     /// The auto-retry sweeper: jobs it looked at, requeued, and its lag (due → requeued).
     sweeper_looked_at: AtomicU64,
     sweeper_requeued: AtomicU64,
@@ -118,13 +115,6 @@ impl Metrics {
         if let Ok(mut m) = self.breaker_transitions.lock() {
             *m.entry(to.to_string()).or_default() += 1;
         }
-    }
-
-    /// Retries held by open breakers and by spent budgets.
-    pub fn brake_holds(&self, circuit_open: u64, budget: u64) {
-        self.held_circuit_open
-            .fetch_add(circuit_open, Ordering::Relaxed);
-        self.held_budget.fetch_add(budget, Ordering::Relaxed);
     }
 
     /// One sweep of the auto-retry sweeper: jobs looked at, requeued, and each requeue's lag.
@@ -343,22 +333,6 @@ impl Metrics {
                 );
             }
         }
-        header(
-            out,
-            "retryguard_retries_held_total",
-            "counter",
-            "Retries the brakes held, by brake (circuit_open, budget).",
-        );
-        let _ = writeln!(
-            out,
-            "retryguard_retries_held_total{{brake=\"circuit_open\"}} {}",
-            self.held_circuit_open.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "retryguard_retries_held_total{{brake=\"budget\"}} {}",
-            self.held_budget.load(Ordering::Relaxed)
-        );
         for (name, help, value) in [
             (
                 "retryguard_auto_retry_looked_at_total",

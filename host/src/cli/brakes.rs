@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::jobs::http::encode;
-use super::jobs::{Client, Remote, Reported, table};
+use super::jobs::{Client, Reported, table};
+use super::remote::Remote;
 
 /// `retryguard breakers`.
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ mod delete;
 mod groups;
 pub(crate) mod http;
 
+use super::remote::Remote;
 use http::{Server, encode, truncate};
 
 /// How often `retry-all` polls its operation.
@@ -35,44 +36,6 @@ pub struct JobsArgs {
     command: JobsCommand,
     #[command(flatten)]
     remote: Remote,
-}
-
-/// Where the server is and how to print: the flags of every command that calls a running
-/// `retryguard serve` (`jobs`, `breakers`, `auto-retry`).
-#[derive(Debug, Args)]
-pub(crate) struct Remote {
-    /// The retryguard server.
-    #[arg(
-        long,
-        global = true,
-        env = "RETRYGUARD_SERVER",
-        default_value = "http://127.0.0.1:8000",
-        value_name = "URL"
-    )]
-    server: String,
-    /// Print the API's JSON as is.
-    #[arg(long, global = true)]
-    json: bool,
-    /// The bearer token, when the server has `[auth] tokens` (prefer the variable: a flag
-    /// shows in `ps`).
-    #[arg(long, global = true, env = "RETRYGUARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-impl Remote {
-    /// The client, or exit code 2 (bad usage) after saying why the URL is refused.
-    pub(crate) fn client(&self) -> Result<Client, ExitCode> {
-        match Server::parse(&self.server) {
-            Ok(s) => Ok(Client {
-                server: s.with_token(self.token.clone()),
-                json: self.json,
-            }),
-            Err(e) => {
-                eprintln!("error: --server {e}");
-                Err(ExitCode::from(2))
-            }
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

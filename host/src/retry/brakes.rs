@@ -165,18 +165,6 @@ pub(super) async fn gate(
             }
         }
     }
-    crate::metrics::global().brake_holds(
-        gated
-            .held
-            .iter()
-            .filter(|(o, _)| o.outcome == Outcome::BlockedCircuitOpen)
-            .count() as u64,
-        gated
-            .held
-            .iter()
-            .filter(|(o, _)| o.outcome == Outcome::BlockedBudget)
-            .count() as u64,
-    );
     Ok(gated)
 }
 

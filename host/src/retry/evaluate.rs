@@ -688,6 +688,86 @@ pub(super) mod tests {
         ));
     }
 
+    fn breaker(state: &str, half_open_at_ms: Option<u64>) -> brake::Snapshot {
+        let key = brake::breaker_key("*", "network_error");
+        let view = brake::BreakerView {
+            key: key.clone(),
+            pattern: "*".into(),
+            failure_type: "network_error".into(),
+            state: state.into(),
+            failure_rate: 0.8,
+            outcomes: 10,
+            opened_at_ms: Some(NOW - 1_000),
+            half_open_at_ms,
+            probes_left: 0,
+            manual: None,
+        };
+        brake::Snapshot {
+            breakers: [(key, view)].into_iter().collect(),
+            budget_left: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_open_breaker_holds_what_the_policy_lets_go_and_the_policy_sees_its_state() {
+        let (engine, _) = default_policy();
+        let cache = ClassificationCache::default();
+        let table = table();
+        let eval = |j: FailedJob, brakes: &brake::Snapshot| {
+            evaluate_one(
+                &engine,
+                &cache,
+                &table,
+                &JobFilter::default(),
+                j,
+                &RetryState::default(),
+                NOW,
+                false,
+                brakes,
+            )
+            .unwrap()
+        };
+        // Open until NOW + 30 s: a job due now is held until then, no attempt used.
+        let open = breaker("open", Some(NOW + 30_000));
+        let e = eval(job("j1", "ConnectionError", NOW - 120_000), &open);
+        assert_eq!(e.view.outcome, Outcome::BlockedCircuitOpen);
+        assert_eq!(e.view.hold_kind, Some(HoldKind::CircuitOpen));
+        assert_eq!(e.view.retry_at_ms, Some(NOW + 30_000));
+        assert!(
+            e.view.reason.contains("*|network_error"),
+            "{}",
+            e.view.reason
+        );
+        assert!(
+            e.input
+                .attributes
+                .contains(&(brake::ATTR_BREAKER_STATE.into(), "open".into())),
+            "{:?}",
+            e.input.attributes
+        );
+        // A cooldown (60 s here) ending before the probes is held too; one ending after them
+        // stays a cooldown.
+        let longer = breaker("open", Some(NOW + 90_000));
+        let cooling = eval(job("j2", "ConnectionError", NOW - 1_000), &longer);
+        assert_eq!(cooling.view.outcome, Outcome::BlockedCircuitOpen);
+        let later = breaker("open", Some(NOW + 10_000));
+        let after = eval(job("j3", "ConnectionError", NOW - 1_000), &later);
+        assert_eq!(after.view.outcome, Outcome::BlockedCooldown);
+        // Half-open: the policy's verdict stands (the probes are counted when retries ask).
+        let half = breaker("half_open", None);
+        let e = eval(job("j4", "ConnectionError", NOW - 120_000), &half);
+        assert_eq!(e.view.outcome, Outcome::Retried);
+        assert!(
+            e.input
+                .attributes
+                .contains(&(brake::ATTR_BREAKER_FAILURE_RATE.into(), "0.800".into()))
+        );
+        // Another failure type's breaker holds nothing here, and adds no attributes.
+        let e = eval(job("j5", "ValueError", NOW - 120_000), &open);
+        assert_eq!(e.view.outcome, Outcome::BlockedNonRetryable);
+        assert!(e.input.attributes.is_empty());
+    }
+
     #[test]
     fn jobs_split_over_cores_in_order() {
         let chunks = split_for_cores((0..1000).collect::<Vec<_>>());

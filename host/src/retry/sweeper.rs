@@ -152,10 +152,16 @@ impl<B: QueueBackend> RetryService<B> {
     /// Looks at due jobs `(id, due score)`: each one still failed is judged again by its
     /// binding and, when it has `auto_retry` and everything lets it go, requeued exactly once
     /// (actor `auto`). Returns each job's [`Fate`] in the due index.
+    ///
+    /// A requeue's lag runs from its retry time, or from its due time when it came due later
+    /// (first seen, or parked, after its retry time passed), and never from before `since`:
+    /// when this sweeper took over or the bindings last changed (a job opted in just now was
+    /// not late before).
     pub async fn sweep(
         &self,
         due: &[(String, f64)],
         jitter_ms: u64,
+        since: u64,
     ) -> Result<Vec<Fate>, RetryError> {
         let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
         let refs = self.backend().locate(&ids).await?;
@@ -205,7 +211,8 @@ impl<B: QueueBackend> RetryService<B> {
                         let from = o
                             .retry_at_ms
                             .filter(|at| at + jitter_ms + 1000 >= due_ms)
-                            .unwrap_or(due_ms);
+                            .unwrap_or(due_ms)
+                            .max(since);
                         Fate::Done(Some(now.saturating_sub(from)))
                     }
                     Outcome::BlockedCooldown
@@ -243,6 +250,8 @@ pub struct Sweeper<B> {
     revision_seen: Option<u64>,
     /// Parked jobs are being brought back, a chunk a turn.
     unparking: bool,
+    /// When this sweeper took the lease or saw the bindings change (lags start no earlier).
+    since_ms: u64,
 }
 
 impl<B> std::fmt::Debug for Sweeper<B> {
@@ -273,6 +282,7 @@ impl<B: QueueBackend> Sweeper<B> {
             status,
             revision_seen: None,
             unparking: false,
+            since_ms: 0,
         }
     }
 
@@ -317,7 +327,10 @@ impl<B: QueueBackend> Sweeper<B> {
                 return Ok(self.config.lease_ttl / 5);
             }
             // Whatever the bindings were when the last holder parked jobs, look again.
-            Held::Taken => self.unparking = true,
+            Held::Taken => {
+                self.unparking = true;
+                self.since_ms = now_ms();
+            }
             Held::Kept => {}
         }
         self.status.leader.store(true, Ordering::Relaxed);
@@ -325,6 +338,7 @@ impl<B: QueueBackend> Sweeper<B> {
         if self.revision_seen != Some(table.revision) {
             self.revision_seen = Some(table.revision);
             self.unparking = true;
+            self.since_ms = now_ms();
         }
         if self.unparking {
             let moved: usize = UNPARK
@@ -357,7 +371,10 @@ impl<B: QueueBackend> Sweeper<B> {
         if !self.lease.held() {
             return Ok(Duration::ZERO);
         }
-        let fates = self.service.sweep(&due, self.config.jitter_ms).await?;
+        let fates = self
+            .service
+            .sweep(&due, self.config.jitter_ms, self.since_ms)
+            .await?;
         self.apply(&due, &fates).await?;
         let lags: Vec<u64> = fates
             .iter()

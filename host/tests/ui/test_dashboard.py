@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import json
 import unittest
 import urllib.error
 import urllib.parse
@@ -471,6 +472,22 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(status, 403, body)
         self.assertIn("CSRF", body)
         self.assertEqual(W.failed(), before)
+
+    def test_10b_an_open_breaker_shows_on_the_overview(self):
+        d = DRIVER
+        key = "ui_jobs.*|network_error"
+        req = urllib.request.Request(
+            W.base + "/api/v1/breakers/" + urllib.parse.quote(key, safe="") + "/open",
+            data=json.dumps({"reason": "INC-9 gateway down"}).encode(), method="POST",
+            headers={"content-type": "application/json", "authorization": "Bearer " + W.tokens["admin"]})
+        with urllib.request.urlopen(req) as r:
+            self.assertEqual(json.loads(r.read())["state"], "open")
+        d.get(W.base + "/ui/")
+        card = d.find_element(By.ID, "breakers")
+        self.assertIn(key, card.text)
+        self.assertIn("opened by hand: INC-9 gateway down", card.text)
+        self.assertIn(f"circuit breaker {key} is open", d.find_element(By.ID, "health-warnings").text)
+        self.assertIn("parked", d.find_element(By.ID, "auto-retry").text)
 
     def test_11_logout_ends_the_session(self):
         d = DRIVER

@@ -22,6 +22,16 @@ pub struct CountRow {
     pub href: String,
 }
 
+/// A circuit breaker as the overview lists it.
+pub struct BreakerRow {
+    pub key: String,
+    pub state: String,
+    pub failure_rate: String,
+    pub outcomes: String,
+    /// When it lets probes through, or why it waits.
+    pub next: String,
+}
+
 /// One of the five retry metrics.
 pub struct Metric {
     pub name: &'static str,
@@ -46,6 +56,10 @@ struct OverviewPage {
     audit_status: String,
     audit_backlog: String,
     redis_ping: String,
+    /// The auto-retry sweeper, in a line.
+    auto_retry: String,
+    /// The breakers, those not closed first (at most 10).
+    breakers: Vec<BreakerRow>,
 }
 
 fn count_rows(
@@ -187,6 +201,7 @@ pub async fn page(State(ui): UiState, viewer: Viewer) -> Result<Response, UiErro
     if !stats.index.built {
         warnings.push("the failure index is still building: counts are partial".into());
     }
+    let (auto_retry, breakers) = brakes(&ui, &mut conn, now, &mut warnings).await;
     Ok(html(&OverviewPage {
         chrome: Chrome::new(viewer, "overview", "Overview"),
         total: thousands(total),
@@ -201,5 +216,82 @@ pub async fn page(State(ui): UiState, viewer: Viewer) -> Result<Response, UiErro
         audit_status,
         audit_backlog,
         redis_ping,
+        auto_retry,
+        breakers,
     }))
+}
+
+/// The auto-retry sweeper in a line, and the breakers (an open one is also a warning).
+async fn brakes(
+    ui: &crate::ui::Ui,
+    conn: &mut redis::aio::ConnectionManager,
+    now: u64,
+    warnings: &mut Vec<String>,
+) -> (String, Vec<BreakerRow>) {
+    let app = &ui.app;
+    let auto = match crate::retry::sweeper::status(
+        conn,
+        app.config.auto_retry.enabled,
+        app.service.table().any_auto_retry(),
+        &app.sweeper,
+        now,
+    )
+    .await
+    {
+        Ok(s) => {
+            let who = match (&s.leader, s.this_instance_leads) {
+                (_, true) => "swept by this instance".to_string(),
+                (Some(_), false) => "swept by another instance".to_string(),
+                (None, _) => "no instance sweeps".to_string(),
+            };
+            let opted = if s.any_binding_opted_in {
+                ""
+            } else {
+                " · no binding has auto_retry"
+            };
+            let lag = s
+                .lag_p99_ms
+                .map_or(String::new(), |p| format!(" · lag p99 {p} ms"));
+            format!(
+                "{who}{opted} · {} due ({} now) · {} parked{lag}",
+                thousands(s.due),
+                thousands(s.due_now),
+                thousands(s.parked)
+            )
+        }
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    let mut list = match crate::brake::state::list(conn, now).await {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(format!("circuit breakers cannot be read: {e}"));
+            Vec::new()
+        }
+    };
+    list.sort_by_key(|b| (b.state == "closed", b.key.clone()));
+    for b in list.iter().filter(|b| b.state == "open") {
+        warnings.push(format!(
+            "circuit breaker {} is open: every retry of it is held",
+            b.key
+        ));
+    }
+    let rows = list
+        .into_iter()
+        .take(10)
+        .map(|b| BreakerRow {
+            next: match (b.state.as_str(), &b.manual, b.half_open_at_ms) {
+                ("open", Some(why), _) => format!("opened by hand: {why}"),
+                ("open", None, Some(at)) => {
+                    format!("probes in {} s", at.saturating_sub(now).div_ceil(1000))
+                }
+                ("half_open", _, _) => format!("{} probes left", b.probes_left),
+                _ => "—".into(),
+            },
+            failure_rate: format::percent(Some(b.failure_rate)),
+            outcomes: thousands(b.outcomes),
+            key: b.key,
+            state: b.state.replace('_', "-"),
+        })
+        .collect();
+    (auto, rows)
 }

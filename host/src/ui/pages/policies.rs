@@ -28,6 +28,8 @@ pub struct BindingRow {
     pub policy_name: String,
     pub params: String,
     pub shadow: Option<(String, String)>,
+    /// Automatic retry and the brakes, in a line (empty when none is set).
+    pub brakes: String,
     pub revision: u64,
     pub changed_by: String,
     pub changed_at: When,
@@ -150,6 +152,7 @@ pub async fn page(
             })
             .collect();
         bindings.push(BindingRow {
+            brakes: brakes_text(&b.spec.brakes()),
             pattern: b.pattern.clone(),
             policy_name: name_of(&b.spec.active.policy),
             policy: b.spec.active.policy.clone(),
@@ -266,6 +269,42 @@ fn field(name: &str, value: &str) -> Result<String, UiError> {
         )));
     }
     Ok(v.to_string())
+}
+
+/// A binding's automatic retry and brakes in a line: "auto-retry · breaker 50 % of ≥ 10 in
+/// 60 s, open 30–600 s · budget 0.2 × successes, ≥ 10/min · ≤ 200 requeues/s".
+fn brakes_text(b: &crate::brake::Brakes) -> String {
+    let mut parts = Vec::new();
+    if b.auto_retry {
+        parts.push("auto-retry".to_string());
+    }
+    if let Some(c) = &b.breaker {
+        parts.push(format!(
+            "breaker {:.0} % of ≥ {} in {} s, open {}–{} s, {} probes",
+            c.failure_rate * 100.0,
+            c.min_outcomes,
+            c.window_seconds,
+            c.open_seconds,
+            c.max_open_seconds,
+            c.half_open_probes
+        ));
+    }
+    if let Some(c) = &b.budget {
+        parts.push(format!(
+            "budget {} × successes, ≥ {}/min{}",
+            c.ratio,
+            c.min_per_minute,
+            if c.apply_to_manual {
+                ", manual too"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(n) = b.max_requeues_per_second {
+        parts.push(format!("≤ {n} requeues/s"));
+    }
+    parts.join(" · ")
 }
 
 #[derive(Debug, Default, Deserialize)]
