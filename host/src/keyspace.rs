@@ -141,6 +141,11 @@ pub fn budget(pattern: &str, kind: &str, minute: u64) -> String {
     format!("retryguard:budget:{pattern}:{kind}:{minute}")
 }
 
+/// Set by the first auto-retry sweeper (kept): from then on the failure index feeds the due
+/// index. `seeding:<cursor>` while that sweeper puts the failures already indexed in (an
+/// `HSCAN` of the index's job → group hash, resumed by the next leader), then `on`.
+pub const AUTO_ON: &str = "retryguard:auto:on";
+
 /// The auto-retry sweeper's lease (a string holding the holder's token).
 pub const AUTO_LEASE: &str = "retryguard:auto:lease";
 /// Failed jobs by when the sweeper is to look at them (ZSET, score = epoch ms). The failure

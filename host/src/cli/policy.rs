@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::policy::{EngineConfig, LoadOptions, PolicyEngine, PolicyLimits};
 
+mod bind;
 mod check;
 mod eval;
 mod registry;

@@ -11,7 +11,7 @@ use super::jobs::http::Server;
 /// Where the server is and how to print: the flags of every command that calls a running
 /// `retryguard serve` (`jobs`, `breakers`, `auto-retry`).
 #[derive(Debug, Args)]
-pub(crate) struct Remote {
+pub struct Remote {
     /// The retryguard server.
     #[arg(
         long,

@@ -334,6 +334,7 @@ impl<B: QueueBackend> Sweeper<B> {
             Held::Kept => {}
         }
         self.status.leader.store(true, Ordering::Relaxed);
+        self.seed().await?;
         let table = self.service.table();
         if self.revision_seen != Some(table.revision) {
             self.revision_seen = Some(table.revision);
@@ -397,6 +398,56 @@ impl<B: QueueBackend> Sweeper<B> {
         } else {
             self.config.idle.min(Duration::from_millis(20))
         })
+    }
+
+    /// The first sweeper ever turns the failure index's feed on, then puts the failures the
+    /// index already holds in the due-time index, one `HSCAN` step a turn (a leader that
+    /// takes over resumes from the cursor kept in `retryguard:auto:on`). Before that, an
+    /// installation that never uses auto-retry pays nothing for it.
+    async fn seed(&mut self) -> Result<(), RedisError> {
+        let state: Option<String> = redis::cmd("GET")
+            .arg(keyspace::AUTO_ON)
+            .query_async(&mut self.conn)
+            .await?;
+        let cursor = match state.as_deref() {
+            Some("on") => return Ok(()),
+            Some(s) => s.strip_prefix("seeding:").unwrap_or("0").to_string(),
+            None => {
+                // Set first: a failure indexed from now on is fed by the index itself.
+                let _: () = redis::cmd("SET")
+                    .arg(keyspace::AUTO_ON)
+                    .arg("seeding:0")
+                    .query_async(&mut self.conn)
+                    .await?;
+                "0".to_string()
+            }
+        };
+        let (next, entries): (String, Vec<String>) = redis::cmd("HSCAN")
+            .arg(keyspace::TRIAGE_JOBS)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(UNPARK_CHUNK)
+            .query_async(&mut self.conn)
+            .await?;
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        // HSCAN answers field, value, field, value…: the fields are the job ids.
+        for id in entries.iter().step_by(2) {
+            pipe.cmd("ZADD")
+                .arg(keyspace::AUTO_DUE)
+                .arg("NX")
+                .arg(now)
+                .arg(id)
+                .ignore();
+        }
+        let state = if next == "0" {
+            "on".to_string()
+        } else {
+            format!("seeding:{next}")
+        };
+        pipe.cmd("SET").arg(keyspace::AUTO_ON).arg(state).ignore();
+        pipe.query_async::<()>(&mut self.conn).await?;
+        Ok(())
     }
 
     /// The pause until the next job is due (at most `idle`).

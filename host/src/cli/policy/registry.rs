@@ -7,31 +7,14 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::cli::jobs::http::{Server, encode};
+use crate::cli::jobs::http::encode;
 use crate::cli::jobs::{Client, Reported};
 
-/// Where the server is and how to talk to it.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// The retryguard server.
-    #[arg(
-        long,
-        env = "RETRYGUARD_SERVER",
-        default_value = "http://127.0.0.1:8000",
-        value_name = "URL"
-    )]
-    server: String,
-    /// The bearer token (role `admin` to change anything; prefer the variable: a flag shows
-    /// in `ps`).
-    #[arg(long, env = "RETRYGUARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print the API's JSON as is.
-    #[arg(long)]
-    json: bool,
-}
+/// Where the server is and how to talk to it (an `admin` token to change anything).
+pub type ServerArgs = crate::cli::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
@@ -115,6 +98,8 @@ pub enum RegistryCommand {
         /// A param of the shadow policy, `key=value` (repeat).
         #[arg(long = "shadow-param", value_name = "KEY=VALUE")]
         shadow_params: Vec<String>,
+        #[command(flatten)]
+        brakes: super::bind::BrakeArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -207,19 +192,6 @@ impl ReplaySource {
 /// Largest file `upload` sends (the server's cap).
 const MAX_UPLOAD_BYTES: u64 = crate::registry::MAX_UPLOAD_BYTES as u64;
 
-fn client(args: &ServerArgs) -> Result<Client, ExitCode> {
-    match Server::parse(&args.server) {
-        Ok(s) => Ok(Client {
-            server: s.with_token(args.token.clone()),
-            json: args.json,
-        }),
-        Err(e) => {
-            eprintln!("error: --server {e}");
-            Err(ExitCode::from(2))
-        }
-    }
-}
-
 fn params(pairs: &[String]) -> Result<BTreeMap<String, String>, Reported> {
     pairs
         .iter()
@@ -253,7 +225,7 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
         | RegistryCommand::Retire { server, .. }
         | RegistryCommand::Replay { server, .. } => server,
     };
-    let client = match client(server) {
+    let client = match server.client() {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
@@ -468,6 +440,7 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             params: p,
             shadow,
             shadow_params,
+            brakes,
             ..
         } => {
             let mut body = json!({"policy": policy, "params": params(p)?});
@@ -477,6 +450,7 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
                 eprintln!("error: --shadow-param needs --shadow");
                 return Err(Reported);
             }
+            brakes.add_to(&mut body)?;
             let body = body.to_string();
             let (_, json) = client.call_with(
                 "PUT",

@@ -4,8 +4,9 @@
 -- Each job is added only while the failed registry still holds it with the score it was
 -- read with (so a job requeued or deleted since it was read is never counted), and only once:
 -- a job the index already counts in the same group with the same score is skipped; one it
--- counts elsewhere (it failed again, for another cause) is moved. A job counted anew enters
--- the auto-retry sweeper's due-time index (`retryguard:auto:due`), due at its failure.
+-- counts elsewhere (it failed again, for another cause) is moved. Once an auto-retry sweeper
+-- has run (`retryguard:auto:on` exists), a job counted anew enters its due-time index
+-- (`retryguard:auto:due`), due at its failure.
 --
 -- ARGV[1] the lease token   ARGV[2] now (epoch ms)   ARGV[3] groups   ARGV[4] jobs
 -- then per group (12): fingerprint, job type, exception type, failure type, retryable (1/0),
@@ -33,6 +34,7 @@ for _ = 1, groups do
 end
 
 local oldest_hour = math.floor(now / 3600000) - 47
+local auto_on = redis.call('EXISTS', 'retryguard:auto:on') == 1
 local added = 0
 for _ = 1, jobs do
   local id, queue, score, failed_at, fp = ARGV[at], ARGV[at + 1], ARGV[at + 2],
@@ -75,10 +77,12 @@ for _ = 1, jobs do
         redis.call('HINCRBY', g .. ':hours', hour, 1)
         redis.call('HINCRBY', P .. 'hours', hour, 1)
       end
-      -- The auto-retry sweeper looks at a job it has not seen as soon as the index sees it
-      -- (docs/auto-retry.md); parked or not, a new failure is looked at afresh.
-      redis.call('ZADD', 'retryguard:auto:due', failed_at, id)
-      redis.call('ZREM', 'retryguard:auto:parked', id)
+      -- Once a sweeper has run (docs/auto-retry.md), it looks at a job it has not seen as
+      -- soon as the index sees it; parked or not, a new failure is looked at afresh.
+      if auto_on then
+        redis.call('ZADD', 'retryguard:auto:due', failed_at, id)
+        redis.call('ZREM', 'retryguard:auto:parked', id)
+      end
       redis.call('LPUSH', g .. ':sample', id)
       redis.call('LTRIM', g .. ':sample', 0, 9)
       added = added + 1
