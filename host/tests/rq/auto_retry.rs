@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 use retryguard::brake::state::{self as brake_state, ManualOp};
 use retryguard::brake::{Brakes, BreakerConfig, BudgetConfig};
 use retryguard::clock::{new_operation_id, now_ms};
-use retryguard::policy::{EngineConfig, PolicyEngine};
-use retryguard::queue::rq::{RedisTimeouts, RqBackend};
-use retryguard::retry::{
-    JobFilter, Outcome, Progress, RetryOptions, RetryService, ServiceConfig, tracker,
-};
+use retryguard::queue::rq::RqBackend;
+use retryguard::retry::{JobFilter, Outcome, Progress, RetryOptions, RetryService, tracker};
 use serde_json::{Value, json};
 
 use crate::support::{Python, RedisServer, Serve, connect, query};
@@ -261,22 +258,11 @@ fn the_sweeper_s_leader_killed_mid_sweep_is_replaced_and_no_job_runs_twice() {
     assert_eq!(failed, 0);
 }
 
+/// The retry service of `retry.rs` (no cooldown), with `brakes` on its one binding.
 async fn service(url: &str, brakes: Brakes) -> RetryService<RqBackend> {
-    let backend = RqBackend::connect(url, RedisTimeouts::default())
+    crate::retry::service(url, crate::retry::NO_COOLDOWN)
         .await
-        .expect("connects");
-    let conn = backend.connection();
-    let engine = Arc::new(PolicyEngine::new(EngineConfig::default()).expect("engine"));
-    let policy = engine.load_builtin().expect("builtin");
-    RetryService::new(
-        backend,
-        conn,
-        engine,
-        policy,
-        vec![("cooldown_seconds".into(), "0".into())],
-        ServiceConfig::default(),
-    )
-    .with_brakes(brakes)
+        .with_brakes(brakes)
 }
 
 async fn retry_all(

@@ -23,7 +23,9 @@ fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
+/// The retry service over the built-in policy with `pairs` (the other suites build theirs
+/// with this too).
+pub(crate) async fn service(url: &str, pairs: &[(&str, &str)]) -> RetryService<RqBackend> {
     service_with(url, pairs, ServiceConfig::default().batch_size).await
 }
 
@@ -81,7 +83,7 @@ fn raw_requeue<'a>(
 }
 
 /// Every job due now: the default policy with no cooldown.
-const NO_COOLDOWN: &[(&str, &str)] = &[("cooldown_seconds", "0")];
+pub(crate) const NO_COOLDOWN: &[(&str, &str)] = &[("cooldown_seconds", "0")];
 
 fn runs_by_job(con: &mut redis::Connection, key: &str) -> BTreeMap<String, u64> {
     query(con, &["HGETALL", &format!("{key}:by_job")])
