@@ -42,6 +42,16 @@ if ! command -v redis-server >/dev/null; then
     exit 1
   fi
 fi
+# The TLS tests (host/tests/rq/connectivity.rs, host/tests/api) make their certificates with
+# the openssl command.
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "openssl is not on PATH: install it (Debian: apt-get install -y openssl)" >&2
+    exit 1
+  fi
+fi
 rq_requirements=host/tests/rq/requirements.txt
 if ! .venv-test/bin/python -c '' 2>/dev/null; then
   rm -rf .venv-test

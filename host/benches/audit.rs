@@ -51,7 +51,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query};
 use retryguard::audit::schema;
@@ -59,6 +58,7 @@ use retryguard::audit::writer::parse_entries;
 use retryguard::audit::{AuditDir, AuditRecord, AuditWriter, StreamId, WriterConfig, WriterStatus};
 use retryguard::clock::now_ms;
 use retryguard::policy::{Classification, FailureInput};
+use retryguard::redis_link::Link;
 use retryguard::retry::{JobOutcome, Outcome, RetryOptions};
 use sha2::{Digest as _, Sha256};
 
@@ -167,12 +167,7 @@ fn main() -> ExitCode {
 
 // --- 1. write throughput -----------------------------------------------------------------
 
-async fn write_throughput(
-    args: &Args,
-    server: &RedisServer,
-    mut conn: ConnectionManager,
-    report: &mut Report,
-) {
+async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, report: &mut Report) {
     let n = args.records;
     println!("\n1. write throughput: {n} records, batch {}", args.batch);
     let mut generator = Generator::new(0x5eed_0001);
@@ -415,7 +410,7 @@ async fn write_throughput(
 
 // --- 2. query latency --------------------------------------------------------------------
 
-async fn query_latency(args: &Args, mut conn: ConnectionManager, report: &mut Report) {
+async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
     let n = args.query_records;
     println!(
         "\n2. query latency: {n} records over {} days, {}-record files, then compacted",
@@ -553,7 +548,7 @@ impl Latency {
 }
 
 async fn run_queries(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     ids: &[(String, usize)],
     total: usize,
@@ -1219,12 +1214,14 @@ fn command_stats(con: &mut redis::Connection) -> Vec<(String, u64, u64)> {
     out
 }
 
-async fn manager(url: &str) -> ConnectionManager {
-    let client = redis::Client::open(url).expect("a client");
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(60)));
-    ConnectionManager::new_with_config(client, config)
+async fn manager(url: &str) -> Link {
+    let config = retryguard::config::RedisConfig {
+        url: url.to_owned(),
+        connect_timeout_ms: 5_000,
+        response_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    Link::connect(&config, Duration::ZERO)
         .await
         .expect("connects")
 }

@@ -52,7 +52,7 @@ impl App {
         engine: Arc<PolicyEngine>,
         policy: Arc<Policy>,
     ) -> Result<Self, QueueError> {
-        let backend = RqBackend::connect(&config.redis.url, config.redis_timeouts()).await?;
+        let backend = RqBackend::connect_with(&config.redis).await?;
         let conn = backend.connection();
         let registry = Arc::new(Registry::new(
             Store::new(conn.clone()),

@@ -19,14 +19,14 @@ pub use writer::{AuditWriter, WriterConfig, WriterStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use serde::Serialize;
 
 /// Read access to the audit trail for one process: its health from Redis, and queries over
 /// the outbox and the directory when one is configured. Built once by `crate::app`.
 #[derive(Clone)]
 pub struct AuditReader {
-    conn: ConnectionManager,
+    conn: Link,
     dir: Option<Arc<AuditDir>>,
     max_lag_ms: u64,
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for AuditReader {
 impl AuditReader {
     /// A reader over `conn`'s outbox and `dir` (`None`: queries answer "not configured");
     /// `max_lag_ms` is when the health says `degraded`.
-    pub fn new(conn: ConnectionManager, dir: Option<Arc<AuditDir>>, max_lag_ms: u64) -> Self {
+    pub fn new(conn: Link, dir: Option<Arc<AuditDir>>, max_lag_ms: u64) -> Self {
         Self {
             conn,
             dir,
@@ -84,7 +84,7 @@ impl AuditReader {
     }
 
     /// The outbox connection, for the analyses over the trail (`crate::analytics`).
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Link {
         self.conn.clone()
     }
 }
@@ -107,10 +107,7 @@ pub struct AuditHealth {
 
 /// Reads the audit health from Redis: degraded when the writer reports an error, or when
 /// the oldest record waiting is older than `max_lag_ms` (no writer, or a stuck one).
-pub async fn health(
-    conn: &mut ConnectionManager,
-    max_lag_ms: u64,
-) -> Result<AuditHealth, redis::RedisError> {
+pub async fn health(conn: &mut Link, max_lag_ms: u64) -> Result<AuditHealth, redis::RedisError> {
     let (backlog, oldest, writer, status): (
         u64,
         redis::Value,
@@ -169,7 +166,7 @@ pub async fn health(
 /// moved by the writer) or the audit directory's `_blobs/`; a sha found in neither is absent
 /// from the map.
 pub async fn tracebacks(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     shas: Vec<String>,
 ) -> Result<HashMap<String, String>, query::QueryError> {

@@ -48,6 +48,7 @@ enum Command {
 /// Parses the command line and runs it. Exit codes: 0 success, 1 failure (an invalid
 /// policy, an unreadable file, ...), 2 bad usage.
 pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => cmd.run(),

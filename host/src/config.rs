@@ -4,22 +4,22 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use redis::IntoConnectionInfo as _;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{EngineConfig, PolicyLimits};
-use crate::queue::rq::RedisTimeouts;
+use crate::redis_link::RedisTimeouts;
 
 mod env;
+mod redis;
 mod sections;
 
+pub use crate::redis_link::{RedisConfig, split_host_port};
 use env::apply_env;
 pub use env::{KEYS, Kind, env_var};
 pub use sections::{
-    AuditConfig, AuthConfig, AutoRetryConfig, GuardConfig, PolicyConfig, RedisConfig, RetryConfig,
-    ServerConfig, TriageConfig, UiConfig,
+    AuditConfig, AuthConfig, AutoRetryConfig, GuardConfig, PolicyConfig, RetryConfig, ServerConfig,
+    TriageConfig, UiConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -118,17 +118,7 @@ impl Config {
                 message,
             })
         };
-        if let Err(e) = self.redis.url.as_str().into_connection_info() {
-            return invalid("redis.url", format!("not a Redis URL: {e}"));
-        }
-        for (key, value) in [
-            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
-            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
-        ] {
-            if !(1..=600_000).contains(&value) {
-                return invalid(key, format!("must be 1..=600000, not {value}"));
-            }
-        }
+        self.redis.validate()?;
         let s = &self.server;
         match s.listen.parse::<SocketAddr>() {
             Err(_) => {
@@ -375,10 +365,7 @@ impl Config {
 
     /// The Redis timeouts of `[redis]`.
     pub fn redis_timeouts(&self) -> RedisTimeouts {
-        RedisTimeouts {
-            connect: Duration::from_millis(self.redis.connect_timeout_ms),
-            response: Duration::from_millis(self.redis.response_timeout_ms),
-        }
+        self.redis.timeouts()
     }
 
     /// The listen address (validated by `validate`).
@@ -485,7 +472,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.redis.connect_timeout_ms, 500);
-        assert_eq!(c.redis_timeouts().response, Duration::from_millis(1500));
+        assert_eq!(
+            c.redis_timeouts().response,
+            std::time::Duration::from_millis(1500)
+        );
         assert_eq!(c.listen_addr().unwrap().port(), 9000);
         assert_eq!(c.server.max_concurrent_retry_all, 2);
         assert_eq!(
@@ -614,6 +604,10 @@ mod tests {
                 exponential_backoff: Some(true),
                 max_cooldown_seconds: Some(1),
                 retry_unknown: Some(true),
+            },
+            redis: RedisConfig {
+                wait_replicas: Some(1),
+                ..RedisConfig::default()
             },
             ..Config::default()
         })

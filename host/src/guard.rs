@@ -24,7 +24,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use crate::config::GuardConfig;
 use crate::redis_error::RedisError;
@@ -153,7 +153,7 @@ pub struct Record {
 /// The guard over retryguard's Redis connection and the `[guard]` settings.
 #[derive(Clone)]
 pub struct Guard {
-    conn: ConnectionManager,
+    conn: Link,
     config: GuardConfig,
 }
 
@@ -166,7 +166,7 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    pub fn new(conn: ConnectionManager, config: GuardConfig) -> Self {
+    pub fn new(conn: Link, config: GuardConfig) -> Self {
         Self { conn, config }
     }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use crate::redis_error::RedisError;
 
@@ -73,7 +73,7 @@ impl Lease {
     }
 
     /// Takes the lease if free, renews it (every third of its TTL) if ours.
-    pub async fn ensure(&mut self, conn: &mut ConnectionManager) -> Result<Held, RedisError> {
+    pub async fn ensure(&mut self, conn: &mut Link) -> Result<Held, RedisError> {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let margin = self.ttl / 5;
         let started = Instant::now();
@@ -112,7 +112,7 @@ impl Lease {
     }
 
     /// Gives the lease up if it is still ours (a clean stop: a standby need not wait).
-    pub async fn release(&mut self, conn: &mut ConnectionManager) {
+    pub async fn release(&mut self, conn: &mut Link) {
         let _: redis::RedisResult<i64> = redis::Script::new(RELEASE_LUA)
             .key(self.key)
             .arg(&self.token)

@@ -3,6 +3,9 @@
 //! The judgement — why a job failed and whether and when it may be retried — lives in
 //! sandboxed WebAssembly policies (`policy`); `queue` reads and requeues jobs in the queue's
 //! own Redis; the command line is in `cli`.
+//!
+//! Feature `tls` (default) brings rustls: Redis over `rediss://`, `serve` over HTTPS, and the
+//! CLI, whose HTTP client speaks https. The fuzz build turns it off, and with it `cli`.
 
 pub mod analytics;
 pub mod api;
@@ -10,6 +13,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod brake;
+#[cfg(feature = "tls")]
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -21,7 +25,10 @@ pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod redis_error;
+pub mod redis_link;
 pub mod registry;
 pub mod retry;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod triage;
 pub mod ui;

@@ -70,6 +70,8 @@ pub struct Metrics {
     /// policy digest → evaluation latency.
     evaluation_latency: Mutex<BTreeMap<String, Histogram>>,
     redis_errors: AtomicU64,
+    redis_reconnects: AtomicU64,
+    requeues_unreplicated: AtomicU64,
     audit_records_written: AtomicU64,
     /// The bindings revision of the live table, and swaps that succeeded / failed.
     bindings_revision: AtomicU64,
@@ -160,6 +162,16 @@ impl Metrics {
 
     pub fn redis_error(&self) {
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection moved to a new primary (Sentinel failover) or a new password.
+    pub fn redis_failover(&self) {
+        self.redis_reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A requeue batch that fewer replicas than `[redis] wait_replicas` acknowledged in time.
+    pub fn requeue_unreplicated(&self) {
+        self.requeues_unreplicated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A new bindings table went live.
@@ -282,6 +294,28 @@ impl Metrics {
             out,
             "retryguard_redis_errors_total {}",
             self.redis_errors.load(Ordering::Relaxed)
+        );
+        header(
+            out,
+            "retryguard_redis_primary_changes_total",
+            "counter",
+            "Connections moved to a new Redis primary (Sentinel failover) or password.",
+        );
+        let _ = writeln!(
+            out,
+            "retryguard_redis_primary_changes_total {}",
+            self.redis_reconnects.load(Ordering::Relaxed)
+        );
+        header(
+            out,
+            "retryguard_requeue_unreplicated_total",
+            "counter",
+            "Requeue batches not acknowledged by [redis] wait_replicas replicas in time.",
+        );
+        let _ = writeln!(
+            out,
+            "retryguard_requeue_unreplicated_total {}",
+            self.requeues_unreplicated.load(Ordering::Relaxed)
         );
         header(
             out,

@@ -311,15 +311,16 @@ impl Registry {
 
     /// Follows announcements until `shutdown` resolves: a binding change rebuilds the table, an
     /// upload is compiled ahead; every `check_every` the revision is compared, covering
-    /// missed messages and a lost pub/sub connection.
+    /// missed messages and a lost pub/sub connection. The subscription is made on the store's
+    /// current Redis each time, so it follows a Sentinel failover.
     pub async fn watch(
         self: Arc<Self>,
-        client: redis::Client,
         check_every: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut shutdown = shutdown;
         loop {
+            let client = self.store.connection().client();
             let mut pubsub = match client.get_async_pubsub().await {
                 Ok(p) => Some(p),
                 Err(e) => {

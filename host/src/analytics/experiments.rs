@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditDir;
@@ -183,7 +183,7 @@ impl Tally {
 
 /// The experiments of every binding with a shadow, from the audit records since `since_ms`.
 pub async fn report(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     since_ms: u64,
 ) -> Result<ExperimentReport, QueryError> {

@@ -21,8 +21,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::redis_link::Link;
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::audit::files::{AuditDir, Written};
@@ -80,7 +80,7 @@ pub struct GroupStats {
 
 /// Today's metrics: the outbox first, then today's files (the order `query` explains).
 pub async fn retry_stats(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     now_ms: u64,
 ) -> Result<RetryStats, QueryError> {
@@ -97,7 +97,7 @@ const HOUR_MS: u64 = 3_600_000;
 
 /// The outbox's records with ids in `[from_ms, to_ms)`, oldest first.
 async fn outbox_records(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     from_ms: u64,
     to_ms: u64,
 ) -> Result<Vec<(StreamId, AuditRecord)>, QueryError> {
@@ -123,7 +123,7 @@ async fn outbox_records(
 /// oldest first: yesterday's and today's partitions (tallies cached per file) and the
 /// outbox of those days.
 pub async fn retries_by_hour(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     now_ms: u64,
 ) -> Result<Vec<u64>, QueryError> {

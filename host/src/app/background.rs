@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_link::Link;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -120,12 +120,6 @@ impl Background {
     }
 }
 
-async fn connect(config: &Config, extra: Duration) -> anyhow::Result<ConnectionManager> {
-    let t = config.redis_timeouts();
-    let client = redis::Client::open(config.redis.url.as_str())?;
-    let manager = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(t.connect))
-        .set_response_timeout(Some(t.response + extra))
-        .set_number_of_retries(1);
-    Ok(ConnectionManager::new_with_config(client, manager).await?)
+async fn connect(config: &Config, extra: Duration) -> anyhow::Result<Link> {
+    Ok(Link::connect(&config.redis, extra).await?)
 }

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use super::files::{AuditDir, Part, Written};
 use super::schema::{self, AuditRecord, StreamId};
@@ -118,7 +118,7 @@ pub fn parse_cursor(cursor: &str) -> Result<StreamId, QueryError> {
 
 /// The newest records matching `q`, from the outbox and the files.
 pub async fn query(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     dir: &Arc<AuditDir>,
     q: &AuditQuery,
 ) -> Result<QueryPage, QueryError> {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::redis_link::Link;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use super::files::{AuditDir, Written};
@@ -113,7 +113,7 @@ const ACK_CHUNK: usize = 1000;
 
 /// The writer of one process.
 pub struct AuditWriter {
-    conn: ConnectionManager,
+    conn: Link,
     dir: Arc<AuditDir>,
     config: WriterConfig,
     /// Our consumer name and lease token.
@@ -138,7 +138,7 @@ impl AuditWriter {
     /// A writer over its own connection (it blocks on `XREADGROUP`, which would stall
     /// other users of a shared one).
     pub fn new(
-        conn: ConnectionManager,
+        conn: Link,
         dir: Arc<AuditDir>,
         config: WriterConfig,
         status: Arc<WriterStatus>,

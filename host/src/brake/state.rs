@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use serde::Serialize;
 
 use super::{BreakerConfig, BudgetConfig, split_key};
@@ -91,7 +91,7 @@ fn cfg_args(cmd: &mut redis::ScriptInvocation<'_>, c: &BreakerConfig) {
 
 /// Reads every breaker, and the budget left of each `(pattern, budget)`.
 pub async fn snapshot(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     budgets: &[(String, BudgetConfig)],
     now: u64,
 ) -> Result<Snapshot, RedisError> {
@@ -177,7 +177,7 @@ fn view_of(key: &str, h: &HashMap<String, String>, ok: u64, fail: u64) -> Option
 }
 
 /// Every breaker, sorted by key.
-pub async fn list(conn: &mut ConnectionManager, now: u64) -> Result<Vec<BreakerView>, RedisError> {
+pub async fn list(conn: &mut Link, now: u64) -> Result<Vec<BreakerView>, RedisError> {
     let mut all: Vec<BreakerView> = snapshot(conn, &[], now)
         .await?
         .breakers
@@ -210,7 +210,7 @@ pub struct Admission {
 
 /// Asks each breaker to let its group's requeues through (a dry run changes nothing).
 pub async fn admit(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     asks: &[Ask<'_>],
     now: u64,
     dry_run: bool,
@@ -254,7 +254,7 @@ pub struct Outcome<'a> {
 
 /// Feeds outcomes to their breakers; returns the transitions they caused.
 pub async fn record_outcomes(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     outcomes: &[Outcome<'_>],
     now: u64,
 ) -> Result<Vec<Transition>, RedisError> {
@@ -311,7 +311,7 @@ impl ManualOp {
 
 /// Opens, closes or resets breaker `key` by hand (audited with `actor` and `reason`).
 pub async fn manual(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     key: &str,
     op: ManualOp,
     config: &BreakerConfig,
@@ -344,7 +344,7 @@ pub enum Limit {
 /// Takes up to `wanted` requeues from each `(pattern, limit, wanted)`; returns how many
 /// each may make now.
 pub async fn take(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     asks: &[(&str, Limit, usize)],
     now: u64,
     dry_run: bool,
@@ -375,7 +375,7 @@ pub async fn take(
 
 /// Counts successful completions toward `pattern`'s budget.
 pub async fn count_successes(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     patterns: &[(&str, u64)],
     now: u64,
 ) -> Result<(), RedisError> {

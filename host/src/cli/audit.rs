@@ -98,7 +98,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 /// The audit directory (never created here: a typo'd path is an error, not an empty dir)
 /// and a Redis connection for the outbox.
-async fn open(config: &Config) -> anyhow::Result<(Arc<AuditDir>, redis::aio::ConnectionManager)> {
+async fn open(config: &Config) -> anyhow::Result<(Arc<AuditDir>, crate::redis_link::Link)> {
     let path = std::path::Path::new(&config.audit.path);
     if !path.is_dir() {
         anyhow::bail!(
@@ -107,7 +107,7 @@ async fn open(config: &Config) -> anyhow::Result<(Arc<AuditDir>, redis::aio::Con
         );
     }
     let dir = Arc::new(AuditDir::open(path)?);
-    let backend = crate::queue::rq::RqBackend::connect(&config.redis.url, config.redis_timeouts())
+    let backend = crate::queue::rq::RqBackend::connect_with(&config.redis)
         .await
         .with_context(|| {
             format!(

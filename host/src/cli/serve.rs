@@ -160,9 +160,7 @@ async fn serve(
     // REVISION_CHECK covers a missed announcement or a dropped subscription.
     let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
     if let Some(registry) = state.service.registry() {
-        let client = redis::Client::open(config.redis.url.as_str())
-            .context("the Redis URL for policy announcements")?;
-        tokio::spawn(Arc::clone(registry).watch(client, REVISION_CHECK, watch_stopped));
+        tokio::spawn(Arc::clone(registry).watch(REVISION_CHECK, watch_stopped));
         // The bound policies are compiled already (the table is built); the others now, off
         // the request path, so binding any of them later is instant here too.
         let registry = Arc::clone(registry);

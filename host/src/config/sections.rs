@@ -5,28 +5,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Params, PolicyLimits};
-use crate::queue::rq::RedisTimeouts;
-
-/// `[redis]`: the Redis the job queue uses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://[:password@]host:port/db` (or `unix:///path/to/socket`).
-    pub url: String,
-    pub connect_timeout_ms: u64,
-    pub response_timeout_ms: u64,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        let t = RedisTimeouts::default();
-        Self {
-            url: "redis://127.0.0.1:6379/0".into(),
-            connect_timeout_ms: duration_ms(t.connect),
-            response_timeout_ms: duration_ms(t.response),
-        }
-    }
-}
 
 /// `[server]`: the HTTP service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

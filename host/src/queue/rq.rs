@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_link::Link;
 use redis::{RedisError, Value};
 
 use super::{
@@ -60,26 +60,12 @@ return 0
 /// How many results-stream entries are read to find the newest failure.
 const RESULTS_LOOKBACK: usize = 8;
 
-/// Timeouts on every Redis call: Redis down is a clear error, never a hang.
-#[derive(Debug, Clone, Copy)]
-pub struct RedisTimeouts {
-    pub connect: Duration,
-    pub response: Duration,
-}
-
-impl Default for RedisTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(2),
-            response: Duration::from_secs(5),
-        }
-    }
-}
+pub use crate::redis_link::RedisTimeouts;
 
 /// The RQ 2.x backend over one auto-reconnecting Redis connection.
 #[derive(Clone)]
 pub struct RqBackend {
-    conn: ConnectionManager,
+    conn: Link,
     /// Shared: the backend is cloned with every request's state, the script's text is 10 KB.
     requeue: Arc<redis::Script>,
     delete: Arc<redis::Script>,
@@ -95,17 +81,31 @@ impl std::fmt::Debug for RqBackend {
 impl RqBackend {
     /// Connects to `url` and checks that the data there is RQ 2.x.
     pub async fn connect(url: &str, timeouts: RedisTimeouts) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url).map_err(|e| QueueError::Redis(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.response))
-            .set_number_of_retries(1);
+        let config = crate::redis_link::RedisConfig {
+            url: url.to_owned(),
+            connect_timeout_ms: u64::try_from(timeouts.connect.as_millis()).unwrap_or(u64::MAX),
+            response_timeout_ms: u64::try_from(timeouts.response.as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        Self::connect_with(&config).await
+    }
+
+    /// Connects to the Redis of `[redis]` (TLS, Sentinel and all) and checks that the data
+    /// there is RQ 2.x.
+    pub async fn connect_with(config: &crate::redis_link::RedisConfig) -> Result<Self, QueueError> {
+        let timeouts = config.timeouts();
         let conn = tokio::time::timeout(
-            timeouts.connect + timeouts.response,
-            ConnectionManager::new_with_config(client, config),
+            // Sentinels first, then the primary: room for both.
+            (timeouts.connect + timeouts.response) * 2,
+            Link::connect(config, Duration::ZERO),
         )
         .await
-        .map_err(|_| QueueError::Unavailable(format!("connecting to {url} timed out")))?
+        .map_err(|_| {
+            QueueError::Unavailable(format!(
+                "connecting to Redis timed out after {} ms",
+                (timeouts.connect + timeouts.response).as_millis() * 2
+            ))
+        })?
         .map_err(redis_error)?;
         let backend = Self {
             conn,
@@ -129,7 +129,7 @@ impl RqBackend {
     }
 
     /// The connection, for retryguard's own keys (retry state, audit outbox).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Link {
         self.conn.clone()
     }
 
@@ -539,10 +539,16 @@ impl QueueBackend for RqBackend {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
+        // With `[redis] wait_replicas`, a WAIT closes the pipeline: on the same connection, so
+        // it covers these requeues (a WAIT on a fresh connection would cover nothing).
+        let replication = conn.replication();
         let build = || {
             let mut pipe = redis::pipe();
             for r in batch {
                 pipe.add_command(requeue_command(self.requeue.get_hash(), r));
+            }
+            if let Some(r) = replication {
+                pipe.cmd("WAIT").arg(r.replicas).arg(r.timeout_ms);
             }
             pipe
         };
@@ -560,6 +566,10 @@ impl QueueBackend for RqBackend {
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
+        }
+        if let Some(r) = replication {
+            let acked = replies.pop();
+            check_replicated(r, acked)?;
         }
         if replies.len() != batch.len() {
             return Err(QueueError::Redis(format!(
@@ -605,7 +615,34 @@ impl QueueBackend for RqBackend {
     }
 }
 
-async fn prune_dangling(conn: &mut ConnectionManager, refs: &[&JobRef]) -> Result<(), QueueError> {
+/// The WAIT that closed a requeue pipeline: fewer replicas than asked is `Unavailable`, as a
+/// Redis that stopped answering mid-batch is. The requeues stand on the primary but could
+/// vanish in a failover; the caller's retry of the batch is safe (a requeued job answers
+/// `retried` for the same operation), and docs/operations.md says what window remains.
+fn check_replicated(
+    r: crate::redis_link::Replication,
+    acked: Option<redis::RedisResult<Value>>,
+) -> Result<(), QueueError> {
+    let got = match acked {
+        Some(Ok(Value::Int(n))) => n,
+        Some(Ok(other)) => {
+            return Err(QueueError::Redis(format!("WAIT answered {other:?}")));
+        }
+        Some(Err(e)) => return Err(redis_error(e)),
+        None => return Err(QueueError::Redis("no reply to WAIT".into())),
+    };
+    if got < i64::from(r.replicas) {
+        crate::metrics::global().requeue_unreplicated();
+        return Err(QueueError::Unavailable(format!(
+            "the requeue is on the Redis primary but {got} of {} replicas acknowledged it within \
+             {} ms ([redis] wait_replicas): not confirmed, a failover now could undo it",
+            r.replicas, r.timeout_ms
+        )));
+    }
+    Ok(())
+}
+
+async fn prune_dangling(conn: &mut Link, refs: &[&JobRef]) -> Result<(), QueueError> {
     // Only members whose hash is still missing are removed (checked again atomically).
     let mut pipe = redis::pipe();
     for r in refs {

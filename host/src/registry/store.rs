@@ -25,7 +25,7 @@
 //! `{"kind":"policy_settings","revision":N,"digest":…}`, all or nothing, so every instance
 //! rebuilds its table with the new settings as after a binding change.
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use serde::{Deserialize, Serialize};
 
 use crate::keyspace;
@@ -312,7 +312,7 @@ pub enum ChangeResult {
 /// The Redis side of the registry.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Link,
     set_binding: redis::Script,
     add_policy: redis::Script,
     set_policy_meta: redis::Script,
@@ -346,13 +346,18 @@ impl Change {
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Link) -> Self {
         Self {
             conn,
             set_binding: redis::Script::new(SET_BINDING_LUA),
             add_policy: redis::Script::new(ADD_POLICY_LUA),
             set_policy_meta: redis::Script::new(SET_POLICY_META_LUA),
         }
+    }
+
+    /// The connection (for the registry's pub/sub watch: `Link::client`).
+    pub fn connection(&self) -> &Link {
+        &self.conn
     }
 
     /// Stores a policy's bytes and metadata and announces it, unless its digest is stored

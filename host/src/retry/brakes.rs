@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use super::evaluate::{Evaluated, decided};
 use super::outcome::{JobOutcome, Outcome};
@@ -52,7 +52,7 @@ fn group_by<K: std::hash::Hash + Eq + Clone>(
 /// Applies the breakers and the budgets to `candidates` (jobs the policy and the options
 /// let go).
 pub(super) async fn gate(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     candidates: Vec<(Evaluated, String)>,
     options: &RetryOptions,
     now: u64,
@@ -172,7 +172,7 @@ pub(super) async fn gate(
 /// bindings' `max_requeues_per_second`: the rest wait for the next second.
 pub(super) async fn requeue_paced<B: QueueBackend>(
     backend: &B,
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     jobs: Vec<Evaluated>,
     cx: Context<'_>,
     config: &ServiceConfig,
@@ -196,7 +196,7 @@ pub(super) async fn requeue_paced<B: QueueBackend>(
 /// Splits requeues into those their bindings' `max_requeues_per_second` lets go in this
 /// second and those that wait for the next.
 async fn pace(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     jobs: Vec<Evaluated>,
     now: u64,
 ) -> Result<(Vec<Evaluated>, Vec<Evaluated>), RedisError> {

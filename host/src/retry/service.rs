@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use super::brakes;
 use super::evaluate::{
@@ -40,7 +40,7 @@ pub(super) struct Loaded {
 /// The retry service over one queue backend and the policy engine.
 pub struct RetryService<B> {
     backend: B,
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Link,
     engine: Arc<PolicyEngine>,
     /// Which policy judges which job type.
     policies: Policies,
@@ -83,7 +83,7 @@ impl<B: QueueBackend> RetryService<B> {
     /// A service where `policy` with `params` judges every job type.
     pub fn new(
         backend: B,
-        conn: ConnectionManager,
+        conn: Link,
         engine: Arc<PolicyEngine>,
         policy: Arc<Policy>,
         params: Params,

@@ -1,6 +1,6 @@
 //! retryguard's own per-job retry state and audit outbox, in Redis (never in RQ's `meta`).
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use crate::redis_error::RedisError;
 
@@ -23,7 +23,7 @@ const STATE_FIELDS: [&str; 4] = [
 /// Reads the retry state of each `(job id, created_at)`, in one round trip. State written
 /// for another incarnation of the id counts as none.
 pub async fn read_states(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     jobs: &[(&str, &str)],
 ) -> Result<Vec<RetryState>, RedisError> {
     if jobs.is_empty() {
@@ -68,10 +68,7 @@ pub struct Recorded<'a> {
 }
 
 /// Writes a batch of decisions and their audit records.
-pub async fn record_decisions(
-    conn: &mut ConnectionManager,
-    batch: &[Recorded<'_>],
-) -> Result<(), RedisError> {
+pub async fn record_decisions(conn: &mut Link, batch: &[Recorded<'_>]) -> Result<(), RedisError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -114,7 +111,7 @@ return 1
 /// Stores texts that audit records name by sha256 (tracebacks) until the audit writer
 /// moves them to `_blobs/`. Called before the records are written, so a record never
 /// names a text that is nowhere.
-pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result<(), RedisError> {
+pub async fn stash_blobs(conn: &mut Link, texts: &[&str]) -> Result<(), RedisError> {
     use sha2::{Digest as _, Sha256};
     let mut seen = std::collections::HashSet::new();
     let mut pipe = redis::pipe();
@@ -136,7 +133,7 @@ pub async fn stash_blobs(conn: &mut ConnectionManager, texts: &[&str]) -> Result
 
 /// Appends free-standing audit records (operation started/finished).
 pub async fn append_audit(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     record: &crate::audit::NewRecord,
 ) -> Result<(), RedisError> {
     let mut cmd = redis::cmd("XADD");
@@ -152,7 +149,7 @@ pub async fn append_audit(
 
 /// Appends several free-standing audit records in one round trip.
 pub async fn append_audits(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     records: &[crate::audit::NewRecord],
 ) -> Result<(), RedisError> {
     if records.is_empty() {
@@ -171,7 +168,7 @@ pub async fn append_audits(
 }
 
 /// Counts of the outbox (for stats until the audit writer exists).
-pub async fn outbox_len(conn: &mut ConnectionManager) -> Result<u64, RedisError> {
+pub async fn outbox_len(conn: &mut Link) -> Result<u64, RedisError> {
     redis::cmd("XLEN")
         .arg(crate::keyspace::AUDIT_OUTBOX)
         .query_async(conn)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use tokio::sync::watch;
 
 use super::brakes::jitter;
@@ -242,7 +242,7 @@ impl<B: QueueBackend> RetryService<B> {
 /// The sweeper of one instance.
 pub struct Sweeper<B> {
     service: Arc<RetryService<B>>,
-    conn: ConnectionManager,
+    conn: Link,
     lease: Lease,
     config: SweeperConfig,
     status: Arc<SweeperStatus>,
@@ -268,7 +268,7 @@ const UNPARK_CHUNK: usize = 1000;
 impl<B: QueueBackend> Sweeper<B> {
     pub fn new(
         service: Arc<RetryService<B>>,
-        conn: ConnectionManager,
+        conn: Link,
         config: SweeperConfig,
         status: Arc<SweeperStatus>,
         instance: &str,
@@ -518,7 +518,7 @@ pub struct AutoRetryStatus {
 
 /// Reads the sweeper's state from Redis and this instance's `status`.
 pub async fn status(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     enabled: bool,
     any_binding_opted_in: bool,
     local: &SweeperStatus,

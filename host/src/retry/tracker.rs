@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use tokio::sync::watch;
 
 use crate::audit::{NewRecord, Verdict};
@@ -83,13 +83,13 @@ const MAX_PAGES: usize = 50;
 pub type Tables = std::sync::Arc<dyn Fn() -> std::sync::Arc<Table> + Send + Sync>;
 
 /// Looks at every watched job once (up to `MAX_PAGES` pages); returns the outcomes recorded.
-pub async fn track_once(conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+pub async fn track_once(conn: &mut Link) -> Result<usize, redis::RedisError> {
     track_with(conn, None).await
 }
 
 /// [`track_once`], feeding each outcome to its binding's breaker and budget in `tables`.
 pub async fn track_with(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     tables: Option<&Tables>,
 ) -> Result<usize, redis::RedisError> {
     let table = tables.map(|t| t());
@@ -109,7 +109,7 @@ pub async fn track_with(
 
 /// One page of the watch set, from rank `offset`: (jobs looked at, outcomes recorded).
 async fn track_page(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     offset: usize,
     table: Option<&Table>,
 ) -> Result<(usize, usize), redis::RedisError> {
@@ -235,7 +235,7 @@ async fn track_page(
 /// Feeds recorded outcomes to their bindings' breakers (succeeded and failed again) and
 /// budgets (succeeded).
 async fn feed_brakes(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     table: &Table,
     fed: &[(&str, Option<String>, Option<String>, bool)],
     now: u64,
@@ -267,7 +267,7 @@ async fn feed_brakes(
 
 /// Tracks outcomes every `interval` until `shutdown`, feeding the brakes of `tables`.
 pub async fn run(
-    mut conn: ConnectionManager,
+    mut conn: Link,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
     tables: Option<Tables>,

@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use crate::keyspace;
 use crate::redis_error::RedisError;
@@ -103,7 +103,7 @@ pub fn clip(text: &str, max: usize) -> &str {
 
 /// Adds `jobs` (creating the `groups` not there yet), fenced by `token`.
 pub async fn add(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     token: &str,
     now_ms: u64,
     groups: &[NewGroup],
@@ -145,7 +145,7 @@ pub async fn add(
 /// Takes out those of `departed` the registry really no longer holds (re-checked
 /// atomically), fenced by `token`.
 pub async fn forget(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     token: &str,
     now_s: u64,
     departed: &[Departed],
@@ -164,7 +164,7 @@ pub async fn forget(
 
 /// Gives a group a new classification, moving its counts, fenced by `token`.
 pub async fn reclassify(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     token: &str,
     fingerprint: &str,
     failure_type: &str,
@@ -195,7 +195,7 @@ pub fn score_arg(score: f64) -> String {
 
 /// Drops hourly counts older than 48 hours from the overall and each group's hours.
 pub async fn trim_hours(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     fingerprints: &[String],
     now_ms: u64,
 ) -> Result<(), RedisError> {
@@ -232,7 +232,7 @@ pub async fn trim_hours(
 }
 
 /// Deletes the whole index but its lease (a rebuild), in steps that never block Redis long.
-pub async fn clear(conn: &mut ConnectionManager) -> Result<u64, RedisError> {
+pub async fn clear(conn: &mut Link) -> Result<u64, RedisError> {
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     let pattern = format!("{}*", keyspace::TRIAGE_PREFIX);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use serde::Serialize;
 
 use crate::keyspace;
@@ -130,7 +130,7 @@ impl Counts {
 }
 
 /// The counts per queue × failure type.
-pub async fn counts(conn: &mut ConnectionManager) -> Result<Counts, RedisError> {
+pub async fn counts(conn: &mut Link) -> Result<Counts, RedisError> {
     let raw: HashMap<String, i64> = redis::cmd("HGETALL")
         .arg(keyspace::TRIAGE_COUNTS)
         .query_async(conn)
@@ -147,7 +147,7 @@ pub async fn counts(conn: &mut ConnectionManager) -> Result<Counts, RedisError> 
 }
 
 /// The index's state.
-pub async fn state(conn: &mut ConnectionManager) -> Result<IndexState, RedisError> {
+pub async fn state(conn: &mut Link) -> Result<IndexState, RedisError> {
     let meta: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(keyspace::TRIAGE_META)
         .query_async(conn)
@@ -165,7 +165,7 @@ pub async fn state(conn: &mut ConnectionManager) -> Result<IndexState, RedisErro
 }
 
 /// Asks the reconciler holding the lease to rebuild the index from scratch.
-pub async fn request_rebuild(conn: &mut ConnectionManager, now_ms: u64) -> Result<(), RedisError> {
+pub async fn request_rebuild(conn: &mut Link, now_ms: u64) -> Result<(), RedisError> {
     redis::cmd("HSET")
         .arg(keyspace::TRIAGE_META)
         .arg("rebuild_requested_ms")
@@ -249,10 +249,7 @@ impl GroupQuery {
 }
 
 /// Reads groups' hashes and samples, in the order given.
-async fn read_groups(
-    conn: &mut ConnectionManager,
-    fingerprints: &[String],
-) -> Result<Vec<Group>, RedisError> {
+async fn read_groups(conn: &mut Link, fingerprints: &[String]) -> Result<Vec<Group>, RedisError> {
     let mut pipe = redis::pipe();
     for fp in fingerprints {
         pipe.cmd("HGETALL").arg(keyspace::triage_group(fp));
@@ -277,10 +274,7 @@ async fn read_groups(
 }
 
 /// One page of groups matching `query`.
-pub async fn groups(
-    conn: &mut ConnectionManager,
-    query: &GroupQuery,
-) -> Result<GroupPage, RedisError> {
+pub async fn groups(conn: &mut Link, query: &GroupQuery) -> Result<GroupPage, RedisError> {
     let key = match query.sort {
         GroupSort::Count => keyspace::TRIAGE_GROUPS,
         GroupSort::LastSeen => keyspace::TRIAGE_GROUPS_LAST,
@@ -359,7 +353,7 @@ pub struct HourCount {
 
 /// One group, or `None` when the index does not know it.
 pub async fn group(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     fingerprint: &str,
     now_ms: u64,
 ) -> Result<Option<GroupDetail>, RedisError> {
@@ -385,7 +379,7 @@ pub async fn group(
 /// Failures per hour of each of `fingerprints` for the last 24 hours (oldest first): one
 /// pipelined read of their hour hashes (a page's sparklines).
 pub async fn groups_hourly(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     fingerprints: &[String],
     now_ms: u64,
 ) -> Result<Vec<Vec<u64>>, RedisError> {
@@ -409,10 +403,7 @@ pub async fn groups_hourly(
 }
 
 /// Failures per hour, over every group, for the last 24 hours.
-pub async fn hourly(
-    conn: &mut ConnectionManager,
-    now_ms: u64,
-) -> Result<Vec<HourCount>, RedisError> {
+pub async fn hourly(conn: &mut Link, now_ms: u64) -> Result<Vec<HourCount>, RedisError> {
     let hours: HashMap<u64, u64> = redis::cmd("HGETALL")
         .arg(keyspace::TRIAGE_HOURS)
         .query_async(conn)
@@ -435,10 +426,7 @@ fn last_24_hours(hours: &HashMap<u64, u64>, now_ms: u64) -> Vec<HourCount> {
 }
 
 /// The queues a group has failed jobs on (the sources of its listing and its retry-all).
-pub async fn group_queues(
-    conn: &mut ConnectionManager,
-    fingerprint: &str,
-) -> Result<Vec<String>, RedisError> {
+pub async fn group_queues(conn: &mut Link, fingerprint: &str) -> Result<Vec<String>, RedisError> {
     let fields: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(keyspace::triage_group(fingerprint))
         .query_async(conn)

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 use tokio::sync::watch;
 
 use super::index::{self, INDEX_VERSION};
@@ -88,7 +88,7 @@ pub struct Reconciler {
     service: Arc<RetryService<RqBackend>>,
     /// The service's backend without its decode cache: each job is read once here.
     backend: RqBackend,
-    conn: ConnectionManager,
+    conn: Link,
     config: ReconcilerConfig,
     lease: Lease,
     status: Arc<ReconcilerStatus>,
@@ -117,7 +117,7 @@ impl std::fmt::Debug for Reconciler {
 impl Reconciler {
     pub fn new(
         service: Arc<RetryService<RqBackend>>,
-        conn: ConnectionManager,
+        conn: Link,
         config: ReconcilerConfig,
         status: Arc<ReconcilerStatus>,
     ) -> Self {
@@ -247,7 +247,7 @@ impl Reconciler {
 
     /// Renews the lease during long work (a first build of 1,000,000 jobs takes minutes);
     /// whether it is still ours.
-    async fn keep_lease(&mut self, conn: &mut ConnectionManager) -> Result<bool, RedisError> {
+    async fn keep_lease(&mut self, conn: &mut Link) -> Result<bool, RedisError> {
         let held = self.lease.ensure(conn).await? != Held::No;
         self.status.holds_lease.store(held, Ordering::Relaxed);
         Ok(held)
@@ -256,7 +256,7 @@ impl Reconciler {
     /// Empties the index for a rebuild (asked for, or a new layout version).
     async fn start_over(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         requested: Option<&str>,
     ) -> Result<(), RedisError> {
         tracing::info!(
@@ -283,7 +283,7 @@ impl Reconciler {
 
     /// The queues to reconcile: those `rq:queues` names, those the index knows, and (every
     /// `discover_every`) every failed registry in the keyspace.
-    async fn queues(&mut self, conn: &mut ConnectionManager) -> Result<Vec<String>, RedisError> {
+    async fn queues(&mut self, conn: &mut Link) -> Result<Vec<String>, RedisError> {
         if self.scanning.is_none()
             && self
                 .last_discovery
@@ -337,11 +337,7 @@ impl Reconciler {
 
     /// The fast path, the count check and (when they differ) a full pass of one queue.
     /// Returns whether the index now holds the queue's count.
-    async fn reconcile_queue(
-        &mut self,
-        conn: &mut ConnectionManager,
-        queue: &str,
-    ) -> Result<bool, RedisError> {
+    async fn reconcile_queue(&mut self, conn: &mut Link, queue: &str) -> Result<bool, RedisError> {
         if self.watermarks.contains_key(queue) {
             self.new_above_watermark(conn, queue).await?;
         }
@@ -363,11 +359,7 @@ impl Reconciler {
     }
 
     /// The registry's live members and the index's count of `queue`.
-    async fn counts(
-        &self,
-        conn: &mut ConnectionManager,
-        queue: &str,
-    ) -> Result<(u64, u64), RedisError> {
+    async fn counts(&self, conn: &mut Link, queue: &str) -> Result<(u64, u64), RedisError> {
         let now_s = now_ms() / 1000;
         let failed = RqKeys::failed(queue);
         let (never, live, counts): (u64, u64, HashMap<String, i64>) = redis::pipe()

@@ -19,13 +19,13 @@
 //!   `admin` changes policies; `required_role` decides per route, so a forged POST is refused
 //!   here whatever the page showed.
 
+use crate::redis_link::Link;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use redis::aio::ConnectionManager;
 use sha2::{Digest as _, Sha256};
 
 use super::{Ui, UiError};
@@ -112,7 +112,7 @@ pub fn cookie_session(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A new session for the token `name`; returns the cookie value.
 pub async fn create(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     name: &str,
     idle_ms: u64,
     now_ms: u64,
@@ -141,7 +141,7 @@ pub async fn create(
 /// The session `id` names, renewed for another idle period: `(token name, csrf)`. `None`
 /// when it does not exist, or has passed its absolute lifetime (then it is deleted).
 pub async fn load(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     id: &str,
     idle_ms: u64,
     max_ms: u64,
@@ -168,7 +168,7 @@ pub async fn load(
 }
 
 /// Ends the session `id` (logout).
-pub async fn destroy(conn: &mut ConnectionManager, id: &str) -> Result<(), UiError> {
+pub async fn destroy(conn: &mut Link, id: &str) -> Result<(), UiError> {
     let key = keyspace::ui_session(&sha256_hex(id));
     redis::cmd("DEL").arg(&key).query_async::<()>(conn).await?;
     Ok(())

@@ -414,11 +414,7 @@ async fn swaps_reach_another_instance_within_a_second_and_no_request_fails_meanw
     let registry = Arc::clone(b_state.service.registry().unwrap());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     // A long revision check: only the announcement can make B swap within a second.
-    tokio::spawn(registry.watch(
-        redis::Client::open(redis.url()).unwrap(),
-        Duration::from_secs(30),
-        stopped,
-    ));
+    tokio::spawn(registry.watch(Duration::from_secs(30), stopped));
     let b = retryguard::api::router(b_state);
     let hostile = digest_of(HOSTILE);
     let builtin = digest_of(retryguard::policy::builtin::DEFAULT_POLICY);

@@ -23,11 +23,7 @@ async fn announcements_work_again_after_redis_restarts() {
     );
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     // A revision check far longer than the test: only an announcement can make B swap.
-    tokio::spawn(Arc::clone(&b).watch(
-        redis::Client::open(redis.url()).unwrap(),
-        Duration::from_secs(300),
-        stopped,
-    ));
+    tokio::spawn(Arc::clone(&b).watch(Duration::from_secs(300), stopped));
     let hostile = a
         .upload(
             HOSTILE.to_vec(),
@@ -156,11 +152,7 @@ async fn a_settings_change_reaches_every_instance_like_a_binding_change() {
     let c_state = state_with(config(&redis)).await;
     let c = Arc::clone(c_state.service.registry().unwrap());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(Arc::clone(&b).watch(
-        redis::Client::open(redis.url()).unwrap(),
-        Duration::from_secs(300),
-        stopped,
-    ));
+    tokio::spawn(Arc::clone(&b).watch(Duration::from_secs(300), stopped));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let request = axum::http::Request::builder()
         .method("POST")

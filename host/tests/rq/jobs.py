@@ -242,6 +242,22 @@ def fail_once(key: str) -> str:
     return "ok"
 
 
+def log_run_fail_first(path: str) -> str:
+    """Appends this job's id to the file ``path``, one line per real run, and fails the first
+    time this job runs. The runs are counted outside Redis, so a run a Redis failover undid
+    is still counted: the Sentinel test's "ran twice" check."""
+    job_id = _job_id()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(job_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    with open(path, encoding="utf-8") as f:
+        runs = sum(1 for line in f if line.strip() == job_id)
+    if runs == 1:
+        _refuse_connection()
+    return "ok"
+
+
 def fail_while_down(key: str) -> str:
     """A job whose dependency is down while the Redis key ``<key>:down`` exists: counts, then
     fails with a real connection refusal while it does; otherwise succeeds, counting the

@@ -13,6 +13,7 @@
 
 mod audit;
 mod auto_retry;
+mod connectivity;
 mod counting;
 mod delete;
 mod guard;

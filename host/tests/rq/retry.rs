@@ -37,6 +37,15 @@ async fn service_with(
     let backend = RqBackend::connect(url, RedisTimeouts::default())
         .await
         .expect("connects");
+    service_over(backend, pairs, batch_size)
+}
+
+/// The retry service over `backend` (connected by the caller: over TLS, through Sentinel).
+pub(crate) fn service_over(
+    backend: RqBackend,
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+) -> RetryService<RqBackend> {
     let conn = backend.connection();
     let engine = Arc::new(
         PolicyEngine::new(EngineConfig {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use crate::keyspace;
 use crate::redis_error::RedisError;
@@ -291,7 +291,7 @@ return 1
 /// The operations' records in Redis.
 #[derive(Clone)]
 pub struct OperationStore {
-    conn: ConnectionManager,
+    conn: Link,
     request_cancel: redis::Script,
 }
 
@@ -302,7 +302,7 @@ impl std::fmt::Debug for OperationStore {
 }
 
 impl OperationStore {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Link) -> Self {
         Self {
             conn,
             request_cancel: redis::Script::new(REQUEST_CANCEL),

@@ -1,7 +1,7 @@
 //! Walking the outbox stream: the records not yet in a file.
 
+use crate::redis_link::Link;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use crate::audit::schema::StreamId;
 use crate::audit::writer::{Entry, parse_entries};
@@ -20,7 +20,7 @@ pub enum Direction {
 /// Walks the outbox entries with ids in `[lo, hi)` in chunks, calling `visit` on each until
 /// it returns false.
 pub async fn scan_outbox(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     lo: StreamId,
     hi: Option<StreamId>,
     direction: Direction,

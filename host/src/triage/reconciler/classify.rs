@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use super::Reconciler;
 use crate::clock::now_ms;
@@ -20,7 +20,7 @@ impl Reconciler {
     /// Classifies every group again when the bindings changed since they were classified.
     pub(super) async fn reclassify_if_rebound(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
     ) -> Result<(), RedisError> {
         let table = self.service.table();
         if self.revision == Some(table.revision) {

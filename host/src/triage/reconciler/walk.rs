@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::Link;
 
 use super::classify::classify;
 use super::{CHUNK, KNOWN_GROUPS_MAX, Reconciler, WALK_CHUNK};
@@ -22,7 +22,7 @@ impl Reconciler {
     /// Indexes the members scored at or above the queue's watermark that it lacks.
     pub(super) async fn new_above_watermark(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         queue: &str,
     ) -> Result<(), RedisError> {
         let wm = self
@@ -56,7 +56,7 @@ impl Reconciler {
     /// the queue for departures.
     pub(super) async fn full_pass(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         queue: &str,
     ) -> Result<(), RedisError> {
         let failed = RqKeys::failed(queue);
@@ -86,7 +86,7 @@ impl Reconciler {
     /// another score: failed again), reads and adds them.
     async fn index_missing(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         queue: &str,
         members: Vec<(String, f64)>,
         check_scores: bool,
@@ -155,7 +155,7 @@ impl Reconciler {
     /// index.
     async fn ingest(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         queue: &str,
         members: &[(String, f64)],
     ) -> Result<(), RedisError> {
@@ -208,7 +208,7 @@ impl Reconciler {
     /// their job type (on the blocking pool: a policy is CPU work).
     async fn new_groups(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         candidates: HashMap<String, (FailedJob, Fingerprint)>,
         now: u64,
     ) -> Result<Vec<NewGroup>, RedisError> {
@@ -262,11 +262,7 @@ impl Reconciler {
 
     /// Walks every group's jobs on `queue` (highest rank first, so removals never shift
     /// what is still to be read) and takes out those the registry no longer holds.
-    async fn departures(
-        &mut self,
-        conn: &mut ConnectionManager,
-        queue: &str,
-    ) -> Result<(), RedisError> {
+    async fn departures(&mut self, conn: &mut Link, queue: &str) -> Result<(), RedisError> {
         let groups: Vec<String> = redis::cmd("ZRANGE")
             .arg(keyspace::TRIAGE_GROUPS)
             .arg(0)

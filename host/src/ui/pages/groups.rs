@@ -1,10 +1,10 @@
 //! `/ui/groups` (the causes, filtered and paged) and `/ui/groups/{fingerprint}` (one cause:
 //! its traceback, its policy and what it decides now, its jobs, and the actions).
 
+use crate::redis_link::Link;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
 use super::jobs::JobRow;
@@ -33,11 +33,7 @@ pub struct GroupRow {
 
 impl GroupRow {
     /// The rows of a page of groups, with their sparklines (one pipelined read).
-    pub async fn page(
-        conn: &mut ConnectionManager,
-        groups: Vec<Group>,
-        now: u64,
-    ) -> Result<Vec<Self>, UiError> {
+    pub async fn page(conn: &mut Link, groups: Vec<Group>, now: u64) -> Result<Vec<Self>, UiError> {
         let fps: Vec<String> = groups.iter().map(|g| g.fingerprint.clone()).collect();
         let hours = read::groups_hourly(conn, &fps, now).await?;
         Ok(groups

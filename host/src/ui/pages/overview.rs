@@ -224,7 +224,7 @@ pub async fn page(State(ui): UiState, viewer: Viewer) -> Result<Response, UiErro
 /// The auto-retry sweeper in a line, and the breakers (an open one is also a warning).
 async fn brakes(
     ui: &crate::ui::Ui,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::redis_link::Link,
     now: u64,
     warnings: &mut Vec<String>,
 ) -> (String, Vec<BreakerRow>) {

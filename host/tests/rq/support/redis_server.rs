@@ -15,6 +15,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     durable: bool,
+    /// More `redis-server` arguments (TLS ports, `--replicaof`, …), after the defaults.
+    extra: Vec<String>,
+    /// A Sentinel: this config file (written in `dir`) and `--sentinel`.
+    sentinel: Option<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -32,6 +36,28 @@ impl RedisServer {
     }
 
     fn start_with(durable: bool) -> Self {
+        Self::start_full(durable, Vec::new(), None)
+    }
+
+    /// An in-memory server with more arguments (`--tls-port`, `--replicaof`, …); the plain
+    /// port stays on for `ping` and the test's own tools.
+    pub fn start_with_args(extra: Vec<String>) -> Self {
+        Self::start_full(false, extra, None)
+    }
+
+    /// A Redis Sentinel that monitors `name` at 127.0.0.1:`primary_port` with `quorum`, and
+    /// notices a dead primary after `down_after_ms`.
+    pub fn start_sentinel(name: &str, primary_port: u16, quorum: u32, down_after_ms: u64) -> Self {
+        let config = format!(
+            "sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n\
+             sentinel down-after-milliseconds {name} {down_after_ms}\n\
+             sentinel failover-timeout {name} 10000\n\
+             sentinel parallel-syncs {name} 1\n"
+        );
+        Self::start_full(false, Vec::new(), Some(config))
+    }
+
+    fn start_full(durable: bool, extra: Vec<String>, sentinel: Option<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("retryguard-redis-")
             .tempdir()
@@ -39,6 +65,8 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             durable,
+            extra,
+            sentinel,
             dir,
             child: None,
         };
@@ -100,17 +128,29 @@ impl RedisServer {
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = self.log_path();
         let mut cmd = Command::new("redis-server");
+        if let Some(config) = &self.sentinel {
+            // A sentinel rewrites its config file: one of its own, written at the first start
+            // only (a restarted sentinel keeps what it learnt).
+            let path = self.dir.path().join("sentinel.conf");
+            if !path.exists() {
+                std::fs::write(&path, config).expect("write sentinel.conf");
+            }
+            cmd.arg(&path).arg("--sentinel");
+        }
         cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
             .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"]);
-        if self.durable {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
+        if self.sentinel.is_none() {
+            if self.durable {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            } else {
+                cmd.args(["--appendonly", "no"]);
+            }
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -175,7 +215,7 @@ impl Drop for RedisServer {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
