@@ -49,6 +49,9 @@ struct Ready {
 struct ReadyRedis {
     /// The Redis URL, password redacted.
     url: String,
+    /// The server connected to now (`host:port`); with Sentinel, the primary the sentinels
+    /// named and its master name.
+    server: String,
     ping_ms: u64,
     /// `yes`, `no` or `unknown` (CONFIG GET refused).
     appendonly: String,
@@ -131,6 +134,7 @@ async fn readyz(State(state): State<AppState>, _: ApiQuery<NoQuery>, _: NoBody) 
         audit,
         redis: ReadyRedis {
             url: redis_url,
+            server: state.backend.connection().describe(),
             ping_ms: status.ping_ms,
             appendonly: show(&status.appendonly),
             appendfsync: show(&status.appendfsync),

@@ -25,6 +25,11 @@ async fn readyz_warns_about_a_redis_that_forgets_and_reports_its_settings() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     assert_eq!(reply.json["status"], "ready");
     assert_eq!(reply.json["redis"]["appendonly"], "no");
+    assert_eq!(
+        reply.json["redis"]["server"],
+        format!("127.0.0.1:{}", redis.port()),
+        "the server connected to"
+    );
     assert!(reply.json["redis"]["maxmemory_policy"].is_string());
     assert!(reply.json["redis"]["appendfsync"].is_string());
     let warnings = reply.json["warnings"].as_array().unwrap();
