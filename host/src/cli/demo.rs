@@ -1,12 +1,16 @@
-//! `retryguard demo --redis-url URL [--queue demo] [--count-per-family 2] [--yes]`: writes
-//! realistic failed RQ 2.x jobs, in RQ 2.12's exact layout, so a newcomer can try the rest.
+//! `retryguard demo --redis-url URL [--queue demo] [--count-per-family 2 | --total N] [--yes]`:
+//! writes realistic failed RQ 2.x jobs, in RQ 2.12's exact layout, so a newcomer can try the
+//! rest.
 //!
-//! The exception texts are real RQ tracebacks (the contract fixtures); the job functions are
-//! `demo_jobs.<family>` (`examples/demo_jobs.py`), which succeed once retried.
+//! The exception texts are real RQ tracebacks (the contract fixtures), their file paths made
+//! neutral (`/app/demo_jobs.py`, `/usr/local/lib/python3.11/…`); the job functions are
+//! `demo_jobs.<family>` (`examples/demo_jobs.py`), which succeed once retried. The jobs are
+//! written in batches, each atomic and idempotent, so a batch that timed out is written again
+//! and a failure reports exactly how many jobs were written.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,9 +37,20 @@ const DEFAULT_FAILURE_TTL_S: u64 = 31_536_000;
 /// RQ's default job timeout (seconds).
 const JOB_TIMEOUT_S: u64 = 180;
 /// Most jobs per family one run writes.
-const MAX_PER_FAMILY: u32 = 1000;
-/// How long connecting and each write may take.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_PER_FAMILY: u32 = 100_000;
+/// Most jobs one run writes with `--total`.
+const MAX_TOTAL: u32 = 1_000_000;
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one batch may take (the redis crate's default, 500 ms, is too short for a busy
+/// Redis).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Jobs per batch: one MULTI/EXEC of about 6 commands each.
+const BATCH_JOBS: usize = 200;
+/// Tries per batch, the first included.
+const BATCH_TRIES: u32 = 4;
+/// Most jobs listed one by one in the report; more are summed up per family.
+const LIST_JOBS: usize = 50;
 
 /// One failure family of the contract table: its name (the job function is
 /// `demo_jobs.<name>`), the fixture it is shown with, and what the default policy says.
@@ -78,10 +93,14 @@ pub struct DemoArgs {
     /// The RQ queue the jobs come from.
     #[arg(long, default_value = "demo")]
     queue: String,
-    /// Failed jobs per failure family (1-1000): the first failed minutes ago, the second just
-    /// now (still cooling down), and so on alternately.
-    #[arg(long, default_value_t = 2)]
+    /// Failed jobs per failure family (1-100,000): the first failed minutes ago, the second
+    /// just now (still cooling down), and so on alternately.
+    #[arg(long, default_value_t = 2, value_name = "N")]
     count_per_family: u32,
+    /// Failed jobs in all (1-1,000,000), spread over the families in turn, for scale trials
+    /// (instead of --count-per-family).
+    #[arg(long, value_name = "N", conflicts_with = "count_per_family")]
+    total: Option<u32>,
     /// Write even to database 0 of 127.0.0.1:6379, where a real RQ deployment usually is.
     #[arg(long)]
     yes: bool,
@@ -97,10 +116,18 @@ struct Written {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    if !(1..=MAX_PER_FAMILY).contains(&args.count_per_family) {
-        eprintln!("error: --count-per-family must be 1..={MAX_PER_FAMILY}");
-        return Ok(ExitCode::from(2));
-    }
+    let total = match args.total {
+        Some(n) if !(1..=MAX_TOTAL).contains(&n) => {
+            eprintln!("error: --total must be 1..={MAX_TOTAL}");
+            return Ok(ExitCode::from(2));
+        }
+        Some(n) => n as usize,
+        None if !(1..=MAX_PER_FAMILY).contains(&args.count_per_family) => {
+            eprintln!("error: --count-per-family must be 1..={MAX_PER_FAMILY}");
+            return Ok(ExitCode::from(2));
+        }
+        None => args.count_per_family as usize * FAMILIES.len(),
+    };
     let queue = args.queue.trim();
     if queue.is_empty() || queue.len() > 128 || queue.chars().any(char::is_control) {
         eprintln!("error: --queue must be 1-128 characters without control characters");
@@ -123,16 +150,41 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let jobs = plan(queue, args.count_per_family, now_ms());
+    let jobs = plan(total, now_ms());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Err(e) = runtime.block_on(write(&client, queue, &jobs)) {
+    let written = runtime.block_on(write(&client, queue, &jobs));
+    if let Some(e) = written.error {
+        let n = written.jobs;
+        eprintln!("error: cannot write to Redis at {shown}: {e:#}");
+        let unsure = written.unsure;
+        let rest = if unsure > 0 {
+            format!(
+                "the next {unsure} (one batch) may have been written (its answer was an error \
+                 or was lost); none after them"
+            )
+        } else {
+            "none of the others".to_string()
+        };
+        if n == 0 && unsure == 0 {
+            eprintln!("  no job was written");
+        } else if n == 0 {
+            eprintln!("  no job was written for sure; {rest}");
+        } else {
+            eprintln!(
+                "  {n} of the {} jobs were written, each whole (listed below); {rest}",
+                jobs.len()
+            );
+        }
         eprintln!(
-            "error: cannot write to Redis at {shown}: {e:#}\n  check that Redis is running \
-             and reachable, and the URL's host, port, database number and password"
+            "  check that Redis is running and reachable, and the URL's host, port, database \
+             number and password"
         );
+        if n > 0 {
+            print_report(&shown, &args.redis_url, queue, &jobs[..n]);
+        }
         return Ok(ExitCode::FAILURE);
     }
     print_report(&shown, &args.redis_url, queue, &jobs);
@@ -151,46 +203,169 @@ fn is_default_database(info: &redis::ConnectionInfo) -> bool {
     local_default && info.redis_settings().db() == 0
 }
 
-/// The jobs to write: `per_family` of each family, ending alternately minutes ago (due for
-/// a retry) and seconds ago (still in the policy's cooldown).
-fn plan(_queue: &str, per_family: u32, now: u64) -> Vec<Written> {
-    let mut jobs = Vec::new();
-    for (f, family) in (0u64..).zip(FAMILIES) {
-        for n in 0..u64::from(per_family) {
+/// The jobs to write: `total` of them, the families in turn, ending alternately minutes ago
+/// (due for a retry) and seconds ago (still in the policy's cooldown).
+fn plan(total: usize, now: u64) -> Vec<Written> {
+    (0..total)
+        .map(|i| {
+            let (f, n) = ((i % FAMILIES.len()) as u64, (i / FAMILIES.len()) as u64);
+            let family = &FAMILIES[i % FAMILIES.len()];
             let ago_ms = if n % 2 == 0 {
                 // 3 to 13 minutes ago, different per family.
-                (3 + (f * 7 + n) % 11) * 60_000 + n * 1000
+                (3 + (f * 7 + n) % 11) * 60_000 + (n % 60) * 1000
             } else {
                 // 2 to 20 seconds ago.
                 (2 + (f * 3 + n) % 19) * 1000
             };
-            jobs.push(Written {
+            Written {
                 id: uuid4(),
                 family: family.name,
                 fixture: family.fixture,
                 ended_ms: now.saturating_sub(ago_ms),
-            });
-        }
-    }
-    jobs
+            }
+        })
+        .collect()
+}
+
+/// What [`write`] did: how many jobs (from the first) were written whole, and why it stopped.
+#[derive(Debug)]
+struct WriteReport {
+    jobs: usize,
+    /// The jobs of the batch that failed after it was sent (a timeout, a dropped
+    /// connection, an error reply): they may have been written.
+    unsure: usize,
+    error: Option<anyhow::Error>,
+}
+
+/// What every job of a family shares: its function, its data and its traceback, encoded once.
+struct Encoded {
+    func: String,
+    data: Vec<u8>,
+    exc: String,
 }
 
 /// Writes every job as RQ 2.12 leaves a failed one: the job hash (expiring with the default
 /// failure_ttl), its failed-registry member scored ended_at + failure_ttl, its queue in
 /// `rq:queues`, and a `type=2` entry in its results stream, stamped at ended_at.
-async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> anyhow::Result<()> {
-    let mut con = tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| anyhow::anyhow!("no connection within {} s", REDIS_TIMEOUT.as_secs()))??;
+///
+/// In batches of [`BATCH_JOBS`], each one MULTI/EXEC: a batch is written whole or not at all.
+/// Writing one again changes nothing (the results stream is rewritten, not appended to), so a
+/// batch that timed out (it may have been written) is sent again on a new connection, up to
+/// [`BATCH_TRIES`] times.
+async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> WriteReport {
+    let encoded: Vec<Encoded> = FAMILIES
+        .iter()
+        .map(|f| {
+            let func = format!("demo_jobs.{}", f.name);
+            let traceback = neutral_paths(f.traceback, f.name);
+            Encoded {
+                data: zlib(&pickled_call(&func)),
+                exc: base64::engine::general_purpose::STANDARD.encode(zlib(traceback.as_bytes())),
+                func,
+            }
+        })
+        .collect();
     let worker_name = random_hex(32);
+    let progress = std::io::stderr().is_terminal() && jobs.len() > 10 * BATCH_JOBS;
+    let mut con = None;
+    let mut written = 0;
+    for batch in jobs.chunks(BATCH_JOBS) {
+        let pipe = batch_pipe(queue, batch, &encoded, &worker_name);
+        let mut tries = 0;
+        // Whether a try of this batch reached Redis and failed without an answer.
+        let mut sent = false;
+        loop {
+            tries += 1;
+            let result = match &mut con {
+                Some(c) => {
+                    sent = true;
+                    pipe.query_async::<()>(c).await.map_err(anyhow::Error::from)
+                }
+                None => match connect(client).await {
+                    Ok(c) => {
+                        sent = true;
+                        pipe.query_async::<()>(con.insert(c))
+                            .await
+                            .map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) if tries < BATCH_TRIES && retriable(&e) => {
+                    // The connection may be behind the batch: start a new one.
+                    con = None;
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
+                }
+                Err(e) => {
+                    if progress {
+                        eprintln!();
+                    }
+                    return WriteReport {
+                        jobs: written,
+                        unsure: if sent { batch.len() } else { 0 },
+                        error: Some(e),
+                    };
+                }
+            }
+        }
+        written += batch.len();
+        if progress {
+            eprint!("\rwrote {written}/{} jobs", jobs.len());
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    WriteReport {
+        jobs: written,
+        unsure: 0,
+        error: None,
+    }
+}
+
+/// A multiplexed connection whose answers may take [`BATCH_TIMEOUT`].
+async fn connect(client: &redis::Client) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(BATCH_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("no connection: {e}"))
+}
+
+/// Whether a failed batch is worth sending again: a timeout or a lost connection, not a
+/// refusal (a wrong password, a read-only replica, out of memory).
+fn retriable(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<redis::RedisError>() {
+        Some(r) => r.is_timeout() || r.is_connection_dropped() || r.is_io_error(),
+        None => false,
+    }
+}
+
+/// One batch as one MULTI/EXEC.
+fn batch_pipe(
+    queue: &str,
+    batch: &[Written],
+    encoded: &[Encoded],
+    worker_name: &str,
+) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for job in jobs {
-        let func = format!("demo_jobs.{}", job.family);
-        let traceback = FAMILIES
+    pipe.cmd("SADD")
+        .arg("rq:queues")
+        .arg(format!("rq:queue:{queue}"))
+        .ignore();
+    for job in batch {
+        let Some(e) = FAMILIES
             .iter()
-            .find(|f| f.name == job.family)
-            .map_or("", |f| f.traceback);
+            .position(|f| f.name == job.family)
+            .and_then(|i| encoded.get(i))
+        else {
+            continue;
+        };
         let created = format_rfc3339(job.ended_ms.saturating_sub(2_000));
         let started = format_rfc3339(job.ended_ms.saturating_sub(1_200));
         let ended = format_rfc3339(job.ended_ms);
@@ -200,7 +375,7 @@ async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> anyhow:
             .arg("created_at")
             .arg(&created)
             .arg("data")
-            .arg(zlib(&pickled_call(&func)))
+            .arg(&e.data)
             .arg("success_callback_name")
             .arg("")
             .arg("failure_callback_name")
@@ -214,13 +389,13 @@ async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> anyhow:
             .arg("last_heartbeat")
             .arg(&started)
             .arg("worker_name")
-            .arg(&worker_name)
+            .arg(worker_name)
             .arg("group_id")
             .arg("")
             .arg("origin")
             .arg(queue)
             .arg("description")
-            .arg(format!("{func}()"))
+            .arg(format!("{}()", e.func))
             .arg("enqueued_at")
             .arg(&created)
             .arg("timeout")
@@ -237,35 +412,62 @@ async fn write(client: &redis::Client, queue: &str, jobs: &[Written]) -> anyhow:
             .arg(job.ended_ms / 1000 + DEFAULT_FAILURE_TTL_S)
             .arg(&job.id)
             .ignore();
-        pipe.cmd("SADD")
-            .arg("rq:queues")
-            .arg(format!("rq:queue:{queue}"))
-            .ignore();
-        let exc = base64::engine::general_purpose::STANDARD.encode(zlib(traceback.as_bytes()));
+        // Rewritten, not appended to, so that a batch sent twice leaves one entry (an XADD
+        // of the same id again would fail).
+        let results = format!("rq:results:{}", job.id);
+        pipe.cmd("DEL").arg(&results).ignore();
         pipe.cmd("XADD")
-            .arg(format!("rq:results:{}", job.id))
+            .arg(&results)
             .arg("MAXLEN")
             .arg(10)
             .arg(format!("{}-0", job.ended_ms))
             .arg("type")
             .arg(2)
             .arg("worker_name")
-            .arg(&worker_name)
+            .arg(worker_name)
             .arg("exc_string")
-            .arg(exc)
+            .arg(&e.exc)
             .arg("execution_id")
             .arg(random_hex(10))
             .ignore();
     }
-    tokio::time::timeout(REDIS_TIMEOUT * 4, pipe.query_async::<()>(&mut con))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the writes took longer than {} s",
-                REDIS_TIMEOUT.as_secs() * 4
-            )
-        })??;
-    Ok(())
+    pipe
+}
+
+/// The traceback with neutral file paths instead of those of the machine the fixtures were
+/// made on: the job's own frames in `/app/demo_jobs.py` (in the family's function),
+/// installed packages under `/usr/local/lib/python3.11/site-packages/`, the standard library
+/// under `/usr/local/lib/python3.11/`.
+fn neutral_paths(traceback: &str, family: &str) -> String {
+    let mut out = String::with_capacity(traceback.len());
+    for line in traceback.split_inclusive('\n') {
+        out.push_str(&neutral_frame(line, family).unwrap_or_else(|| line.to_string()));
+    }
+    out
+}
+
+/// A `  File "PATH", line N, in FUNC` line with a neutral path, or `None` to keep it.
+fn neutral_frame(line: &str, family: &str) -> Option<String> {
+    let rest = line.strip_prefix("  File \"")?;
+    let (path, after) = rest.split_once('"')?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    if path.ends_with("/generate.py") {
+        let (line_no, _) = after.rsplit_once(", in ")?;
+        let end = if line.ends_with('\n') { "\n" } else { "" };
+        return Some(format!(
+            "  File \"/app/demo_jobs.py\"{line_no}, in {family}{end}"
+        ));
+    }
+    let neutral = if let Some((_, tail)) = path.split_once("/site-packages/") {
+        format!("/usr/local/lib/python3.11/site-packages/{tail}")
+    } else if let Some((_, tail)) = path.split_once("/lib/python3.11/") {
+        format!("/usr/local/lib/python3.11/{tail}")
+    } else {
+        format!("/app/{}", path.rsplit('/').next().unwrap_or(path))
+    };
+    Some(format!("  File \"{neutral}\"{after}"))
 }
 
 fn print_report(shown_url: &str, url: &str, queue: &str, jobs: &[Written]) {
@@ -275,21 +477,32 @@ fn print_report(shown_url: &str, url: &str, queue: &str, jobs: &[Written]) {
         jobs.len()
     );
     out!();
-    out!(
-        "  {:<36}  {:<30}  {:>9}  traceback",
-        "job id",
-        "job type",
-        "failed"
-    );
-    for job in jobs {
-        let ago = now.saturating_sub(job.ended_ms) / 1000;
-        let ago = if ago >= 60 {
-            format!("{} min ago", ago / 60)
-        } else {
-            format!("{ago} s ago")
-        };
-        let func = format!("demo_jobs.{}", job.family);
-        out!("  {:<36}  {func:<30}  {ago:>9}  {}", job.id, job.fixture);
+    if jobs.len() > LIST_JOBS {
+        // Too many to list: how many of each family, and their ids in Redis.
+        for family in FAMILIES {
+            let n = jobs.iter().filter(|j| j.family == family.name).count();
+            if n > 0 {
+                let func = format!("demo_jobs.{}", family.name);
+                out!("  {func:<30}  {n:>7} jobs  {}", family.fixture);
+            }
+        }
+    } else {
+        out!(
+            "  {:<36}  {:<30}  {:>9}  traceback",
+            "job id",
+            "job type",
+            "failed"
+        );
+        for job in jobs {
+            let ago = now.saturating_sub(job.ended_ms) / 1000;
+            let ago = if ago >= 60 {
+                format!("{} min ago", ago / 60)
+            } else {
+                format!("{ago} s ago")
+            };
+            let func = format!("demo_jobs.{}", job.family);
+            out!("  {:<36}  {func:<30}  {ago:>9}  {}", job.id, job.fixture);
+        }
     }
     out!();
     out!("next:");
@@ -387,8 +600,11 @@ mod tests {
 
     #[test]
     fn plan_varies_ages_and_ids() {
-        let jobs = plan("demo", 2, 10_000_000_000);
+        let jobs = plan(2 * FAMILIES.len(), 10_000_000_000);
         assert_eq!(jobs.len(), FAMILIES.len() * 2);
+        for f in FAMILIES {
+            assert_eq!(jobs.iter().filter(|j| j.family == f.name).count(), 2);
+        }
         assert!(jobs.iter().any(|j| 10_000_000_000 - j.ended_ms >= 180_000));
         assert!(jobs.iter().any(|j| 10_000_000_000 - j.ended_ms < 60_000));
         let mut ids: Vec<_> = jobs.iter().map(|j| &j.id).collect();
@@ -396,5 +612,57 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), jobs.len());
         assert!(uuid4().len() == 36 && uuid4() != uuid4());
+        // A total spreads over the families in turn, and every job failed within 14 minutes.
+        let jobs = plan(25, 10_000_000_000);
+        assert_eq!(jobs.len(), 25);
+        assert_eq!(jobs[11].family, FAMILIES[0].name);
+        assert!(
+            jobs.iter()
+                .all(|j| 10_000_000_000 - j.ended_ms < 14 * 60_000)
+        );
+    }
+
+    #[test]
+    fn tracebacks_name_no_build_machine_paths() {
+        for f in FAMILIES {
+            let tb = neutral_paths(f.traceback, f.name);
+            assert_eq!(
+                tb.lines().count(),
+                f.traceback.lines().count(),
+                "{}",
+                f.name
+            );
+            for bad in [
+                "/work/",
+                "/root/",
+                "/tmp/",
+                "generate.py",
+                "rgvenv",
+                ".pyenv",
+            ] {
+                assert!(!tb.contains(bad), "{}: {bad} in\n{tb}", f.name);
+            }
+            assert!(
+                tb.contains("File \"/app/demo_jobs.py\", line "),
+                "{}: {tb}",
+                f.name
+            );
+            assert!(
+                tb.contains(&format!(", in {}\n", f.name)),
+                "{}: {tb}",
+                f.name
+            );
+            // The exception itself is untouched: the policy classifies it as before.
+            assert_eq!(tb.lines().last(), f.traceback.lines().last());
+        }
+        assert_eq!(
+            neutral_paths(
+                "  File \"/tmp/v/lib/python3.11/site-packages/rq/job.py\", line 3, in perform\n  \
+                 File \"<frozen importlib._bootstrap>\", line 1, in _find\n",
+                "x"
+            ),
+            "  File \"/usr/local/lib/python3.11/site-packages/rq/job.py\", line 3, in perform\n  \
+             File \"<frozen importlib._bootstrap>\", line 1, in _find\n"
+        );
     }
 }

@@ -2,10 +2,8 @@
 //! of a running `retryguard serve`, from the command line. Tables for people, `--json` for
 //! scripts.
 
-use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -21,16 +19,20 @@ macro_rules! out {
 }
 
 mod delete;
+mod filters;
 mod groups;
 pub(crate) mod http;
+mod retry;
+mod table;
 
 use super::remote::Remote;
-use http::{Server, encode, truncate};
+use http::{Server, encode};
+pub(crate) use table::table;
+use table::{ago, pairs, truncate, wait_for};
 
-/// How often `retry-all` polls its operation.
-const POLL_EVERY: Duration = Duration::from_millis(500);
-
+// `retryguard jobs`: its description is the `Jobs` variant's in cli.rs.
 #[derive(Debug, Args)]
+#[command(after_help = retry::EXIT_CODES)]
 pub struct JobsArgs {
     #[command(subcommand)]
     command: JobsCommand,
@@ -48,13 +50,23 @@ enum JobsCommand {
         id: String,
     },
     /// Retry one failed job (if the policy allows it now).
+    ///
+    /// Exit code 0 when it was retried (with --dry-run: would be), 3 when the policy or a
+    /// brake holds it, 4 when it was not retried for another reason (see `retryguard jobs
+    /// --help`).
+    #[command(after_help = retry::EXIT_CODES)]
     Retry {
         /// The job id.
         id: String,
         #[command(flatten)]
-        retry: RetryArgs,
+        retry: retry::RetryArgs,
     },
     /// Retry every failed job the policy allows now, showing progress.
+    ///
+    /// Exit code 0 when at least one job was retried (with --dry-run: would be) or none
+    /// matched, 3 when the policy or a brake held every one, 4 when none was retried for
+    /// another reason.
+    #[command(after_help = retry::EXIT_CODES)]
     RetryAll {
         #[command(flatten)]
         filter: FilterArgs,
@@ -62,7 +74,7 @@ enum JobsCommand {
         #[arg(long)]
         limit: Option<u64>,
         #[command(flatten)]
-        retry: RetryArgs,
+        retry: retry::RetryArgs,
     },
     DeleteAll(delete::DeleteAllArgs),
     /// Counts per queue and per failure type.
@@ -75,13 +87,15 @@ enum JobsCommand {
 
 #[derive(Debug, Args)]
 struct FilterArgs {
-    /// Only this queue.
+    /// Only this queue (a queue no failed job is on is named in a warning, with the known
+    /// ones).
     #[arg(long)]
     queue: Option<String>,
     /// Only job types matching this glob (e.g. 'app.billing.*').
     #[arg(long)]
     job_type: Option<String>,
-    /// Only this failure type (e.g. network_error).
+    /// Only this failure type (e.g. network_error; an unknown one is named in a warning,
+    /// with the failure types of the failed jobs).
     #[arg(long)]
     failure_type: Option<String>,
     /// Only jobs of this failure group (a fingerprint from `retryguard jobs groups`).
@@ -109,39 +123,19 @@ struct FailedArgs {
     /// Only jobs whose failure type is retryable (true) or not (false).
     #[arg(long)]
     retryable: Option<bool>,
+    /// Only jobs that failed at or after this time: RFC 3339 (2026-11-29T12:00:00Z), a date
+    /// (2026-11-29, UTC) or a duration ago (90s, 15m, 2h, 7d).
+    #[arg(long, value_name = "TIME", value_parser = filters::parse_time)]
+    failed_after: Option<String>,
+    /// Only jobs that failed before this time (same forms as --failed-after).
+    #[arg(long, value_name = "TIME", value_parser = filters::parse_time)]
+    failed_before: Option<String>,
     /// Jobs per page (1-1000; the server's default is 100).
     #[arg(long)]
     limit: Option<u32>,
     /// The next page: the cursor a previous listing printed.
     #[arg(long)]
     cursor: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct RetryArgs {
-    /// Say what would happen; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Retry even what the policy holds (needs --reason).
-    #[arg(long)]
-    force: bool,
-    /// Why (written to the audit trail).
-    #[arg(long)]
-    reason: Option<String>,
-    /// Also retry failures whose type is not retryable (retry_only_retryable=false).
-    #[arg(long)]
-    include_non_retryable: bool,
-}
-
-impl RetryArgs {
-    fn push(&self, q: &mut Query) {
-        q.flag("dry_run", self.dry_run);
-        q.flag("force", self.force);
-        if self.include_non_retryable {
-            q.pair("retry_only_retryable", "false");
-        }
-        q.opt("reason", self.reason.as_deref());
-    }
 }
 
 /// A query string being built.
@@ -241,116 +235,26 @@ pub fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    let done = |r: Result<(), Reported>| r.map(|()| ExitCode::SUCCESS);
     let result = match &args.command {
-        JobsCommand::Failed(a) => failed(&client, a),
-        JobsCommand::Show { id } => show(&client, id),
-        JobsCommand::Retry { id, retry } => retry_one(&client, id, retry),
+        JobsCommand::Failed(a) => done(failed(&client, a)),
+        JobsCommand::Show { id } => done(show(&client, id)),
+        JobsCommand::Retry { id, retry } => retry::retry_one(&client, id, retry),
         JobsCommand::RetryAll {
             filter,
             limit,
             retry,
-        } => retry_all(&client, filter, *limit, retry),
+        } => retry::retry_all(&client, filter, *limit, retry),
         JobsCommand::DeleteAll(a) => delete::delete_all(&client, a),
-        JobsCommand::Stats => stats(&client),
-        JobsCommand::Groups(a) => groups::groups(&client, a),
-        JobsCommand::RebuildIndex => groups::rebuild(&client),
+        JobsCommand::Stats => done(stats(&client)),
+        JobsCommand::Groups(a) => done(groups::groups(&client, a)),
+        JobsCommand::RebuildIndex => done(groups::rebuild(&client)),
     };
-    Ok(match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Reported) => ExitCode::FAILURE,
-    })
+    Ok(result.unwrap_or(ExitCode::FAILURE))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("-")
-}
-
-/// Roughly the terminal's width: `COLUMNS`, else what `stty size` says of the terminal
-/// stdout is, else 120.
-fn width() -> usize {
-    let sane = |c: usize| (40..=1000).contains(&c);
-    if let Some(c) = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.trim().parse::<usize>().ok())
-        .filter(|c| sane(*c))
-    {
-        return c;
-    }
-    if std::io::stdout().is_terminal()
-        && let Some(c) = terminal_columns().filter(|c| sane(*c))
-    {
-        return c;
-    }
-    120
-}
-
-fn terminal_columns() -> Option<usize> {
-    let tty = std::fs::File::open("/dev/tty").ok()?;
-    let out = std::process::Command::new("stty")
-        .arg("size")
-        .stdin(tty)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    String::from_utf8(out.stdout)
-        .ok()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Prints rows as aligned columns; the last column takes what width is left.
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>], caps: &[usize]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| truncate(c, caps.get(i).copied().unwrap_or(usize::MAX)))
-                .collect()
-        })
-        .collect();
-    for row in &cells {
-        for (i, c) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
-    let last = header.len().saturating_sub(1);
-    let used: usize = widths.iter().take(last).map(|w| w + 2).sum();
-    let last_width = width().saturating_sub(used).max(12);
-    let line = |row: &[String]| {
-        let mut out = String::new();
-        for (i, c) in row.iter().enumerate() {
-            if i == last {
-                out.push_str(&truncate(c, last_width));
-            } else {
-                let w = widths.get(i).copied().unwrap_or(0);
-                let _ = write!(out, "{c:<w$}  ");
-            }
-        }
-        out!("{}", out.trim_end());
-    };
-    line(&header.iter().map(|h| (*h).to_string()).collect::<Vec<_>>());
-    for row in &cells {
-        line(row);
-    }
-}
-
-/// How long until an RFC 3339 time: `51s`, `3m`, `2h`.
-fn wait_for(at: &str) -> String {
-    let Some(at_ms) = crate::api::views::parse_rfc3339(at) else {
-        return at.to_string();
-    };
-    let s = at_ms.saturating_sub(crate::clock::now_ms()).div_ceil(1000);
-    match s {
-        0..=99 => format!("{s}s"),
-        100..=5999 => format!("{}m", s.div_ceil(60)),
-        _ => format!("{}h", s.div_ceil(3600)),
-    }
 }
 
 fn failed(client: &Client, a: &FailedArgs) -> Result<(), Reported> {
@@ -360,17 +264,22 @@ fn failed(client: &Client, a: &FailedArgs) -> Result<(), Reported> {
         "retryable",
         a.retryable.map(|r| if r { "true" } else { "false" }),
     );
+    q.opt("failed_after", a.failed_after.as_deref());
+    q.opt("failed_before", a.failed_before.as_deref());
     q.opt("limit", a.limit.map(|l| l.to_string()).as_deref());
     q.opt("cursor", a.cursor.as_deref());
     let (_, json) = client.call("GET", &format!("/api/v1/jobs/failed{}", q.0))?;
-    if client.json {
-        client.print_json(&json);
-        return Ok(());
-    }
     let jobs = json["jobs"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
+    if jobs.is_empty() && a.cursor.is_none() {
+        filters::warn_unknown(client, &a.filter);
+    }
+    if client.json {
+        client.print_json(&json);
+        return Ok(());
+    }
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
@@ -389,6 +298,10 @@ fn failed(client: &Client, a: &FailedArgs) -> Result<(), Reported> {
                     .as_str()
                     .unwrap_or("(policy error)")
                     .to_string(),
+                ago(str_of(j, "failed_at")),
+                j["attempts"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
                 action,
                 str_of(d, "reason").to_string(),
             ]
@@ -400,11 +313,13 @@ fn failed(client: &Client, a: &FailedArgs) -> Result<(), Reported> {
             "QUEUE",
             "JOB TYPE",
             "FAILURE TYPE",
+            "FAILED",
+            "ATTEMPTS",
             "ACTION",
             "REASON",
         ],
         &rows,
-        &[36, 16, 32, 20, 12],
+        &[36, 16, 32, 20, 10, 8, 12],
     );
     let due = jobs
         .iter()
@@ -436,7 +351,14 @@ fn show(client: &Client, id: &str) -> Result<(), Reported> {
         ("queue", str_of(&j, "queue").to_string()),
         ("job type", str_of(&j, "job_type").to_string()),
         ("status", str_of(&j, "status").to_string()),
-        ("failed at", str_of(&j, "failed_at").to_string()),
+        (
+            "failed at",
+            format!(
+                "{} ({})",
+                str_of(&j, "failed_at"),
+                ago(str_of(&j, "failed_at"))
+            ),
+        ),
         (
             "exception",
             format!("{}: {}", str_of(&j, "exc_type"), str_of(&j, "exc_message")),
@@ -458,165 +380,12 @@ fn show(client: &Client, id: &str) -> Result<(), Reported> {
         ("reason", str_of(d, "reason").to_string()),
         ("policy", str_of(&j, "policy_digest").to_string()),
     ];
-    for (k, v) in fields {
-        out!("{k:<13} {v}");
-    }
+    pairs(&fields, "");
     if let Some(tb) = j["traceback"].as_str() {
         out!();
         out!("{}", tb.trim_end());
     }
     Ok(())
-}
-
-fn print_outcome(o: &Value) {
-    let fields = [
-        ("job", str_of(o, "job_id").to_string()),
-        ("outcome", str_of(o, "outcome").to_string()),
-        ("reason", str_of(o, "reason").to_string()),
-        (
-            "failure type",
-            o["failure_type"].as_str().unwrap_or("-").to_string(),
-        ),
-        ("attempt", o["attempt"].to_string()),
-        (
-            "retry at",
-            o["retry_at"].as_str().unwrap_or("-").to_string(),
-        ),
-        ("dry run", o["dry_run"].to_string()),
-        ("forced", o["forced"].to_string()),
-    ];
-    for (k, v) in fields {
-        out!("{k:<13} {v}");
-    }
-}
-
-fn retry_one(client: &Client, id: &str, r: &RetryArgs) -> Result<(), Reported> {
-    let mut q = Query::default();
-    r.push(&mut q);
-    let path = format!("/api/v1/jobs/failed/{}/retry{}", encode(id), q.0);
-    let (_, o) = client.call("POST", &path)?;
-    if client.json {
-        client.print_json(&o);
-    } else {
-        print_outcome(&o);
-    }
-    Ok(())
-}
-
-/// The non-zero counts, `retried=3 blocked_cooldown=2`.
-fn counts_line(counts: &Value) -> String {
-    let mut out = String::new();
-    if let Some(map) = counts.as_object() {
-        for (k, v) in map {
-            if v.as_u64().unwrap_or(0) > 0 {
-                let _ = write!(out, "{}{k}={v}", if out.is_empty() { "" } else { " " });
-            }
-        }
-    }
-    if out.is_empty() { "none".into() } else { out }
-}
-
-fn retry_all(
-    client: &Client,
-    filter: &FilterArgs,
-    limit: Option<u64>,
-    r: &RetryArgs,
-) -> Result<(), Reported> {
-    let mut q = Query::default();
-    filter.push(&mut q);
-    q.opt("limit", limit.map(|l| l.to_string()).as_deref());
-    r.push(&mut q);
-    q.pair("wait_seconds", "0");
-    let (status, first) = client.call("POST", &format!("/api/v1/jobs/failed/retry-all{}", q.0))?;
-    let summary = if status == 202 {
-        let Some(op_id) = first["operation_id"].as_str() else {
-            eprintln!("error: the server's 202 answer names no operation_id");
-            return Err(Reported);
-        };
-        poll(client, op_id)?
-    } else {
-        first
-    };
-    if client.json {
-        client.print_json(&summary);
-        return Ok(());
-    }
-    let total = summary["total"].as_u64().unwrap_or(0);
-    let dry = if summary["dry_run"].as_bool() == Some(true) {
-        " (dry run: nothing changed)"
-    } else {
-        ""
-    };
-    let cancelled = if summary["cancelled"].as_bool() == Some(true) {
-        " (cancelled)"
-    } else {
-        ""
-    };
-    out!(
-        "operation {}: {total} jobs{dry}{cancelled}",
-        str_of(&summary, "operation_id")
-    );
-    if let Some(map) = summary["counts"].as_object() {
-        for (k, v) in map {
-            if v.as_u64().unwrap_or(0) > 0 {
-                out!("  {k:<20} {v}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Polls `GET /api/v1/operations/{id}` until it ends, showing progress on one stderr line;
-/// returns its summary.
-fn poll(client: &Client, op_id: &str) -> Result<Value, Reported> {
-    let path = format!("/api/v1/operations/{}", encode(op_id));
-    let started = Instant::now();
-    let mut shown = 0usize;
-    let mut stderr = std::io::stderr();
-    loop {
-        let (_, op) = client.call("GET", &path)?;
-        let line = format!(
-            "{} {op_id}: {}/{} processed  {}  ({:.1} s)",
-            op["kind"].as_str().unwrap_or("operation").replace('_', "-"),
-            op["processed"].as_u64().unwrap_or(0),
-            op["total"].as_u64().unwrap_or(0),
-            counts_line(&op["counts"]),
-            started.elapsed().as_secs_f64()
-        );
-        let pad = shown.saturating_sub(line.chars().count());
-        shown = line.chars().count();
-        let _ = write!(stderr, "\r{line}{}", " ".repeat(pad));
-        let _ = stderr.flush();
-        match op["state"].as_str() {
-            Some("running") | None => std::thread::sleep(POLL_EVERY),
-            Some("failed") => {
-                let _ = writeln!(stderr);
-                let e = &op["error"]["error"];
-                eprintln!(
-                    "error: the operation failed: {}: {}",
-                    e["code"].as_str().unwrap_or("error"),
-                    e["message"].as_str().unwrap_or_default()
-                );
-                return Err(Reported);
-            }
-            Some("abandoned") => {
-                let _ = writeln!(stderr);
-                eprintln!(
-                    "error: the operation was abandoned: its instance {} stopped reporting (it died or lost Redis); what it requeued is in the audit trail",
-                    op["instance"].as_str().unwrap_or("?")
-                );
-                return Err(Reported);
-            }
-            Some(_) => {
-                let _ = writeln!(stderr);
-                return Ok(if op["summary"].is_object() {
-                    op["summary"].clone()
-                } else {
-                    op
-                });
-            }
-        }
-    }
 }
 
 fn stats(client: &Client) -> Result<(), Reported> {
@@ -671,9 +440,8 @@ fn stats(client: &Client) -> Result<(), Reported> {
         if map.is_empty() {
             out!("  none");
         }
-        for (k, v) in map {
-            out!("  {k:<22} {}", n(v));
-        }
+        let items: Vec<(&String, String)> = map.iter().map(|(k, v)| (k, n(v))).collect();
+        pairs(&items, "  ");
     }
     out!("audit outbox length: {}", n(&s["audit_outbox_length"]));
     Ok(())

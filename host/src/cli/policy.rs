@@ -12,7 +12,11 @@ use crate::policy::{EngineConfig, LoadOptions, PolicyEngine, PolicyLimits};
 mod bind;
 mod check;
 mod eval;
+mod example;
+mod experiments;
 mod registry;
+mod replay;
+mod resolve;
 
 /// Largest file the CLI reads as a failure or traceback.
 const MAX_INPUT_FILE_BYTES: u64 = 4 << 20;
@@ -25,7 +29,17 @@ pub enum PolicyCommand {
     Check(check::CheckArgs),
     /// Classify one failure and decide on it; print one JSON object.
     Eval(eval::EvalArgs),
+    /// The example policy components shipped inside this binary: list them, or write one to
+    /// a file (`retryguard policy example payments -o payments.wasm`), ready for `policy
+    /// check` and `policy upload`.
+    ///
+    /// Exit code 0 written (or listed), 1 when the file cannot be written (it exists without
+    /// --force, ...), 2 an unknown name, no -o, or -o - to a terminal.
+    Example(example::ExampleArgs),
     /// The policy registry of a running server: upload, list, bind, unbind, rollback, …
+    /// Wherever a command takes a policy, it may be named by its digest, a unique digest
+    /// prefix (8+ hex characters) or its name; an ambiguous one exits 2, listing the
+    /// candidates.
     #[command(flatten)]
     Registry(registry::RegistryCommand),
 }
@@ -35,6 +49,7 @@ impl PolicyCommand {
         match self {
             Self::Check(args) => check::run(args),
             Self::Eval(args) => eval::run(args),
+            Self::Example(args) => example::run(args),
             Self::Registry(command) => registry::run(command),
         }
     }

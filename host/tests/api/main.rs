@@ -12,6 +12,8 @@
 mod audit;
 mod auth;
 mod cli_client;
+mod cli_client_jobs;
+mod cli_client_policies;
 mod common;
 mod conform;
 mod delete;

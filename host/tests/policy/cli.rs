@@ -210,3 +210,100 @@ fn the_audit_help_names_every_subcommand_and_where_it_reads() {
         );
     }
 }
+
+#[test]
+fn eval_takes_param_and_still_params() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let failure = serde_json::json!({
+        "job_id": "abc", "exc_type": "ConnectionRefusedError", "exc_message": "refused",
+        "failed_at_ms": 1_000_000, "attempts": 2, "seed": 1
+    });
+    let file = write(dir.path(), "failure.json", failure.to_string().as_bytes());
+    let eval = |flag: &str| {
+        let out = retryguard(&[
+            "policy",
+            "eval",
+            "--failure",
+            &file,
+            flag,
+            "cooldown_seconds=10",
+            "--now-ms",
+            "1000000",
+        ]);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        json_stdout(&out)
+    };
+    let by_param = eval("--param");
+    assert_eq!(by_param["decision"]["retry_at_ms"], 1_040_000);
+    assert_eq!(
+        by_param,
+        eval("--params"),
+        "--params is an alias of --param"
+    );
+    let help = retryguard(&["policy", "eval", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--param <KEY=VALUE>") && help.contains("[alias: --params]"),
+        "{help}"
+    );
+}
+
+#[test]
+fn example_writes_components_that_check_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Listed with a description each.
+    let out = retryguard(&["policy", "example"]);
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.lines().any(|l| l.starts_with("default ")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("payments ") && l.contains("network_error")),
+        "{list}"
+    );
+
+    for (name, bytes) in [
+        ("default", DEFAULT_POLICY),
+        ("payments", crate::common::PAYMENTS_POLICY),
+    ] {
+        let path = dir.path().join(format!("{name}.wasm"));
+        let file = path.to_string_lossy().into_owned();
+        let out = retryguard(&["policy", "example", name, "-o", &file]);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("policy check"));
+        // The very component build.rs made, and a component `policy check` accepts.
+        assert_eq!(std::fs::read(&path).expect("written"), bytes, "{name}");
+        let out = retryguard(&["policy", "check", &file, "--json"]);
+        assert!(out.status.success(), "{name}: {out:?}");
+        let report = json_stdout(&out);
+        assert_eq!(report["valid"], true);
+        assert_eq!(report["digest"], Digest::of(bytes).to_string());
+
+        // An existing file is kept without --force.
+        let out = retryguard(&["policy", "example", name, "-o", &file]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+        std::fs::write(&path, b"old").expect("write");
+        let out = retryguard(&["policy", "example", name, "-o", &file]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(std::fs::read(&path).expect("kept"), b"old");
+        let out = retryguard(&["policy", "example", name, "-o", &file, "--force"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&path).expect("written"), bytes);
+    }
+
+    // `-o -` to a pipe: the bytes on stdout, nothing else.
+    let out = retryguard(&["policy", "example", "payments", "-o", "-"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, crate::common::PAYMENTS_POLICY);
+
+    // An unknown name, or no -o: bad usage, saying what to do.
+    let out = retryguard(&["policy", "example", "nope", "-o", "x.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default, payments"));
+    let out = retryguard(&["policy", "example", "payments"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-o FILE"));
+    assert!(!dir.path().join("x.wasm").exists());
+}

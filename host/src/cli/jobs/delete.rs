@@ -2,11 +2,13 @@
 //! polled to its end.
 
 use std::io::Write as _;
+use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use super::{Client, FilterArgs, Reported, poll, str_of};
+use super::retry::{poll, print_counts};
+use super::{Client, FilterArgs, Reported, str_of};
 
 /// Delete every failed job matching the filters, as RQ's `job.delete()` does, each audited
 /// (run it with --dry-run first, then pass its count as --expected-count).
@@ -61,7 +63,14 @@ impl DeleteAllArgs {
     }
 }
 
-pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<(), Reported> {
+pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<ExitCode, Reported> {
+    if !a.dry_run && a.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        eprintln!(
+            "error: reason_required: give --reason TEXT (why, written to the audit trail), or \
+             --dry-run to count what would be deleted"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let body = a.body().to_string();
     let (status, first) = client.call_with(
         "POST",
@@ -73,7 +82,7 @@ pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<(), Repor
             eprintln!("error: the server's 202 answer names no operation_id");
             return Err(Reported);
         };
-        poll(client, op_id)?
+        poll(client, op_id, a.dry_run)?
     } else {
         first
     };
@@ -86,9 +95,12 @@ pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<(), Repor
         );
         return Err(Reported);
     }
+    if summary["total"].as_u64() == Some(0) {
+        super::filters::warn_unknown(client, &a.filter);
+    }
     if client.json {
         client.print_json(&summary);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let deleted = summary["counts"]["deleted"].as_u64().unwrap_or(0);
     let dry = summary["dry_run"].as_bool() == Some(true);
@@ -110,18 +122,12 @@ pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<(), Repor
             ""
         },
     );
-    if let Some(map) = summary["counts"].as_object() {
-        for (k, v) in map {
-            if v.as_u64().unwrap_or(0) > 0 {
-                let _ = writeln!(stdout, "  {k:<20} {v}");
-            }
-        }
-    }
+    print_counts(&summary["counts"], dry);
     if dry {
         let _ = writeln!(
             stdout,
             "to delete them: the same filters with --reason TEXT --expected-count {deleted}"
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

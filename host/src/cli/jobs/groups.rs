@@ -6,7 +6,7 @@ use std::io::Write as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::{Client, Query, Reported, str_of, table};
+use super::{Client, Query, Reported, ago, str_of, table};
 
 #[derive(Debug, Args)]
 pub(super) struct GroupsArgs {
@@ -36,20 +36,6 @@ pub(super) struct GroupsArgs {
     cursor: Option<String>,
 }
 
-/// How long ago an RFC 3339 time was: `12s`, `5m`, `3h`, `2d`.
-fn ago(at: &str) -> String {
-    let Some(at_ms) = crate::api::views::parse_rfc3339(at) else {
-        return "-".to_string();
-    };
-    let s = crate::clock::now_ms().saturating_sub(at_ms) / 1000;
-    match s {
-        0..=99 => format!("{s}s ago"),
-        100..=5999 => format!("{}m ago", s / 60),
-        6000..=172_799 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
 pub(super) fn groups(client: &Client, a: &GroupsArgs) -> Result<(), Reported> {
     let mut q = Query::default();
     q.opt("queue", a.queue.as_deref());
@@ -64,6 +50,9 @@ pub(super) fn groups(client: &Client, a: &GroupsArgs) -> Result<(), Reported> {
     q.opt("limit", a.limit.map(|l| l.to_string()).as_deref());
     q.opt("cursor", a.cursor.as_deref());
     let (_, json) = client.call("GET", &format!("/api/v1/jobs/failed/groups{}", q.0))?;
+    if json["groups"].as_array().is_some_and(Vec::is_empty) && a.cursor.is_none() {
+        super::filters::warn_unknown_values(client, a.queue.as_deref(), a.failure_type.as_deref());
+    }
     if client.json {
         client.print_json(&json);
         return Ok(());

@@ -35,8 +35,13 @@ pub struct EvalArgs {
     /// With --traceback: retries already made for this job.
     #[arg(long, default_value_t = 0, requires = "traceback")]
     attempts: u32,
-    /// A policy parameter, e.g. `--params max_attempts=5` (repeatable).
-    #[arg(long = "params", value_name = "KEY=VALUE", value_parser = parse_param)]
+    /// A policy parameter, e.g. `--param max_attempts=5` (repeat).
+    #[arg(
+        long = "param",
+        visible_alias = "params",
+        value_name = "KEY=VALUE",
+        value_parser = parse_param
+    )]
     params: Vec<(String, String)>,
     /// The current time in epoch milliseconds (default: now).
     #[arg(long)]

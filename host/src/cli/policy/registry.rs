@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use super::resolve::{self, Failed};
 use crate::cli::jobs::http::encode;
-use crate::cli::jobs::{Client, Reported};
+use crate::cli::jobs::{Client, Reported, table};
 
 /// Where the server is and how to talk to it (an `admin` token to change anything).
 pub type ServerArgs = crate::cli::remote::Remote;
@@ -25,6 +26,7 @@ pub enum RegistryCommand {
         /// A name for people.
         #[arg(long)]
         name: String,
+        /// What it is for, for people.
         #[arg(long, default_value = "")]
         description: String,
         /// Allow WASI imports (componentize-py/js policies): the deny-all WASI.
@@ -48,11 +50,13 @@ pub enum RegistryCommand {
     /// Change a stored policy's name, description, WASI opt-in or limits (uploading the same
     /// bytes again never does): audited, and every instance reloads the policy with them.
     Update {
-        /// The policy's digest (`retryguard policy list`).
+        /// The policy: its digest, a unique digest prefix (8+ hex characters) or its name
+        /// (`retryguard policy list`).
         digest: String,
         /// A new name for people.
         #[arg(long)]
         name: Option<String>,
+        /// A new description.
         #[arg(long)]
         description: Option<String>,
         /// Run it with the deny-all WASI (`true`) or without (`false`).
@@ -85,14 +89,17 @@ pub enum RegistryCommand {
     },
     /// Bind a job-type pattern (`app.tasks.charge`, `payments.*`, `*`) to a policy.
     Bind {
+        /// The job-type pattern: `app.tasks.charge`, `payments.*` or `*`.
         pattern: String,
-        /// The policy's digest (`retryguard policy list`).
+        /// The policy: its digest, a unique digest prefix (8+ hex characters) or its name
+        /// (`retryguard policy list`).
         #[arg(long)]
         policy: String,
         /// A param, `key=value` (repeat).
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// A shadow policy evaluated beside it on every decision, never acted on.
+        /// A shadow policy evaluated beside it on every decision, never acted on (digest,
+        /// prefix or name, like --policy).
         #[arg(long)]
         shadow: Option<String>,
         /// A param of the shadow policy, `key=value` (repeat).
@@ -105,24 +112,28 @@ pub enum RegistryCommand {
     },
     /// Remove a pattern's binding (never `*`).
     Unbind {
+        /// The job-type pattern: `app.tasks.charge`, `payments.*` or `*`.
         pattern: String,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// A pattern's earlier states, newest first.
     History {
+        /// The job-type pattern: `app.tasks.charge`, `payments.*` or `*`.
         pattern: String,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Restore a pattern's state before its last change.
     Rollback {
+        /// The job-type pattern: `app.tasks.charge`, `payments.*` or `*`.
         pattern: String,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Make a pattern's shadow policy (and its params) the active one, clearing the shadow.
     Promote {
+        /// The job-type pattern: `app.tasks.charge`, `payments.*` or `*`.
         pattern: String,
         #[command(flatten)]
         server: ServerArgs,
@@ -131,7 +142,8 @@ pub enum RegistryCommand {
     /// policies, and over the policy decisions recorded in the audit trail (each at its
     /// recorded clock), and show how the decisions would differ. Changes nothing.
     Replay {
-        /// The candidate policy's digest.
+        /// The candidate policy: its digest, a unique digest prefix (8+ hex characters) or
+        /// its name.
         digest: String,
         /// A param of the candidate, `key=value` (repeat).
         #[arg(long = "param", value_name = "KEY=VALUE")]
@@ -165,7 +177,18 @@ pub enum RegistryCommand {
     },
     /// Retire a policy that nothing binds (its bytes stay for replays).
     Retire {
+        /// The policy: its digest, a unique digest prefix (8+ hex characters) or its name.
         digest: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The shadow experiments: for each binding with a shadow policy, how often the shadow
+    /// agreed with the acting policy over the decisions in the audit trail, how they differed,
+    /// and the newest disagreements.
+    Experiments {
+        /// How far back to look, in hours (1-720; the server's default is 24).
+        #[arg(long, value_name = "N")]
+        hours: Option<u64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -192,14 +215,14 @@ impl ReplaySource {
 /// Largest file `upload` sends (the server's cap).
 const MAX_UPLOAD_BYTES: u64 = crate::registry::MAX_UPLOAD_BYTES as u64;
 
-fn params(pairs: &[String]) -> Result<BTreeMap<String, String>, Reported> {
+fn params(pairs: &[String]) -> Result<BTreeMap<String, String>, Failed> {
     pairs
         .iter()
         .map(|p| match p.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => {
                 eprintln!("error: --param `{p}`: expected KEY=VALUE");
-                Err(Reported)
+                Err(Failed::Usage)
             }
         })
         .collect()
@@ -223,6 +246,7 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
         | RegistryCommand::Rollback { server, .. }
         | RegistryCommand::Promote { server, .. }
         | RegistryCommand::Retire { server, .. }
+        | RegistryCommand::Experiments { server, .. }
         | RegistryCommand::Replay { server, .. } => server,
     };
     let client = match server.client() {
@@ -231,11 +255,11 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<ExitCode> {
     };
     Ok(match dispatch(&client, &command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Reported) => ExitCode::FAILURE,
+        Err(failed) => failed.exit_code(),
     })
 }
 
-fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> {
+fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Failed> {
     match command {
         RegistryCommand::Upload {
             file,
@@ -257,7 +281,7 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
                     "error: {} is {size} bytes, over the {MAX_UPLOAD_BYTES}-byte upload cap",
                     file.display()
                 );
-                return Err(Reported);
+                return Err(Failed::Reported);
             }
             let bytes = std::fs::read(file).map_err(|e| {
                 eprintln!("error: {}: {e}", file.display());
@@ -341,8 +365,9 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
                     "error: nothing to change: give --name, --description, --allow-wasi, \
                      --fuel, --deadline-ms, --memory-bytes or --instances"
                 );
-                return Err(Reported);
+                return Err(Failed::Usage);
             }
+            let digest = &resolve::digest(client, digest, "the policy")?;
             let body = Value::Object(body).to_string();
             let (_, json) = client.call_with(
                 "PATCH",
@@ -375,35 +400,17 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             if client.json {
                 client.print_json(&json);
             } else {
-                out!("{:<64}  {:<24}  {:>9}  bound to", "digest", "name", "size");
-                for p in json["policies"].as_array().into_iter().flatten() {
-                    let bound: Vec<&str> = p["bound_to"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let shadow: Vec<&str> = p["shadow_for"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let mut where_ = bound.join(", ");
-                    if !shadow.is_empty() {
-                        where_.push_str(&format!(" (shadow: {})", shadow.join(", ")));
-                    }
-                    if p["retired"] == true {
-                        where_ = "(retired)".into();
-                    }
-                    out!(
-                        "{:<64}  {:<24}  {:>9}  {}",
-                        str_of(p, "digest"),
-                        str_of(p, "name"),
-                        p["size"],
-                        where_
-                    );
-                }
+                let rows: Vec<Vec<String>> = json["policies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(list_row)
+                    .collect();
+                table(
+                    &["DIGEST", "NAME", "SIZE", "UPLOADED", "BOUND TO"],
+                    &rows,
+                    &[64, 32, 9, 20],
+                );
             }
         }
         RegistryCommand::Bindings { .. } => {
@@ -443,12 +450,16 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             brakes,
             ..
         } => {
-            let mut body = json!({"policy": policy, "params": params(p)?});
-            if let Some(s) = shadow {
-                body["shadow"] = json!({"policy": s, "params": params(shadow_params)?});
-            } else if !shadow_params.is_empty() {
+            if shadow.is_none() && !shadow_params.is_empty() {
                 eprintln!("error: --shadow-param needs --shadow");
-                return Err(Reported);
+                return Err(Failed::Usage);
+            }
+            let (p, shadow_params) = (params(p)?, params(shadow_params)?);
+            let policy = resolve::digest(client, policy, "--policy")?;
+            let mut body = json!({"policy": policy, "params": p});
+            if let Some(s) = shadow {
+                let s = resolve::digest(client, s, "--shadow")?;
+                body["shadow"] = json!({"policy": s, "params": shadow_params});
             }
             brakes.add_to(&mut body)?;
             let body = body.to_string();
@@ -516,6 +527,7 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             max_records,
             ..
         } => {
+            let digest = &resolve::digest(client, digest, "the policy")?;
             let mut body = json!({
                 "params": params(p)?,
                 "filter": {"queue": queue, "job_type": job_type},
@@ -546,108 +558,64 @@ fn dispatch(client: &Client, command: &RegistryCommand) -> Result<(), Reported> 
             if client.json {
                 client.print_json(&json);
             } else {
-                print_replay(&json);
+                super::replay::print_replay(&json);
             }
         }
         RegistryCommand::Retire { digest, .. } => {
+            let digest = &resolve::digest(client, digest, "the policy")?;
             let (_, json) =
                 client.call("DELETE", &format!("/api/v1/policies/{}", encode(digest)))?;
             if client.json {
                 client.print_json(&json);
             } else {
-                out!("retired {digest}");
+                out!("retired {digest} ({})", str_of(&json, "name"));
             }
         }
+        RegistryCommand::Experiments { hours, .. } => super::experiments::run(client, *hours)?,
     }
     Ok(())
 }
 
-/// A replay report for people: the current jobs, then the recorded decisions.
-fn print_replay(json: &Value) {
-    out!("candidate {}", str_of(json, "candidate"));
-    let current = &json["current"];
-    if current.is_object() {
-        out!(
-            "current failed jobs: {} evaluated, {} agree{}",
-            current["jobs"],
-            current["agreed"],
-            if current["complete"] == false {
-                " (stopped at --max-jobs)"
-            } else {
-                ""
-            }
-        );
-        print_differences(current);
-    }
-    let recorded = &json["recorded"];
-    if !recorded.is_object() {
-        return;
-    }
-    if recorded["configured"] == false {
-        out!(
-            "recorded decisions: {}",
-            recorded["message"].as_str().unwrap_or("not configured")
-        );
-        return;
-    }
-    out!(
-        "recorded decisions {} .. {}: {} records read, {} replayed, {} agree, {} not decisions, {} filtered out, {} unreplayable{}",
-        crate::clock::format_rfc3339(recorded["since_ms"].as_u64().unwrap_or(0)),
-        crate::clock::format_rfc3339(recorded["until_ms"].as_u64().unwrap_or(0)),
-        recorded["examined"],
-        recorded["jobs"],
-        recorded["agreed"],
-        recorded["skipped"],
-        recorded["filtered_out"],
-        recorded["unreplayable"],
-        if recorded["complete"] == false {
-            " (stopped at a cap: --max-records or 200,000 records read)"
-        } else {
-            ""
+/// A row of `policy list`: digest, name, size, when uploaded, where bound.
+fn list_row(p: &Value) -> Vec<String> {
+    let names = |key: &str| -> Vec<&str> {
+        p[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let (bound, shadow) = (names("bound_to"), names("shadow_for"));
+    let mut where_ = bound.join(", ");
+    if !shadow.is_empty() {
+        if !where_.is_empty() {
+            where_.push(' ');
         }
+        where_.push_str(&format!("(shadow: {})", shadow.join(", ")));
+    }
+    if p["retired"] == true {
+        where_ = "(retired)".into();
+    }
+    let uploaded = p["uploaded_at_ms"].as_u64().map_or_else(
+        || "-".to_string(),
+        |ms| {
+            let t = crate::clock::format_rfc3339(ms);
+            // To the second: `2026-11-29T12:00:00Z`.
+            format!("{}Z", t.get(..19).unwrap_or(&t))
+        },
     );
-    print_differences(recorded);
-    for (reason, n) in recorded["unreplayable_reasons"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        out!("  unreplayable {reason}: {n}");
-    }
-    for u in recorded["unreplayable_examples"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        out!(
-            "  record {}  {}  {}: {}",
-            str_of(u, "record_id"),
-            str_of(u, "job_id"),
-            str_of(u, "reason"),
-            str_of(u, "detail")
-        );
-    }
-}
-
-/// A replay section's differences and examples.
-fn print_differences(section: &Value) {
-    for (kind, n) in section["differences"].as_object().into_iter().flatten() {
-        out!("  {kind}: {n}");
-    }
-    for e in section["examples"].as_array().into_iter().flatten() {
-        let record = e["record_id"]
-            .as_str()
-            .map(|r| format!("record {r}  "))
-            .unwrap_or_default();
-        out!(
-            "  {record}{}  {}  bound: {}  candidate: {} ({})",
-            str_of(e, "job_id"),
-            str_of(e, "job_type"),
-            str_of(e, "bound_outcome"),
-            str_of(e, "candidate_outcome"),
-            str_of(e, "candidate_reason")
-        );
-    }
+    vec![
+        str_of(p, "digest").to_string(),
+        str_of(p, "name").to_string(),
+        p["size"].to_string(),
+        uploaded,
+        if where_.is_empty() {
+            "-".into()
+        } else {
+            where_
+        },
+    ]
 }
 
 fn changed(client: &Client, json: &Value, what: &str) {
