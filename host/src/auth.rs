@@ -77,46 +77,124 @@ impl Token {
     }
 }
 
-/// The configured tokens.
-#[derive(Debug, Clone, Default)]
+/// The configured tokens: a table swapped whole when the configuration is read again
+/// (`Auth::replace`, on SIGHUP or a change of the config file), so a removed token fails on
+/// the very next request. Whether tokens are required at all is fixed at start: a server
+/// started without tokens listens on loopback only and stays open there, and one started
+/// with tokens never opens up, even when a reload leaves none (then every request is 401).
+#[derive(Debug, Default)]
 pub struct Auth {
-    tokens: Vec<Token>,
+    enabled: bool,
+    tokens: std::sync::RwLock<std::sync::Arc<Vec<Token>>>,
+}
+
+/// What [`Auth::replace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// The table changed: the names added and removed (a changed role or digest counts as
+    /// removed and added).
+    Changed {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    /// The same tokens as before.
+    Unchanged,
+    /// Not applied: the server runs without tokens (loopback only), and adding some needs a
+    /// restart.
+    NeedsRestart,
 }
 
 impl Auth {
     /// From `[auth] tokens` (already validated by the config).
     pub fn from_config(entries: &[String]) -> Self {
+        let tokens = parse_all(entries);
         Self {
-            tokens: entries
-                .iter()
-                .filter_map(|e| Token::parse(e).ok())
-                .collect(),
+            enabled: !tokens.is_empty(),
+            tokens: std::sync::RwLock::new(std::sync::Arc::new(tokens)),
         }
     }
 
-    /// Whether requests must carry a token.
+    /// Whether requests must carry a token (fixed at start).
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        self.enabled
+    }
+
+    /// The current table.
+    fn current(&self) -> std::sync::Arc<Vec<Token>> {
+        match self.tokens.read() {
+            Ok(t) => std::sync::Arc::clone(&t),
+            Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swaps in the tokens of `entries` (already validated by the config). Requests after
+    /// this call see the new table; a request being served keeps its actor.
+    pub fn replace(&self, entries: &[String]) -> Replaced {
+        let new = parse_all(entries);
+        if !self.enabled {
+            return if new.is_empty() {
+                Replaced::Unchanged
+            } else {
+                Replaced::NeedsRestart
+            };
+        }
+        let old = self.current();
+        let removed: Vec<String> = old
+            .iter()
+            .filter(|t| !new.contains(t))
+            .map(|t| t.name.clone())
+            .collect();
+        let added: Vec<String> = new
+            .iter()
+            .filter(|t| !old.contains(t))
+            .map(|t| t.name.clone())
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Replaced::Unchanged;
+        }
+        let new = std::sync::Arc::new(new);
+        match self.tokens.write() {
+            Ok(mut t) => *t = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        Replaced::Changed { added, removed }
+    }
+
+    /// How many tokens the table holds now.
+    pub fn len(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Whether the table holds no token now.
+    pub fn is_empty(&self) -> bool {
+        self.current().is_empty()
+    }
+
+    /// The token named `name` (a dashboard session names its token; its role is read here
+    /// on every request, so a token removed from the config ends its sessions).
+    pub fn by_name(&self, name: &str) -> Option<Token> {
+        self.current().iter().find(|t| t.name == name).cloned()
     }
 
     /// The token whose digest matches `presented`'s. Every configured digest is compared,
     /// each in constant time, so the time taken says nothing about which bytes matched.
-    /// The token named `name` (a dashboard session names its token; its role is read here
-    /// on every request, so a token removed from the config ends its sessions).
-    pub fn by_name(&self, name: &str) -> Option<&Token> {
-        self.tokens.iter().find(|t| t.name == name)
-    }
-
-    pub fn find(&self, presented: &str) -> Option<&Token> {
+    pub fn find(&self, presented: &str) -> Option<Token> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for t in &self.tokens {
+        for t in self.current().iter() {
             if constant_time_eq(&t.sha256, &digest) && found.is_none() {
-                found = Some(t);
+                found = Some(t.clone());
             }
         }
         found
     }
+}
+
+fn parse_all(entries: &[String]) -> Vec<Token> {
+    entries
+        .iter()
+        .filter_map(|e| Token::parse(e).ok())
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -124,7 +202,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// A new random token (32 bytes from the OS, hex) and its config entry.
 /// `n` random bytes from the kernel, as hex (session ids, CSRF tokens).
 pub fn random_hex(n: usize) -> std::io::Result<String> {
     use std::io::Read as _;
@@ -133,6 +210,7 @@ pub fn random_hex(n: usize) -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// A new random token (32 bytes from the OS, hex) and its config entry.
 pub fn new_token(name: &str, role: Role) -> std::io::Result<(String, String)> {
     use std::io::Read as _;
     let mut bytes = [0u8; 32];
@@ -166,5 +244,40 @@ mod tests {
         for bad in ["x", "a:b", "bad name:read:00", "n:root:00", "n:read:zz"] {
             assert!(Token::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_replaced_table_applies_at_once_and_never_opens_the_server() {
+        let (alice, alice_entry) = new_token("alice", Role::Read).unwrap();
+        let (bob, bob_entry) = new_token("bob", Role::Admin).unwrap();
+        let auth = Auth::from_config(&[alice_entry.clone(), bob_entry.clone()]);
+        assert_eq!(
+            auth.replace(&[alice_entry.clone(), bob_entry.clone()]),
+            Replaced::Unchanged
+        );
+        assert_eq!(
+            auth.replace(std::slice::from_ref(&alice_entry)),
+            Replaced::Changed {
+                added: vec![],
+                removed: vec!["bob".into()]
+            }
+        );
+        assert!(auth.find(&bob).is_none() && auth.by_name("bob").is_none());
+        assert_eq!(auth.find(&alice).unwrap().name, "alice");
+        // A rotated digest under the same name: the old token stops working.
+        let (alice2, alice2_entry) = new_token("alice", Role::Read).unwrap();
+        assert!(matches!(
+            auth.replace(std::slice::from_ref(&alice2_entry)),
+            Replaced::Changed { .. }
+        ));
+        assert!(auth.find(&alice).is_none());
+        assert!(auth.find(&alice2).is_some());
+        // No token left: still enabled, so every request is refused.
+        assert!(matches!(auth.replace(&[]), Replaced::Changed { .. }));
+        assert!(auth.enabled() && auth.is_empty() && auth.find(&alice2).is_none());
+        // A server started without tokens stays so until a restart.
+        let open = Auth::from_config(&[]);
+        assert_eq!(open.replace(&[alice_entry]), Replaced::NeedsRestart);
+        assert!(!open.enabled() && open.is_empty());
     }
 }

@@ -19,7 +19,7 @@ use env::apply_env;
 pub use env::{KEYS, Kind, env_var};
 pub use sections::{
     AuditConfig, AuthConfig, AutoRetryConfig, GuardConfig, PolicyConfig, RetryConfig, ServerConfig,
-    TriageConfig, UiConfig,
+    TlsConfig, TriageConfig, UiConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -42,6 +42,7 @@ pub struct Config {
     pub ui: UiConfig,
     pub guard: GuardConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 /// Why the configuration was refused.
@@ -119,6 +120,9 @@ impl Config {
             })
         };
         self.redis.validate()?;
+        if let Err((key, message)) = self.tls.validate() {
+            return invalid(key, message);
+        }
         let s = &self.server;
         match s.listen.parse::<SocketAddr>() {
             Err(_) => {

@@ -38,18 +38,19 @@ pub struct Ui {
     pub app: AppState,
     /// The CSRF token of every form when there are no tokens (one per process).
     loopback_csrf: String,
-    /// Whether browsers reach the server over TLS (`[server] public_url` is `https://…`):
-    /// the session cookie is then `Secure`.
+    /// Whether browsers reach the server over TLS (`serve` has `[tls]`, or `[server]
+    /// public_url` is `https://…`): the session cookie is then `Secure`.
     secure: bool,
 }
 
 impl Ui {
     fn new(app: AppState) -> Self {
-        let secure = app
-            .config
-            .server
-            .public_origin()
-            .is_some_and(|o| o.starts_with("https://"));
+        let secure = app.config.tls.enabled()
+            || app
+                .config
+                .server
+                .public_origin()
+                .is_some_and(|o| o.starts_with("https://"));
         Self {
             // Without /dev/urandom nothing else would work either; a fixed token would only
             // weaken the CSRF check, which the Origin check still backs.

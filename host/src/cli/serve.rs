@@ -1,4 +1,8 @@
-//! `retryguard serve [--config PATH] [--check-config]`
+//! `retryguard serve [--config PATH] [--check-config]`: plain HTTP, or HTTPS with `[tls]`
+//! (`https`); tokens and the certificate reload without a restart (`reload`).
+
+mod https;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +26,9 @@ pub struct ServeArgs {
     /// variables RETRYGUARD_<SECTION>_<KEY> override it.
     #[arg(long, env = "RETRYGUARD_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Validate the configuration (and the [retry] params against the default policy),
-    /// then exit: 0 valid, 1 invalid. Connects to nothing.
+    /// Validate the configuration (and the [retry] params against the default policy, and
+    /// the [tls] certificate and key), then exit: 0 valid, 1 invalid. Reads the `*` binding
+    /// from Redis, if reachable, to say whether [retry] differs from it; writes nothing.
     #[arg(long)]
     check_config: bool,
 }
@@ -78,10 +83,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => anyhow::bail!("the default policy could not check the [retry] params: {e}"),
     }
+    let certs = if config.tls.enabled() {
+        match https::CertResolver::load(&config.tls) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                eprintln!("error: invalid configuration ({shown_source}): {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
     if args.check_config {
         println!("configuration is valid ({shown_source})");
         println!("  redis:  {}", redact_url(&config.redis.url));
-        println!("  listen: {}", config.server.listen);
+        println!(
+            "  listen: {}{}",
+            config.server.listen,
+            if certs.is_some() { " (https)" } else { "" }
+        );
+        check_retry_against_redis(&config);
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -97,7 +118,131 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(Arc::new(config), engine, policy))
+    let server = Server {
+        config: Arc::new(config),
+        config_arg: args.config,
+        certs,
+    };
+    runtime.block_on(serve(server, engine, policy))
+}
+
+/// What `serve` runs with besides the policy engine.
+struct Server {
+    config: Arc<Config>,
+    /// `--config` as given: the reloader reads the configuration the same way.
+    config_arg: Option<PathBuf>,
+    /// `[tls]`'s certificate, when it serves HTTPS.
+    certs: Option<Arc<https::CertResolver>>,
+}
+
+/// `--check-config`: says whether `[retry]` differs from the `*` binding stored in Redis
+/// (which is what every instance uses). Reads only; an unreachable Redis is a note, not an
+/// error, since the check is of the configuration.
+fn check_retry_against_redis(config: &Config) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            println!("  note: could not compare [retry] with Redis: {e}");
+            return;
+        }
+    };
+    let stored = runtime.block_on(async {
+        let t = config.redis_timeouts();
+        let read = async {
+            let backend = crate::queue::rq::RqBackend::connect_with(&config.redis)
+                .await
+                .map_err(|e| e.to_string())?;
+            let snapshot = crate::registry::Store::new(backend.connection())
+                .bindings()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                snapshot
+                    .bindings
+                    .into_iter()
+                    .find(|b| b.pattern == "*")
+                    .map(|b| b.spec.active.params),
+            )
+        };
+        tokio::time::timeout((t.connect + t.response) * 2, read)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
+    });
+    match stored {
+        Ok(Some(stored)) => match retry_drift(&stored, &config.retry.params()) {
+            Some(w) => println!("  warning: {w}"),
+            None => println!("  retry:  [retry] matches the `*` binding in Redis"),
+        },
+        Ok(None) => {
+            println!("  retry:  Redis has no `*` binding yet: [retry] seeds it at the first start")
+        }
+        Err(e) => println!(
+            "  note: could not compare [retry] with the `*` binding in Redis ({}): {e}",
+            redact_url(&config.redis.url)
+        ),
+    }
+}
+
+/// The warning when the `*` binding's params (what every instance uses) are not `[retry]`'s.
+fn retry_drift(
+    stored: &crate::policy::Params,
+    configured: &crate::policy::Params,
+) -> Option<String> {
+    let (mut a, mut b) = (stored.clone(), configured.clone());
+    a.sort();
+    b.sort();
+    let show = |p: &crate::policy::Params| {
+        let items: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if items.is_empty() {
+            "(none: the policy's defaults)".to_string()
+        } else {
+            items.join(" ")
+        }
+    };
+    (a != b).then(|| {
+        format!(
+            "[retry] differs from the `*` binding in Redis, which every instance uses: Redis has \
+             {}, the config says {} (change the binding with `retryguard policy bind '*' \
+             --policy <digest> --param k=v`, or make [retry] match)",
+            show(&a),
+            show(&b)
+        )
+    })
+}
+
+/// The banner's Redis line: the URL (password hidden), the server reached now (with Sentinel,
+/// the primary the sentinels named), TLS, and the `WAIT` after each requeue.
+fn redis_summary(redis: &config::RedisConfig, connected: &str) -> String {
+    let mut line = redact_url(&redis.url);
+    if !redis.sentinels.is_empty() {
+        line = format!(
+            "{line} via sentinels {} (master {:?})",
+            redis.sentinels.join(","),
+            redis.master_name
+        );
+    }
+    line.push_str(&format!(", connected to {connected}"));
+    if redis.is_tls() {
+        line.push_str(if redis.danger_accept_invalid_certs {
+            ", TLS NOT VERIFIED (danger_accept_invalid_certs)"
+        } else if !redis.cert_file.is_empty() {
+            ", TLS with a client certificate"
+        } else {
+            ", TLS"
+        });
+    }
+    let n = redis.replicas_to_wait_for();
+    if n > 0 {
+        line.push_str(&format!(
+            ", each requeue waits for {n} replica{} (WAIT, {} ms)",
+            if n == 1 { "" } else { "s" },
+            redis.wait_timeout_ms
+        ));
+    }
+    line
 }
 
 /// Threads of the runtime's blocking pool.
@@ -121,10 +266,15 @@ fn limit_malloc_arenas() {
 const REVISION_CHECK: Duration = Duration::from_secs(2);
 
 async fn serve(
-    config: Arc<Config>,
+    server: Server,
     engine: Arc<PolicyEngine>,
     policy: Arc<crate::policy::Policy>,
 ) -> anyhow::Result<ExitCode> {
+    let Server {
+        config,
+        config_arg,
+        certs,
+    } = server;
     let redis_url = redact_url(&config.redis.url);
     let app = match App::connect(
         Arc::clone(&config),
@@ -188,8 +338,35 @@ async fn serve(
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("retryguard listening on http://{addr}");
-    println!("  redis:  {redis_url}");
+    let tls = match &certs {
+        Some(certs) => match certs.server_config() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => None,
+    };
+    // Registered before the banner: from then on a SIGHUP reloads, never kills.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let reloader = reload::Reloader {
+        config_arg,
+        started: Arc::clone(&config),
+        auth: Arc::clone(&state.auth),
+        certs: certs.clone(),
+    };
+    tokio::spawn(reloader.run(hangup, stop_watch.subscribe()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("retryguard listening on {scheme}://{addr}");
+    if let Some(certs) = &certs {
+        let [cert, key] = certs.files();
+        println!("  tls:    {cert}, {key} (read again when they change, and on SIGHUP)");
+    }
+    println!(
+        "  redis:  {}",
+        redis_summary(&config.redis, &state.backend.connection().describe())
+    );
     let table = state.service.table();
     println!(
         "  policy: bindings revision {} (`*` -> {}; built-in default {})",
@@ -197,6 +374,12 @@ async fn serve(
         table.default_binding().active.policy.digest(),
         policy.digest()
     );
+    if let Some(w) = retry_drift(
+        &table.default_binding().active.params,
+        &config.retry.params(),
+    ) {
+        println!("  warning: {w}");
+    }
     println!(
         "  audit:  {}{}",
         background.dir.root().display(),
@@ -219,14 +402,25 @@ async fn serve(
 
     let operations = Arc::clone(&state.operations);
     let stop_operations = Arc::clone(&operations);
-    axum::serve(listener, crate::ui::app(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            stop_operations.cancel_all();
-        })
-        .await
-        .context("the HTTP server failed")?;
+    let app = crate::ui::app(state);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        stop_operations.cancel_all();
+    };
+    match tls {
+        Some(tls) => {
+            axum::serve(https::TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .context("the HTTP server failed")?;
     if !operations.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("retry-all operations still running after {DRAIN_TIMEOUT:?}; exiting");
     }

@@ -78,6 +78,8 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("guard", "max_result_bytes", Kind::Integer),
     ("auth", "tokens", Kind::List),
     ("auth", "protect_metrics", Kind::Bool),
+    ("tls", "cert_file", Kind::Text),
+    ("tls", "key_file", Kind::Text),
 ];
 
 /// The environment variable of a key: `RETRYGUARD_SERVER_LISTEN`.
@@ -116,6 +118,7 @@ pub(super) fn apply_env(
                 "ui",
                 "guard",
                 "auth",
+                "tls",
             ]
             .into_iter()
             .find(|s| name.starts_with(&format!("{}_", s.to_ascii_uppercase())));

@@ -322,3 +322,53 @@ pub struct AuthConfig {
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// `[tls]`: `serve` over HTTPS (`docs/operations.md`). Both files or neither; empty: plain
+/// HTTP. The files are read again when they change and on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM), its own certificate first.
+    pub cert_file: String,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    /// Whether `serve` speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.trim().is_empty() || !self.key_file.trim().is_empty()
+    }
+
+    /// Both files or neither, each a readable file: `(key, message)` of what is wrong. The
+    /// certificate and key themselves are parsed when `serve` starts (`tls` feature).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let (cert, key) = (self.cert_file.trim(), self.key_file.trim());
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, true) => {
+                return Err((
+                    "tls.key_file",
+                    "tls.cert_file is set but tls.key_file is not: give both, or neither for \
+                     plain HTTP"
+                        .into(),
+                ));
+            }
+            (true, false) => {
+                return Err((
+                    "tls.cert_file",
+                    "tls.key_file is set but tls.cert_file is not: give both, or neither for \
+                     plain HTTP"
+                        .into(),
+                ));
+            }
+            (false, false) => {}
+        }
+        for (setting, path) in [("tls.cert_file", cert), ("tls.key_file", key)] {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err((setting, format!("cannot read {path:?}: {e}")));
+            }
+        }
+        Ok(())
+    }
+}

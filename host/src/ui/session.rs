@@ -5,10 +5,11 @@
 //!   and the server keeps a session in Redis (`keyspace::ui_session`, under the sha256 of the
 //!   cookie's value), so any instance behind a load balancer serves it. The cookie is
 //!   `HttpOnly`, `SameSite=Strict`, path `/`, and `Secure` (named `__Host-rg_session`) when the
-//!   server is reached over TLS (`[server] public_url` is `https://…`). A session ends after
+//!   server is reached over TLS (`serve` with `[tls]`, or `[server] public_url` is `https://…`). A session ends after
 //!   `[ui] session_idle_minutes` without a request, `session_max_hours` after its login, at
-//!   logout, or when its token leaves the config (the role is read from the config on every
-//!   request, never from the session).
+//!   logout, or when its token leaves the config or gets another digest under the same name
+//!   (the token table is read on every request, and reloads on SIGHUP or a change of the
+//!   config file; the role is read from it, never from the session).
 //! - **Without tokens** (loopback only) there is no login: the viewer is `local`, admin.
 //! - **CSRF.** `api::origin` refuses a state-changing request from another origin first (it
 //!   runs before this gate). Then every POST but the login must carry the session's CSRF
@@ -110,10 +111,11 @@ pub fn cookie_session(headers: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
-/// A new session for the token `name`; returns the cookie value.
+/// A new session for `token`; returns the cookie value. The session keeps the token's name
+/// and a digest of its sha256, so a token rotated under the same name ends it too.
 pub async fn create(
     conn: &mut Link,
-    name: &str,
+    token: &crate::auth::Token,
     idle_ms: u64,
     now_ms: u64,
 ) -> Result<String, UiError> {
@@ -125,7 +127,8 @@ pub async fn create(
         .hset_multiple(
             &key,
             &[
-                ("name", name.to_string()),
+                ("name", token.name.clone()),
+                ("token", token_tag(token)),
                 ("csrf", csrf),
                 ("created_ms", now_ms.to_string()),
             ],
@@ -138,15 +141,31 @@ pub async fn create(
     Ok(id)
 }
 
-/// The session `id` names, renewed for another idle period: `(token name, csrf)`. `None`
-/// when it does not exist, or has passed its absolute lifetime (then it is deleted).
+/// What a session holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The token's name.
+    pub name: String,
+    /// [`token_tag`] of the token at login (`None` for a session made before it was kept).
+    pub token: Option<String>,
+    pub csrf: String,
+}
+
+/// What a session keeps of its token: the sha256 of the token's sha256 (so Redis never holds
+/// the digest the config holds).
+pub fn token_tag(token: &crate::auth::Token) -> String {
+    hex::encode(Sha256::digest(token.sha256))
+}
+
+/// The session `id` names, renewed for another idle period. `None` when it does not exist,
+/// or has passed its absolute lifetime (then it is deleted).
 pub async fn load(
     conn: &mut Link,
     id: &str,
     idle_ms: u64,
     max_ms: u64,
     now_ms: u64,
-) -> Result<Option<(String, String)>, UiError> {
+) -> Result<Option<Stored>, UiError> {
     let key = keyspace::ui_session(&sha256_hex(id));
     let (fields, _): (std::collections::HashMap<String, String>, i64) = redis::pipe()
         .hgetall(&key)
@@ -164,7 +183,11 @@ pub async fn load(
         destroy(conn, id).await?;
         return Ok(None);
     }
-    Ok(Some((name.clone(), csrf.clone())))
+    Ok(Some(Stored {
+        name: name.clone(),
+        token: fields.get("token").cloned(),
+        csrf: csrf.clone(),
+    }))
 }
 
 /// Ends the session `id` (logout).
@@ -199,17 +222,24 @@ async fn viewer(ui: &Ui, headers: &HeaderMap) -> Result<Option<Viewer>, UiError>
     };
     let mut conn = ui.app.backend.connection();
     let (idle, max) = ui.session_limits_ms();
-    let Some((name, csrf)) = load(&mut conn, &id, idle, max, crate::clock::now_ms()).await? else {
+    let Some(stored) = load(&mut conn, &id, idle, max, crate::clock::now_ms()).await? else {
         return Ok(None);
     };
-    let Some(token) = ui.app.auth.by_name(&name) else {
+    // The token table as it is now (it reloads without a restart): a token removed, or given
+    // another digest under the same name, ends its sessions at their next request.
+    let token = ui
+        .app
+        .auth
+        .by_name(&stored.name)
+        .filter(|t| stored.token.as_ref().is_none_or(|tag| *tag == token_tag(t)));
+    let Some(token) = token else {
         destroy(&mut conn, &id).await?;
         return Ok(None);
     };
     Ok(Some(Viewer {
-        actor: token.name.clone(),
+        actor: token.name,
         role: token.role,
-        csrf,
+        csrf: stored.csrf,
         session: true,
     }))
 }

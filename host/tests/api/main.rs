@@ -29,5 +29,6 @@ mod policies;
 mod redis_server;
 mod registry_watch;
 mod serve;
+mod serve_tls;
 mod shared_operations;
 mod ui;

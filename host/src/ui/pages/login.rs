@@ -80,7 +80,7 @@ pub async fn submit(State(ui): UiState, Form(f): Form<LoginForm>) -> UiResult {
     };
     let (idle_ms, _) = ui.session_limits_ms();
     let mut conn = ui.app.backend.connection();
-    let id = session::create(&mut conn, &token.name, idle_ms, crate::clock::now_ms()).await?;
+    let id = session::create(&mut conn, &token, idle_ms, crate::clock::now_ms()).await?;
     tracing::info!(actor = %token.name, "dashboard login");
     Ok(with_cookie(&ui, redirect(&next), &id, max_age(&ui)))
 }
