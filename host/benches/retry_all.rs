@@ -18,6 +18,11 @@
 //!    in-process) vs `RetryService::list` (limit 1000, cursors) vs `GET /api/v1/jobs/failed`.
 //!    Each must return all N jobs once, every one classified.
 //!
+//! 4. The cost of `WAIT` (`[redis] wait_replicas`, on by default with Sentinel): the same
+//!    `RetryService::retry_all` with a real replica attached (`--replicaof`, synced before the
+//!    clock starts) and `wait_replicas = 1`, so every batch's requeue script ends with
+//!    `WAIT 1 1000`. `RETRY_BENCH_WAIT=0` skips it.
+//!
 //! Prints a table with the targets (retry-all >= 10x `rq requeue`, listing >= 5x RQ's
 //! API, retryguard peak RSS < 100 MB). Exits 0 when a target is missed (it reports), 1 when a
 //! correctness check fails. `RETRY_BENCH_RUNS=R` times every contender R times (best kept);
@@ -39,8 +44,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use retryguard::clock::new_operation_id;
+use retryguard::config::RedisConfig;
 use retryguard::policy::{EngineConfig, PolicyEngine};
-use retryguard::queue::rq::{RedisTimeouts, RqBackend};
+use retryguard::queue::rq::RqBackend;
 use retryguard::retry::{JobFilter, Progress, RetryOptions, RetryService, ServiceConfig};
 use serde_json::{Value, json};
 
@@ -152,6 +158,11 @@ impl Bench {
             self.restore();
             let row = self.service(Task::RetryAll);
             self.push(row);
+            if env_number("RETRY_BENCH_WAIT", 1) != 0 {
+                self.restore();
+                let row = self.service_with_replica();
+                self.push(row);
+            }
             if let Some(bin) = &serve {
                 self.restore();
                 let row = self.http_retry_all(bin);
@@ -267,8 +278,43 @@ impl Bench {
         }
     }
 
+    /// `RetryService::retry_all` waiting for one replica after each requeue (`WAIT 1`), with a
+    /// replica of the restored server attached and in sync before it starts.
+    fn service_with_replica(&mut self) -> Row {
+        let replica = RedisServer::start_with_args(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.server.port().to_string(),
+        ]);
+        let mut con = redis::Client::open(replica.url())
+            .and_then(|c| c.get_connection())
+            .expect("the replica answers");
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .expect("INFO");
+            if info.contains("master_link_status:up") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync: {info}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut row = self.service_child(Task::RetryAll, true);
+        row.name = "retryguard retry_all, WAIT 1 replica";
+        row
+    }
+
     /// `RetryService::retry_all` or `list` in a child process of this binary.
     fn service(&mut self, task: Task) -> Row {
+        self.service_child(task, false)
+    }
+
+    fn service_child(&mut self, task: Task, wait: bool) -> Row {
         let mode = match task {
             Task::RetryAll => "retry-all",
             Task::List => "list",
@@ -277,6 +323,7 @@ impl Bench {
         let out = Command::new(exe)
             .env(CHILD_ENV, mode)
             .env("RETRY_BENCH_URL", self.server.url())
+            .env("RETRY_BENCH_CHILD_WAIT", if wait { "1" } else { "0" })
             .stderr(Stdio::inherit())
             .output()
             .expect("the child runs");
@@ -531,9 +578,13 @@ fn child(mode: &str) {
         .expect("a runtime");
     let result = runtime.block_on(async {
         let setup = Instant::now();
-        let backend = RqBackend::connect(&url, RedisTimeouts::default())
-            .await
-            .expect("connects");
+        let wait = std::env::var("RETRY_BENCH_CHILD_WAIT").is_ok_and(|v| v == "1");
+        let redis = RedisConfig {
+            url: url.clone(),
+            wait_replicas: Some(u32::from(wait)),
+            ..RedisConfig::default()
+        };
+        let backend = RqBackend::connect_with(&redis).await.expect("connects");
         let conn = backend.connection();
         let engine = Arc::new(PolicyEngine::new(EngineConfig::default()).expect("engine"));
         let policy = engine.load_builtin().expect("the built-in policy");
