@@ -3,7 +3,8 @@ most once per key, even when the job is retried.
 
 Standard library only (``urllib.request``): it calls the guard endpoints of
 ``retryguard serve`` (docs/guard.md), whose URL comes from ``Guard(url=...)`` or the
-environment variable ``RETRYGUARD_URL`` (default ``http://127.0.0.1:8000``).
+environment variable ``RETRYGUARD_SERVER``, the same one the ``retryguard`` CLI reads (default
+``http://127.0.0.1:8000``). ``RETRYGUARD_URL``, its old name, still works with a warning.
 
 The guard wraps the SIDE EFFECT, not the whole job. Release the key only for a failure known
 to happen before the side effect; any other failure leaves the key in progress until its lease
@@ -57,6 +58,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from typing import Any, Callable
 
 __all__ = [
@@ -114,11 +116,26 @@ class Decision:
         return f"Decision(execute={self.execute}, key={self.key!r}, token={self.token})"
 
 
+def _server_from_env() -> str | None:
+    """``RETRYGUARD_SERVER``, or its old name ``RETRYGUARD_URL`` with a warning."""
+    server = os.environ.get("RETRYGUARD_SERVER")
+    if server:
+        return server
+    old = os.environ.get("RETRYGUARD_URL")
+    if old:
+        warnings.warn(
+            "RETRYGUARD_URL is the old name of RETRYGUARD_SERVER: set RETRYGUARD_SERVER instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return old
+
+
 class Guard:
     """A client of retryguard's idempotency endpoints."""
 
     def __init__(self, url: str | None = None, timeout: float = 10.0):
-        self.url = (url or os.environ.get("RETRYGUARD_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or _server_from_env() or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
         # key -> token of the leases this process holds (for mark_success / release).
         self._held: dict[tuple[str, str], int] = {}

@@ -1,6 +1,7 @@
 //! `retryguard audit writer|query|stats`: the audit writer (and outcome tracker) on their
 //! own, without the HTTP API — for a dedicated writer process and the crash tests — and the
-//! audit trail read straight from the audit directory and Redis (no server needed).
+//! audit trail and today's metrics, read through a running server's API (`--server`, its
+//! roles apply) or, with `--direct`, straight from the audit directory and Redis.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -15,14 +16,27 @@ use crate::app::Background;
 use crate::audit::AuditDir;
 use crate::audit::query::{AuditQuery, query};
 use crate::config::{Config, redact_url};
+use serde_json::Value;
+
+use super::jobs::http::encode;
+use super::jobs::table::table;
+use super::jobs::{Client, Reported};
+use super::remote::Remote;
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(subcommand)]
     command: AuditCommand,
-    /// The config file (TOML), as for `serve`; RETRYGUARD_* variables override it.
+    /// The config file (TOML), as for `serve`; RETRYGUARD_* variables override it. Read by
+    /// `writer`, and by `query`/`stats` with `--direct`.
     #[arg(long, global = true, env = "RETRYGUARD_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
+    /// `query`/`stats`: read the audit directory and Redis of the configuration directly
+    /// (no server; no roles apply) instead of a server's API. Prints which it reads.
+    #[arg(long, global = true)]
+    direct: bool,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,11 +47,8 @@ enum AuditCommand {
     /// Audit records, newest first: the parquet files and what still waits in the outbox.
     Query(Box<QueryArgs>),
     /// Today's retry metrics (UTC): retries, blocks, non-retryable rate, success rate.
-    Stats {
-        /// Print JSON (as the API's `retries` block).
-        #[arg(long)]
-        json: bool,
-    },
+    /// `--json` prints the API's `retries` block of `GET /api/v1/jobs/stats`.
+    Stats,
 }
 
 #[derive(Debug, Args)]
@@ -72,12 +83,24 @@ struct QueryArgs {
     /// The `next cursor` printed by the previous page.
     #[arg(long)]
     cursor: Option<String>,
-    /// Print JSON (as the API's `GET /api/v1/jobs/retry-audit`).
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let json = args.remote.json();
+    if !args.direct && !matches!(args.command, AuditCommand::Writer) {
+        let client = match args.remote.client() {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let result = match args.command {
+            AuditCommand::Query(q) => query_api(&client, &q),
+            _ => stats_api(&client),
+        };
+        return Ok(match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Reported) => ExitCode::FAILURE,
+        });
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -91,8 +114,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     match args.command {
         AuditCommand::Writer => runtime.block_on(writer(config)),
-        AuditCommand::Query(q) => runtime.block_on(query_cmd(config, *q)),
-        AuditCommand::Stats { json } => runtime.block_on(stats_cmd(config, json)),
+        AuditCommand::Query(q) => runtime.block_on(query_direct(config, *q, json)),
+        AuditCommand::Stats => runtime.block_on(stats_direct(config, json)),
     }
 }
 
@@ -106,6 +129,11 @@ async fn open(config: &Config) -> anyhow::Result<(Arc<AuditDir>, crate::redis_li
             path.display()
         );
     }
+    eprintln!(
+        "reading the audit directory {} and the outbox in Redis {} directly (--direct)",
+        path.display(),
+        redact_url(&config.redis.url)
+    );
     let dir = Arc::new(AuditDir::open(path)?);
     let backend = crate::queue::rq::RqBackend::connect_with(&config.redis)
         .await
@@ -129,7 +157,7 @@ fn time_arg(name: &str, value: Option<&String>) -> anyhow::Result<Option<u64>> {
         .transpose()
 }
 
-async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> {
+async fn query_direct(config: Config, args: QueryArgs, json: bool) -> anyhow::Result<ExitCode> {
     if !(1..=1000).contains(&args.limit) {
         anyhow::bail!("--limit must be 1..=1000, not {}", args.limit);
     }
@@ -149,97 +177,189 @@ async fn query_cmd(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> 
     let page = query(&mut conn, &dir, &q)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let records: Vec<_> = page
-            .records
-            .iter()
-            .map(crate::api::retry_audit::record_json)
-            .collect();
-        let body = serde_json::json!({"records": records, "next_cursor": page.next_cursor});
-        let _ = writeln!(out, "{body:#}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let _ = writeln!(
-        out,
-        "{:<27} {:<22} {:<34} {:<14} {:<20} {:>3}  JOB TYPE",
-        "TIME (UTC)", "DECISION", "JOB", "ACTOR", "FAILURE TYPE", "TRY"
+    let records: Vec<_> = page
+        .records
+        .iter()
+        .map(crate::api::retry_audit::record_json)
+        .collect();
+    print_page(
+        &serde_json::json!({"records": records, "next_cursor": page.next_cursor}),
+        json,
     );
-    for r in &page.records {
-        let ms = u64::try_from(r.timestamp_us / 1000).unwrap_or(0);
-        let dash = || "-".to_string();
-        let _ = writeln!(
-            out,
-            "{:<27} {:<22} {:<34} {:<14} {:<20} {:>3}  {}",
-            crate::clock::format_rfc3339(ms),
-            r.decision,
-            r.job_id.clone().unwrap_or_else(dash),
-            r.user_or_system,
-            r.failure_type.clone().unwrap_or_else(dash),
-            r.attempt_number.map_or_else(dash, |a| a.to_string()),
-            r.job_type.clone().unwrap_or_else(dash),
-        );
-    }
-    match &page.next_cursor {
-        Some(c) => {
-            let _ = writeln!(
-                out,
-                "{} records; next page: --cursor {c}",
-                page.records.len()
-            );
-        }
-        None => {
-            let _ = writeln!(out, "{} records; no more", page.records.len());
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stats_cmd(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+/// `GET /api/v1/jobs/retry-audit` with the flags as its query.
+fn query_api(client: &Client, args: &QueryArgs) -> Result<(), Reported> {
+    let mut query = vec![format!("limit={}", args.limit)];
+    let pairs = [
+        ("job_id", args.job_id.as_ref()),
+        ("since", args.since.as_ref()),
+        ("until", args.until.as_ref()),
+        ("actor", args.actor.as_ref()),
+        ("decision", args.decision.as_ref()),
+        ("failure_type", args.failure_type.as_ref()),
+        ("operation_id", args.operation_id.as_ref()),
+        ("cursor", args.cursor.as_ref()),
+    ];
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            query.push(format!("{name}={}", encode(v)));
+        }
+    }
+    if let Some(d) = args.dry_run {
+        query.push(format!("dry_run={d}"));
+    }
+    let path = format!("/api/v1/jobs/retry-audit?{}", query.join("&"));
+    let (_, page) = client.call("GET", &path)?;
+    print_page(&page, client.json);
+    Ok(())
+}
+
+/// A page of audit records (the API's JSON) as JSON or a table.
+fn print_page(page: &Value, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{page:#}");
+        return;
+    }
+    let empty = Vec::new();
+    let records = page["records"].as_array().unwrap_or(&empty);
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let dry = if r["dry_run_flag"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                ""
+            };
+            vec![
+                text(&r["timestamp"]),
+                text(&r["decision"]),
+                dry.to_string(),
+                text(&r["job_id"]),
+                text(&r["user_or_system"]),
+                text(&r["failure_type"]),
+                text(&r["attempt_number"]),
+                text(&r["job_type"]),
+            ]
+        })
+        .collect();
+    drop(out);
+    table(
+        &[
+            "TIME (UTC)",
+            "DECISION",
+            "DRY",
+            "JOB",
+            "ACTOR",
+            "FAILURE TYPE",
+            "TRY",
+            "JOB TYPE",
+        ],
+        &rows,
+        &[24, 22, 3, 36, 20, 20, 3],
+    );
+    let mut out = std::io::stdout().lock();
+    match page["next_cursor"].as_str() {
+        Some(c) => {
+            let _ = writeln!(out, "{} records; next page: --cursor {c}", records.len());
+        }
+        None => {
+            let _ = writeln!(out, "{} records; no more", records.len());
+        }
+    }
+}
+
+async fn stats_direct(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let (dir, mut conn) = open(&config).await?;
     let now = crate::clock::now_ms();
     let s = stats::retry_stats(&mut conn, &dir, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_stats(&serde_json::to_value(&s)?, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `retries` block of `GET /api/v1/jobs/stats`.
+fn stats_api(client: &Client) -> Result<(), Reported> {
+    let (_, stats) = client.call("GET", "/api/v1/jobs/stats")?;
+    let retries = &stats["retries"];
+    if retries.is_null() {
+        eprintln!(
+            "error: {} has no retry metrics now (its audit trail cannot be read: see its \
+             /readyz)",
+            client.server.shown()
+        );
+        return Err(Reported);
+    }
+    print_stats(retries, client.json);
+    Ok(())
+}
+
+/// Today's retry metrics (`RetryStats` as JSON) as JSON or text.
+fn print_stats(s: &Value, json: bool) {
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{:#}", serde_json::to_value(&s)?);
-        return Ok(ExitCode::SUCCESS);
+        let _ = writeln!(out, "{s:#}");
+        return;
     }
-    let rate = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0));
-    let _ = writeln!(out, "retries on {} (UTC)", s.date);
-    let _ = writeln!(out, "  retries today          {}", s.retries_today);
-    let _ = writeln!(out, "  blocked by cooldown    {}", s.blocked_cooldown);
-    let _ = writeln!(out, "  blocked, max attempts  {}", s.blocked_max_attempts);
+    let rate = |r: &Value| {
+        r.as_f64()
+            .map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0))
+    };
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "retries on {} (UTC)",
+        s["date"].as_str().unwrap_or("-")
+    );
+    let _ = writeln!(out, "  retries today          {}", n(&s["retries_today"]));
+    let _ = writeln!(
+        out,
+        "  blocked by cooldown    {}",
+        n(&s["blocked_cooldown"])
+    );
+    let _ = writeln!(
+        out,
+        "  blocked, max attempts  {}",
+        n(&s["blocked_max_attempts"])
+    );
     let _ = writeln!(
         out,
         "  non-retryable rate     {}",
-        rate(s.non_retryable_rate)
+        rate(&s["non_retryable_rate"])
     );
     let _ = writeln!(
         out,
         "  retry success rate     {}",
-        rate(s.retry_success_rate)
+        rate(&s["retry_success_rate"])
     );
-    if !s.by_job_type.is_empty() {
+    let empty = Vec::new();
+    let groups = s["by_job_type"].as_array().unwrap_or(&empty);
+    if !groups.is_empty() {
         let _ = writeln!(
             out,
             "by job type: retried / succeeded / failed again / lost / success"
         );
-        for g in &s.by_job_type {
+        for g in groups {
             let _ = writeln!(
                 out,
                 "  {:<40} {:>6} {:>6} {:>6} {:>6} {:>7}",
-                g.value.as_deref().unwrap_or("-"),
-                g.retried,
-                g.succeeded,
-                g.failed_again,
-                g.lost,
-                rate(g.success_rate)
+                g["value"].as_str().unwrap_or("-"),
+                n(&g["retried"]),
+                n(&g["succeeded"]),
+                n(&g["failed_again"]),
+                n(&g["lost"]),
+                rate(&g["success_rate"])
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn writer(mut config: Config) -> anyhow::Result<ExitCode> {

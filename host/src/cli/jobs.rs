@@ -23,7 +23,7 @@ mod filters;
 mod groups;
 pub(crate) mod http;
 mod retry;
-mod table;
+pub(crate) mod table;
 
 use super::remote::Remote;
 use http::{Server, encode};

@@ -1,5 +1,6 @@
 //! The flags of every command that calls a running `retryguard serve` over its HTTP API
-//! (`jobs`, `breakers`, `auto-retry`): where the server is, the token, and `--json`.
+//! (`jobs`, `breakers`, `auto-retry`, `policy`'s registry commands, `audit`): where the server
+//! is, how to trust it, the token, and `--json`.
 
 use std::process::ExitCode;
 
@@ -12,15 +13,15 @@ use super::jobs::http::Server;
 /// `retryguard serve` (`jobs`, `breakers`, `auto-retry`).
 #[derive(Debug, Args)]
 pub struct Remote {
-    /// The retryguard server.
-    #[arg(
-        long,
-        global = true,
-        env = "RETRYGUARD_SERVER",
-        default_value = "http://127.0.0.1:8000",
-        value_name = "URL"
-    )]
-    server: String,
+    /// The retryguard server: http:// or https:// (default http://127.0.0.1:8000).
+    /// `RETRYGUARD_URL`, the Python client's old name, is read (with a warning) when
+    /// `RETRYGUARD_SERVER` is not set.
+    #[arg(long, global = true, env = "RETRYGUARD_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The CA certificate(s) (PEM) to verify an https:// server with, instead of the system
+    /// roots.
+    #[arg(long, global = true, env = "RETRYGUARD_CA_FILE", value_name = "PATH")]
+    ca_file: Option<String>,
     /// Print the API's JSON as is.
     #[arg(long, global = true)]
     json: bool,
@@ -30,18 +31,45 @@ pub struct Remote {
     token: Option<String>,
 }
 
+/// The server when neither `--server` nor `RETRYGUARD_SERVER` says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
+
 impl Remote {
     /// The client, or exit code 2 (bad usage) after saying why the URL is refused.
     pub(crate) fn client(&self) -> Result<Client, ExitCode> {
-        match Server::parse(&self.server) {
+        let url = match &self.server {
+            Some(url) => url.clone(),
+            None => match std::env::var("RETRYGUARD_URL") {
+                Ok(url) if !url.trim().is_empty() => {
+                    eprintln!(
+                        "warning: RETRYGUARD_URL is the old name of RETRYGUARD_SERVER: set \
+                         RETRYGUARD_SERVER instead (using {url:?})"
+                    );
+                    url
+                }
+                _ => DEFAULT_SERVER.to_string(),
+            },
+        };
+        let server = Server::parse(&url)
+            .map_err(|e| format!("--server {e}"))
+            .and_then(|s| {
+                s.with_ca_file(self.ca_file.clone())
+                    .map_err(|e| e.to_string())
+            });
+        match server {
             Ok(s) => Ok(Client {
                 server: s.with_token(self.token.clone()),
                 json: self.json,
             }),
             Err(e) => {
-                eprintln!("error: --server {e}");
+                eprintln!("error: {e}");
                 Err(ExitCode::from(2))
             }
         }
+    }
+
+    /// Whether `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
     }
 }

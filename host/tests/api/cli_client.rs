@@ -239,7 +239,7 @@ fn demo_then_jobs_commands_against_serve() {
 }
 
 #[test]
-fn jobs_says_when_the_server_cannot_be_reached_or_is_https() {
+fn jobs_says_when_the_server_cannot_be_reached_or_the_url_is_bad() {
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
@@ -260,10 +260,22 @@ fn jobs_says_when_the_server_cannot_be_reached_or_is_https() {
         stderr.contains("cannot reach") && stderr.contains("retryguard serve"),
         "{stderr}"
     );
+    // https is spoken (serve_tls.rs has it reach a server); nothing listens here.
     let out = retryguard()
-        .args(["jobs", "stats", "--server", "https://127.0.0.1:8000"])
+        .args([
+            "jobs",
+            "stats",
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    let out = retryguard()
+        .args(["jobs", "stats", "--server", "ftp://127.0.0.1:8000"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an http:// or https:// URL"));
 }

@@ -3,6 +3,8 @@
 //! certificate is replaced on disk and the server hands out the new one without a restart; the
 //! `[auth]` tokens reload when the config file changes and on SIGHUP; a client that never
 //! finishes its handshake stalls nobody; a key of another certificate is refused at start.
+//! The CLI reaches it with `--ca-file` (or `RETRYGUARD_CA_FILE`), and reads the audit trail
+//! through its API with the token's role.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -380,4 +382,188 @@ fn check_config_refuses_a_key_that_is_not_the_certificates() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tls.key_file is not"));
+}
+
+/// `retryguard ARGS` against the HTTPS `serve` at `port`, with `env`.
+fn cli(port: u16, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    retryguard()
+        .args(args)
+        .env("RETRYGUARD_SERVER", format!("https://127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_reaches_https_serve_with_a_private_ca_and_reads_the_audit_through_the_api() {
+    let redis = RedisServer::start();
+    let pki = Pki::new();
+    pki.leaf("live");
+    let ca = pki.path("ca.pem").display().to_string();
+    let (admin, admin_entry) = new_token("ops", Role::Admin).unwrap();
+    let (reader, reader_entry) = new_token("viewer", Role::Read).unwrap();
+    let config_file = pki.path("retryguard.toml");
+    std::fs::write(
+        &config_file,
+        config_text(&pki, &[&admin_entry, &reader_entry]),
+    )
+    .unwrap();
+    let demo = retryguard()
+        .args([
+            "demo",
+            "--redis-url",
+            &redis.url(),
+            "--count-per-family",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let audit = tempfile::tempdir().unwrap();
+    let (mut child, port, _stdout) = spawn_serve_with(
+        &redis,
+        &[
+            ("RETRYGUARD_CONFIG", config_file.as_os_str()),
+            ("RETRYGUARD_AUDIT_DIR", audit.path().as_os_str()),
+        ],
+    );
+    let text = |out: &std::process::Output| {
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The private CA, by flag and by variable.
+    let out = cli(
+        port,
+        &["jobs", "stats", "--ca-file", &ca],
+        &[("RETRYGUARD_TOKEN", &reader)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success() && stdout.starts_with("QUEUE"),
+        "{stdout}{stderr}"
+    );
+    let out = cli(
+        port,
+        &["jobs", "failed", "--json"],
+        &[("RETRYGUARD_TOKEN", &reader), ("RETRYGUARD_CA_FILE", &ca)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let id = listing["jobs"][0]["id"].as_str().unwrap().to_string();
+    // Without it, the system roots do not know the CA: a clear error, exit 1.
+    let out = cli(port, &["jobs", "stats"], &[("RETRYGUARD_TOKEN", &reader)]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("TLS") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A CA file that holds no certificate is bad usage, before any request.
+    let out = cli(
+        port,
+        &[
+            "jobs",
+            "stats",
+            "--ca-file",
+            &pki.path("leaf.ext").display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(text(&out).1.contains("--ca-file"), "{}", text(&out).1);
+    // The Python client's old variable name still works, with a warning.
+    let out = retryguard()
+        .args(["jobs", "stats"])
+        .env("RETRYGUARD_URL", format!("https://127.0.0.1:{port}"))
+        .env("RETRYGUARD_CA_FILE", &ca)
+        .env("RETRYGUARD_TOKEN", &reader)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success() && stdout.starts_with("QUEUE"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("RETRYGUARD_URL is the old name of RETRYGUARD_SERVER"),
+        "{stderr}"
+    );
+
+    // A dry run leaves a dry-run audit record; `audit query` reads it through the API.
+    let ops = [
+        ("RETRYGUARD_TOKEN", admin.as_str()),
+        ("RETRYGUARD_CA_FILE", &ca),
+    ];
+    let out = cli(port, &["jobs", "retry", &id, "--dry-run"], &ops);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", text(&out).1);
+    let view = [
+        ("RETRYGUARD_TOKEN", reader.as_str()),
+        ("RETRYGUARD_CA_FILE", &ca),
+    ];
+    let out = cli(port, &["audit", "query", "--job-id", &id, "--json"], &view);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let page: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let records = page["records"].as_array().unwrap();
+    assert!(!records.is_empty(), "{page}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["job_id"] == id.as_str() && r["dry_run_flag"] == true)
+    );
+    assert!(
+        records.iter().all(|r| r["user_or_system"] == "ops"),
+        "{page}"
+    );
+    let out = cli(
+        port,
+        &[
+            "audit",
+            "query",
+            "--job-id",
+            &id,
+            "--dry-run",
+            "false",
+            "--json",
+        ],
+        &view,
+    );
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        page["records"],
+        serde_json::json!([]),
+        "no real retry was made"
+    );
+    // The table has a DRY column, and says `yes` for a dry run.
+    let out = cli(port, &["audit", "query", "--job-id", &id], &view);
+    let (stdout, _) = text(&out);
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.contains("  DRY  ") && header.contains("DECISION"),
+        "{stdout}"
+    );
+    let dry_at = header.find("DRY").unwrap();
+    let row = stdout.lines().find(|l| l.contains(&id)).unwrap();
+    assert_eq!(&row[dry_at..dry_at + 3], "yes", "{stdout}");
+    // The roles apply: no token, 401.
+    let out = cli(port, &["audit", "query"], &[("RETRYGUARD_CA_FILE", &ca)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("unauthorized"), "{}", text(&out).1);
+    let out = cli(port, &["audit", "stats"], &view);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success() && stdout.starts_with("retries on "),
+        "{stderr}"
+    );
+
+    sigterm_and_wait(&mut child, Duration::from_secs(20));
 }

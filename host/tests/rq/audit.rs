@@ -596,7 +596,7 @@ async fn every_outcome_has_one_record_and_replays_to_the_same_decision() {
     }
     assert_eq!(replayed, 5, "every policy decision replays");
 
-    // The CLI reads the same trail without a server.
+    // The CLI reads the same trail without a server (`--direct`), and says what it reads.
     let cli = |args: &[&str]| -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_retryguard"))
             .args(args)
@@ -606,14 +606,15 @@ async fn every_outcome_has_one_record_and_replays_to_the_same_decision() {
             .env("RETRYGUARD_AUDIT_DIR", audit.path())
             .output()
             .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
         assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            stderr.contains(&url) && stderr.contains(&audit.path().display().to_string()),
+            "names the Redis and the directory it reads: {stderr}"
         );
         serde_json::from_slice(&out.stdout).expect("JSON")
     };
-    let page = cli(&["audit", "query", "--job-id", &net[0], "--json"]);
+    let page = cli(&["audit", "query", "--direct", "--job-id", &net[0], "--json"]);
     let decisions: Vec<&str> = page["records"]
         .as_array()
         .unwrap()
@@ -630,7 +631,7 @@ async fn every_outcome_has_one_record_and_replays_to_the_same_decision() {
         ],
         "newest first"
     );
-    let stats = cli(&["audit", "stats", "--json"]);
+    let stats = cli(&["audit", "stats", "--direct", "--json"]);
     assert_eq!(stats["retries_today"], 2, "{stats}");
     assert_eq!(stats["blocked_cooldown"], 1);
     assert_eq!(stats["blocked_max_attempts"], 1);

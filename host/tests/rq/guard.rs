@@ -38,7 +38,7 @@ fn enqueue(
 /// A forking `rq worker --burst` on `queue`, with the guard client pointed at `serve`.
 fn worker(python: &Python, redis_url: &str, serve: &Serve, queue: &str) -> Command {
     let mut cmd = python.command(redis_url);
-    cmd.env("RETRYGUARD_URL", serve.url()).args([
+    cmd.env("RETRYGUARD_SERVER", serve.url()).args([
         "-m",
         "rq.cli",
         "worker",

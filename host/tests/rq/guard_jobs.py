@@ -1,7 +1,7 @@
 """RQ job functions for the idempotency-guard tests (host/tests/rq/guard.rs).
 
 They use the real client, ``clients/python/retryguard_guard.py``, against the
-``retryguard serve`` the test starts (its URL in ``RETRYGUARD_URL``). The "charge" is an RPUSH
+``retryguard serve`` the test starts (its URL in ``RETRYGUARD_SERVER``). The "charge" is an RPUSH
 of the job id to the Redis list ``<order>:ledger``; a run that gets the stored result instead
 RPUSHes ``<job id> <result as JSON>`` to ``<order>:replayed``.
 

@@ -1,14 +1,18 @@
-//! A small HTTP/1.1 client for the retryguard API over `std::net::TcpStream`: one request per
-//! connection (`Connection: close`), bounded in time and size, plain `http://` only.
+//! The CLI's HTTP client for the retryguard API: ureq over rustls (the process's ring
+//! provider, `crate::tls`), `http://` or `https://`, verified against the system roots or a CA
+//! file (`--ca-file`, `RETRYGUARD_CA_FILE`), through the proxy the standard variables name
+//! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), bounded in time and size. An HTTP
+//! error status is an answer, not a failure: the caller prints the API's `code: message`.
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
+use std::sync::Arc;
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 /// Connecting to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Any one read or write: longer than the server's default 60 s request timeout.
-const IO_TIMEOUT: Duration = Duration::from_secs(75);
+/// A whole request: longer than the server's default 60 s request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 /// Largest response read.
 const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
@@ -17,81 +21,91 @@ const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 pub enum HttpError {
     #[error("{0}")]
     BadUrl(String),
+    #[error("--ca-file {0}")]
+    BadCaFile(String),
     #[error("cannot reach {server}: {detail}")]
     Unreachable { server: String, detail: String },
+    /// The TLS handshake failed: the server answers, but is not trusted (or not TLS).
+    #[error("cannot reach {server}: {detail}")]
+    Tls { server: String, detail: String },
     #[error("bad answer from {server}: {detail}")]
     BadResponse { server: String, detail: String },
 }
 
-/// A server's base URL: `http://host[:port][/prefix]`.
+/// A server's base URL, `http(s)://host[:port][/prefix]`, with the agent that calls it.
 #[derive(Debug, Clone)]
 pub struct Server {
     shown: String,
-    host: String,
-    port: u16,
-    prefix: String,
+    /// `scheme://authority/prefix`, no trailing `/`: paths are appended to it.
+    base: String,
     /// Sent as `Authorization: Bearer …` when set.
     token: Option<String>,
+    /// `--ca-file` as given, for messages.
+    ca_file: Option<String>,
+    agent: ureq::Agent,
 }
 
 impl Server {
+    /// A server URL, checked; verified against the system roots until [`Server::with_ca_file`].
     pub fn parse(url: &str) -> Result<Self, HttpError> {
         let url = url.trim();
-        let rest = if let Some(rest) = strip_prefix_ci(url, "http://") {
-            rest
-        } else if strip_prefix_ci(url, "https://").is_some() {
-            return Err(HttpError::BadUrl(format!(
-                "{url}: https is not supported; retryguard serve listens on plain http on a \
-                 loopback address (use http://…, or put a TLS proxy in front of it)"
-            )));
+        let (https, rest) = if let Some(rest) = strip_prefix_ci(url, "http://") {
+            (false, rest)
+        } else if let Some(rest) = strip_prefix_ci(url, "https://") {
+            (true, rest)
         } else {
             return Err(HttpError::BadUrl(format!(
-                "{url:?} is not an http:// URL (e.g. http://127.0.0.1:8000)"
+                "{url:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:8000)"
             )));
         };
+        let scheme = if https { "https" } else { "http" };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty()
             || authority.contains('@')
-            || authority.chars().any(char::is_control)
+            || authority
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(HttpError::BadUrl(format!(
-                "{url:?}: expected http://host[:port]"
+                "{url:?}: expected {scheme}://host[:port]"
             )));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
                 .ok_or_else(|| HttpError::BadUrl(format!("{url:?}: unclosed [")))?;
-            (h.to_string(), after.strip_prefix(':'))
+            (h, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
             }
         };
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| HttpError::BadUrl(format!("{url:?}: bad port {p:?}")))?,
-        };
+        if let Some(p) = port
+            && p.parse::<u16>().ok().filter(|p| *p != 0).is_none()
+        {
+            return Err(HttpError::BadUrl(format!("{url:?}: bad port {p:?}")));
+        }
         if host.is_empty() {
             return Err(HttpError::BadUrl(format!("{url:?}: no host")));
         }
         let prefix = path.trim_end_matches('/');
-        let prefix = if prefix.is_empty() {
-            String::new()
+        if prefix.contains(['?', '#']) || prefix.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(HttpError::BadUrl(format!(
+                "{url:?}: a server URL has no query, fragment or space"
+            )));
+        }
+        let base = if prefix.is_empty() {
+            format!("{scheme}://{authority}")
         } else {
-            format!("/{prefix}")
+            format!("{scheme}://{authority}/{prefix}")
         };
         Ok(Self {
             shown: url.trim_end_matches('/').to_string(),
-            host,
-            port,
-            prefix,
+            base,
             token: None,
+            ca_file: None,
+            agent: agent(system_roots()),
         })
     }
 
@@ -99,6 +113,23 @@ impl Server {
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token.filter(|t| !t.is_empty());
         self
+    }
+
+    /// The same server, verified against the CA certificates of `ca_file` (PEM) instead of
+    /// the system roots.
+    pub fn with_ca_file(mut self, ca_file: Option<String>) -> Result<Self, HttpError> {
+        let Some(path) = ca_file.filter(|p| !p.trim().is_empty()) else {
+            return Ok(self);
+        };
+        let certs = crate::tls::load_certs("--ca-file", &path)
+            .map_err(|e| HttpError::BadCaFile(format!("{path:?}: {}", e.what)))?;
+        let certs: Vec<Certificate<'static>> = certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        self.agent = agent(RootCerts::Specific(Arc::new(certs)));
+        self.ca_file = Some(path);
+        Ok(self)
     }
 
     pub fn shown(&self) -> &str {
@@ -113,163 +144,120 @@ impl Server {
         path_and_query: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<(u16, Vec<u8>), HttpError> {
-        let unreachable = |detail: String| HttpError::Unreachable {
-            server: self.shown.clone(),
-            detail,
-        };
-        let addrs: Vec<_> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", self.host)))?
-            .collect();
-        let mut last = format!("{} resolves to no address", self.host);
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e.to_string(),
-            }
+        let uri = format!("{}{path_and_query}", self.base);
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("Accept", "application/json");
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
         }
-        let mut stream = stream.ok_or_else(|| unreachable(last))?;
-        let io = |e: std::io::Error| unreachable(e.to_string());
-        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-        let host_header = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let auth = self
-            .token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let (content_type, payload) = match body {
-            Some((content_type, bytes)) => (format!("Content-Type: {content_type}\r\n"), bytes),
-            None => (String::new(), &[][..]),
-        };
-        let request = format!(
-            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: \
-             retryguard/{}\r\nAccept: application/json\r\n{auth}{content_type}Content-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            self.prefix,
-            env!("CARGO_PKG_VERSION"),
-            payload.len(),
-        );
-        stream.write_all(request.as_bytes()).map_err(io)?;
-        stream.write_all(payload).map_err(io)?;
-        let mut raw = Vec::new();
-        stream
-            .take(MAX_RESPONSE_BYTES + 1)
-            .read_to_end(&mut raw)
-            .map_err(|e| HttpError::BadResponse {
-                server: self.shown.clone(),
-                detail: format!("reading the answer: {e}"),
+        let (content_type, payload) = body.unwrap_or(("", &[]));
+        if !content_type.is_empty() {
+            request = request.header("Content-Type", content_type);
+        }
+        let request = request
+            .body(payload.to_vec())
+            .map_err(|e| HttpError::BadUrl(format!("{uri:?}: {e}")))?;
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => HttpError::BadResponse {
+                    server: self.shown.clone(),
+                    detail: format!("the answer is over {MAX_RESPONSE_BYTES} bytes"),
+                },
+                e => HttpError::BadResponse {
+                    server: self.shown.clone(),
+                    detail: format!("reading the answer: {e}"),
+                },
             })?;
-        if raw.len() as u64 > MAX_RESPONSE_BYTES {
-            return Err(HttpError::BadResponse {
-                server: self.shown.clone(),
-                detail: format!("the answer is over {MAX_RESPONSE_BYTES} bytes"),
-            });
-        }
-        parse_response(&raw).map_err(|detail| HttpError::BadResponse {
-            server: self.shown.clone(),
-            detail,
-        })
+        Ok((status, bytes))
     }
+
+    /// What went wrong before an answer, said for an operator: a certificate problem names
+    /// `--ca-file`.
+    fn transport_error(&self, e: ureq::Error) -> HttpError {
+        let server = self.shown.clone();
+        let tls = match &e {
+            ureq::Error::Rustls(tls) => Some(tls.to_string()),
+            ureq::Error::Tls(what) => Some((*what).to_string()),
+            ureq::Error::Io(io) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map(ToString::to_string),
+            _ => None,
+        };
+        let detail = match (tls, &e) {
+            (Some(tls), _) => {
+                let against = match &self.ca_file {
+                    Some(path) => format!("the CA of --ca-file {path:?}"),
+                    None => "the system roots; for a private CA give --ca-file PATH or \
+                             RETRYGUARD_CA_FILE"
+                        .to_string(),
+                };
+                return HttpError::Tls {
+                    server,
+                    detail: format!("TLS: {tls} (the certificate was checked against {against})"),
+                };
+            }
+            (None, ureq::Error::Timeout(what)) => format!("timed out ({what})"),
+            (None, ureq::Error::HostNotFound) => "the host name does not resolve".to_string(),
+            (None, ureq::Error::Protocol(p)) => {
+                return HttpError::BadResponse {
+                    server,
+                    detail: format!("not an HTTP answer: {p}"),
+                };
+            }
+            (None, other) => other.to_string(),
+        };
+        HttpError::Unreachable { server, detail }
+    }
+}
+
+/// The system's root certificates (rustls-native-certs), as ureq takes them.
+fn system_roots() -> RootCerts {
+    let found = rustls_native_certs::load_native_certs();
+    let certs: Vec<Certificate<'static>> = found
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    RootCerts::Specific(Arc::new(certs))
+}
+
+/// The agent: rustls with the process's provider, the roots given, the proxy of the
+/// environment, timeouts, and HTTP error statuses returned as answers.
+fn agent(roots: RootCerts) -> ureq::Agent {
+    crate::tls::install_crypto_provider();
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(roots);
+    if let Some(provider) = rustls::crypto::CryptoProvider::get_default() {
+        tls = tls.unversioned_rustls_crypto_provider(Arc::clone(provider));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .max_redirects(0)
+        .user_agent(format!("retryguard/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
-}
-
-/// Splits a whole HTTP/1.1 response into its status and body (de-chunked).
-pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no complete header")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!(
-            "not an HTTP/1.x answer: {:?}",
-            truncate(status_line, 80)
-        ));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|s| (100..=599).contains(s))
-        .ok_or_else(|| format!("bad status line {:?}", truncate(status_line, 80)))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad content-length {value:?}"))?,
-            );
-        }
-    }
-    let body = if chunked {
-        dechunk(body)?
-    } else if let Some(n) = length {
-        body.get(..n)
-            .ok_or_else(|| format!("the answer ended after {} of {n} body bytes", body.len()))?
-            .to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("a chunk has no size line")?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {:?}", truncate(size_text, 20)))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = data.get(..size).ok_or("the answer ended inside a chunk")?;
-        out.extend_from_slice(chunk);
-        data = data
-            .get(size + 2..)
-            .ok_or("the answer ended after a chunk")?;
-    }
-}
-
-/// `s` cut to at most `max` characters, with `…` when cut.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
@@ -290,63 +278,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_urls_and_refuses_https() {
+    fn parses_http_and_https_urls() {
         let s = Server::parse("http://127.0.0.1:8000/").unwrap();
+        assert_eq!(s.base, "http://127.0.0.1:8000");
+        let s = Server::parse("HTTPS://[::1]:9/rg/").unwrap();
+        assert_eq!(s.base, "https://[::1]:9/rg");
         assert_eq!(
-            (s.host.as_str(), s.port, s.prefix.as_str()),
-            ("127.0.0.1", 8000, "")
+            Server::parse("https://retryguard.example.com")
+                .unwrap()
+                .shown(),
+            "https://retryguard.example.com"
         );
-        let s = Server::parse("HTTP://[::1]:9/rg/").unwrap();
-        assert_eq!(
-            (s.host.as_str(), s.port, s.prefix.as_str()),
-            ("::1", 9, "/rg")
-        );
-        assert_eq!(Server::parse("http://localhost").unwrap().port, 80);
-        let e = Server::parse("https://x").unwrap_err().to_string();
-        assert!(e.contains("https is not supported"), "{e}");
         for bad in [
             "",
             "ftp://x",
             "http://",
+            "https://",
             "http://h:0",
             "http://h:99999",
             "http://u@h",
             "http://[::1",
+            "http://h/p?x=1",
+            "http://h p",
         ] {
             assert!(Server::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn parses_responses() {
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((s, b.as_slice()), (200, b"{}".as_slice()));
-        let (s, b) = parse_response(
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((s, b.as_slice()), (404, b"abcd".as_slice()));
-        for bad in [
-            &b""[..],
-            b"HTTP/1.1 200 OK\r\n",
-            b"SSH-2.0\r\n\r\n",
-            b"HTTP/1.1 abc OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nff\r\nab",
-        ] {
-            assert!(
-                parse_response(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
+    fn a_ca_file_that_holds_no_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let server = Server::parse("https://127.0.0.1:1").unwrap();
+        let e = server
+            .clone()
+            .with_ca_file(Some(path.display().to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--ca-file") && e.contains("no certificate"),
+            "{e}"
+        );
+        let e = server
+            .with_ca_file(Some("/nonexistent/ca.pem".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
     }
 
     #[test]
-    fn encodes_and_truncates() {
+    fn encodes() {
         assert_eq!(encode("a b&c=é*"), "a%20b%26c%3D%C3%A9%2A");
-        assert_eq!(truncate("héllo", 3), "hé…");
-        assert_eq!(truncate("hé", 3), "hé");
     }
 }
