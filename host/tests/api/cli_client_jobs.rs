@@ -1,26 +1,12 @@
 //! `retryguard jobs …` as a newcomer meets it: exit codes, time filters, warnings for
 //! unknown filter values, dry-run wording, whole columns in a pipe.
 
-use std::process::Output;
-
 use crate::cli_client::Serve;
 use crate::common::{
-    NETWORK_TB, RawJob, RedisServer, VALIDATION_TB, connect, now_ms, write_failed,
+    NETWORK_TB, RawJob, RedisServer, VALIDATION_TB, both, connect, now_ms, text, write_failed,
 };
 
 const LONG_JOB_TYPE: &str = "app.billing.reconciliation.tasks.reconcile_every_ledger_entry_now";
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn both(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// Three failed jobs on queue `default`: a network failure 2 h ago (due), one just now
 /// (cooling down), and a validation failure 2 h ago (held: not retryable).

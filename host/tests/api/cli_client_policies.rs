@@ -7,21 +7,9 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::cli_client::Serve;
-use crate::common::{RedisServer, retryguard};
+use crate::common::{RedisServer, both, retryguard, text};
 
 static HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_policy.wasm"));
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn both(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 fn policy(serve: &Serve, args: &[&str]) -> Output {
     retryguard()

@@ -321,3 +321,17 @@ pub fn sigterm_and_wait(child: &mut std::process::Child, within: std::time::Dura
     let _ = child.kill();
     panic!("serve did not stop within {within:?} of SIGTERM");
 }
+
+/// A byte string as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A command's stdout and stderr, labelled, for an assertion's message.
+pub fn both(out: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}

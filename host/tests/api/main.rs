@@ -23,6 +23,8 @@ mod health;
 mod jobs;
 mod openapi;
 mod operations;
+#[path = "../rq/support/pki.rs"]
+mod pki;
 mod policies;
 #[path = "../rq/support/redis_server.rs"]
 #[allow(dead_code, reason = "shared harness: not every helper is used here")]

@@ -8,7 +8,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,114 +17,17 @@ use retryguard::api::auth::{Role, new_token};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::common::{RedisServer, retryguard, sigterm_and_wait, spawn_serve_with};
+use crate::pki::Pki;
 
-/// Certificates for 127.0.0.1 signed by a private CA, made by `openssl` (P-256: quick).
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let pki = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=retryguard test ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        std::fs::write(
-            pki.path("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is on PATH");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A server certificate `name.pem` with its key `name.key`, signed by the CA.
-    fn leaf(&self, name: &str) {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let subject = format!("/CN=retryguard test {name}");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            &pem,
-        ]);
-    }
-
-    /// The DER of the first certificate of `name.pem`.
-    fn der(&self, name: &str) -> CertificateDer<'static> {
-        let path = self.path(&format!("{name}.pem"));
-        retryguard::tls::load_certs("test", &path.display().to_string()).unwrap()[0].clone()
-    }
+/// The DER of the first certificate of `name.pem`.
+fn der(pki: &Pki, name: &str) -> CertificateDer<'static> {
+    retryguard::tls::load_certs("test", &pki.file(&format!("{name}.pem"))).unwrap()[0].clone()
 }
 
 /// A rustls client trusting only the test CA.
 fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
     retryguard::tls::install_crypto_provider();
-    let roots =
-        retryguard::tls::root_store(Some(("ca", &pki.path("ca.pem").display().to_string())))
-            .unwrap();
+    let roots = retryguard::tls::root_store(Some(("ca", &pki.file("ca.pem")))).unwrap();
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -211,8 +114,8 @@ fn write_unseen(path: &Path, text: &str) {
 fn https_serve_swaps_its_certificate_and_tokens_without_a_restart() {
     let redis = RedisServer::start();
     let pki = Pki::new();
-    pki.leaf("first");
-    pki.leaf("second");
+    pki.server("first");
+    pki.server("second");
     std::fs::copy(pki.path("first.pem"), pki.path("live.pem")).unwrap();
     std::fs::copy(pki.path("first.key"), pki.path("live.key")).unwrap();
     let (alice, alice_entry) = new_token("alice", Role::Admin).unwrap();
@@ -240,7 +143,7 @@ fn https_serve_swaps_its_certificate_and_tokens_without_a_restart() {
 
     let client = client_config(&pki);
     let (cert, status) = get(&client, port, "/api/v1/jobs/stats", &bob);
-    assert_eq!((cert, status), (pki.der("first"), 200));
+    assert_eq!((cert, status), (der(&pki, "first"), 200));
     // Plain HTTP on the TLS port gets no answer, and the server goes on.
     let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
     plain
@@ -257,13 +160,13 @@ fn https_serve_swaps_its_certificate_and_tokens_without_a_restart() {
     std::fs::copy(pki.path("second.key"), pki.path("live.key")).unwrap();
     std::fs::copy(pki.path("second.pem"), pki.path("live.pem")).unwrap();
     eventually("the renewed certificate", Duration::from_secs(15), || {
-        get(&client, port, "/healthz", &alice).0 == pki.der("second")
+        get(&client, port, "/healthz", &alice).0 == der(&pki, "second")
     });
     // A key that is not the certificate's: the reload fails and the certificate in use stays.
     std::fs::copy(pki.path("first.key"), pki.path("live.key")).unwrap();
     std::thread::sleep(Duration::from_secs(5));
     let (cert, status) = get(&client, port, "/healthz", &alice);
-    assert_eq!((cert, status), (pki.der("second"), 200));
+    assert_eq!((cert, status), (der(&pki, "second"), 200));
 
     // The config file changes: bob's token is removed and refused from then on.
     std::fs::write(&config_file, config_text(&pki, &[&alice_entry])).unwrap();
@@ -308,7 +211,7 @@ fn https_serve_swaps_its_certificate_and_tokens_without_a_restart() {
 fn a_client_that_never_finishes_its_handshake_stalls_nobody() {
     let redis = RedisServer::start();
     let pki = Pki::new();
-    pki.leaf("live");
+    pki.server("live");
     let (alice, alice_entry) = new_token("alice", Role::Read).unwrap();
     let config_file = pki.path("retryguard.toml");
     std::fs::write(&config_file, config_text(&pki, &[&alice_entry])).unwrap();
@@ -344,8 +247,8 @@ fn a_client_that_never_finishes_its_handshake_stalls_nobody() {
 #[test]
 fn check_config_refuses_a_key_that_is_not_the_certificates() {
     let pki = Pki::new();
-    pki.leaf("one");
-    pki.leaf("two");
+    pki.server("one");
+    pki.server("two");
     let check = |cert: &str, key: &str| {
         retryguard()
             .args(["serve", "--check-config"])
@@ -398,7 +301,7 @@ fn cli(port: u16, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn the_cli_reaches_https_serve_with_a_private_ca_and_reads_the_audit_through_the_api() {
     let redis = RedisServer::start();
     let pki = Pki::new();
-    pki.leaf("live");
+    pki.server("live");
     let ca = pki.path("ca.pem").display().to_string();
     let (admin, admin_entry) = new_token("ops", Role::Admin).unwrap();
     let (reader, reader_entry) = new_token("viewer", Role::Read).unwrap();

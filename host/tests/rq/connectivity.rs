@@ -4,8 +4,6 @@
 //! certificates are made by `openssl` for each test.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,132 +17,35 @@ use retryguard::retry::{JobFilter, Outcome, Progress, RetryError, RetryOptions};
 
 use crate::retry::{NO_COOLDOWN, service_over};
 use crate::support::redis_server::free_port;
-use crate::support::{JobHash, Python, RedisServer, connect, query};
+use crate::support::{JobHash, Pki, Python, RedisServer, connect, query};
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by `openssl`
-/// (P-256 keys: quick to make), plus a second CA that signed nothing of this server's.
-struct Pki {
-    dir: tempfile::TempDir,
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, plus a second CA that
+/// signed nothing of this server's.
+fn pki() -> Pki {
+    let pki = Pki::new();
+    pki.ca("other-ca");
+    pki.server("server");
+    pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
+    pki
 }
 
-impl Pki {
-    fn new() -> Self {
-        let pki = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        pki.ca("ca");
-        pki.ca("other-ca");
-        pki.leaf("server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost");
-        pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn ca(&self, name: &str) {
-        openssl(
-            self.dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=retryguard test {name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
-    }
-
-    fn leaf(&self, name: &str, ca: &str, extension: &str) {
-        let dir = self.dir.path();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                &format!("/CN=retryguard test {name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), format!("{extension}\n")).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
-    }
-
-    /// A Redis with a plain port (for the test's own tools and the RQ workers) and a TLS
-    /// port (for retryguard); `clients_need_certs`: `--tls-auth-clients yes`.
-    fn redis(&self, clients_need_certs: bool) -> (RedisServer, u16) {
-        let tls_port = free_port();
-        let server = RedisServer::start_with_args(vec![
-            "--tls-port".into(),
-            tls_port.to_string(),
-            "--tls-cert-file".into(),
-            self.file("server.pem"),
-            "--tls-key-file".into(),
-            self.file("server.key"),
-            "--tls-ca-cert-file".into(),
-            self.file("ca.pem"),
-            "--tls-auth-clients".into(),
-            if clients_need_certs { "yes" } else { "no" }.into(),
-        ]);
-        (server, tls_port)
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl is on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A Redis with a plain port (for the test's own tools and the RQ workers) and a TLS port
+/// (for retryguard); `clients_need_certs`: `--tls-auth-clients yes`.
+fn tls_redis(pki: &Pki, clients_need_certs: bool) -> (RedisServer, u16) {
+    let tls_port = free_port();
+    let server = RedisServer::start_with_args(vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        pki.file("server.pem"),
+        "--tls-key-file".into(),
+        pki.file("server.key"),
+        "--tls-ca-cert-file".into(),
+        pki.file("ca.pem"),
+        "--tls-auth-clients".into(),
+        if clients_need_certs { "yes" } else { "no" }.into(),
+    ]);
+    (server, tls_port)
 }
 
 fn tls_config(port: u16) -> RedisConfig {
@@ -164,8 +65,8 @@ async fn connect_error(config: &RedisConfig) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_retries_real_jobs_and_refuses_an_unknown_server() {
-    let pki = Pki::new();
-    let (server, tls_port) = pki.redis(false);
+    let pki = pki();
+    let (server, tls_port) = tls_redis(&pki, false);
     let url = server.url();
     let ids = Python::venv().make_failed(&url, "tls", 3, "jobs.fail_once", "runs");
 
@@ -219,8 +120,8 @@ async fn rediss_with_a_private_ca_retries_real_jobs_and_refuses_an_unknown_serve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_needs_the_client_certificate() {
-    let pki = Pki::new();
-    let (server, tls_port) = pki.redis(true);
+    let pki = pki();
+    let (server, tls_port) = tls_redis(&pki, true);
     let url = server.url();
     let ids = Python::venv().make_failed(&url, "mtls", 2, "jobs.fail_once", "runs");
     let without = RedisConfig {

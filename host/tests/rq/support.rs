@@ -6,11 +6,13 @@
 //! `#[path = "../rq/support/redis_server.rs"] mod redis_server;`.
 #![allow(dead_code, reason = "shared helpers: not every test uses every one")]
 
+pub mod pki;
 pub mod python;
 pub mod redis_server;
 pub mod rq_data;
 pub mod serve;
 
+pub use pki::Pki;
 pub use python::{MakeFailed, Python};
 pub use redis_server::RedisServer;
 pub use rq_data::{JobHash, ResultEntry, connect, query, redis_get};
