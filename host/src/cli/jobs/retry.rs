@@ -265,15 +265,23 @@ pub(super) fn poll(client: &Client, op_id: &str, dry_run: bool) -> Result<Value,
     };
     loop {
         let (_, op) = client.call("GET", &path)?;
-        let line = format!(
-            "{} {op_id}: {}/{} processed  {}  ({:.1} s)",
-            op["kind"].as_str().unwrap_or("operation").replace('_', "-"),
-            op["processed"].as_u64().unwrap_or(0),
-            op["total"].as_u64().unwrap_or(0),
-            counts_line(&op["counts"], dry_run),
-            started.elapsed().as_secs_f64()
-        );
         let running = matches!(op["state"].as_str(), Some("running") | None);
+        let kind = op["kind"].as_str().unwrap_or("operation").replace('_', "-");
+        let total = op["total"].as_u64().unwrap_or(0);
+        let line = if running && total == 0 {
+            // The jobs are not counted yet.
+            format!(
+                "{kind} {op_id}: finding the matching jobs  ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            )
+        } else {
+            format!(
+                "{kind} {op_id}: {}/{total} processed  {}  ({:.1} s)",
+                op["processed"].as_u64().unwrap_or(0),
+                counts_line(&op["counts"], dry_run),
+                started.elapsed().as_secs_f64()
+            )
+        };
         if terminal {
             let pad = shown.saturating_sub(line.chars().count());
             shown = line.chars().count();
