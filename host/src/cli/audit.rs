@@ -218,39 +218,41 @@ fn query_api(client: &Client, args: &QueryArgs) -> Result<(), Reported> {
 
 /// A page of audit records (the API's JSON) as JSON or a table.
 fn print_page(page: &Value, json: bool) {
-    let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{page:#}");
+        let _ = writeln!(std::io::stdout(), "{page:#}");
         return;
     }
-    let empty = Vec::new();
-    let records = page["records"].as_array().unwrap_or(&empty);
-    let text = |v: &Value| match v {
+    // A cell: strings as they are, numbers as numbers, absent as `-`.
+    let cell = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),
         other => other.to_string(),
     };
+    let empty = Vec::new();
+    let records = page["records"].as_array().unwrap_or(&empty);
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            let dry = if r["dry_run_flag"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                ""
-            };
-            vec![
-                text(&r["timestamp"]),
-                text(&r["decision"]),
-                dry.to_string(),
-                text(&r["job_id"]),
-                text(&r["user_or_system"]),
-                text(&r["failure_type"]),
-                text(&r["attempt_number"]),
-                text(&r["job_type"]),
-            ]
+            let dry = r["dry_run_flag"].as_bool() == Some(true);
+            let mut row: Vec<String> = ["timestamp", "decision"]
+                .iter()
+                .map(|k| cell(&r[*k]))
+                .collect();
+            row.push(if dry { "yes" } else { "" }.to_string());
+            row.extend(
+                [
+                    "job_id",
+                    "user_or_system",
+                    "failure_type",
+                    "attempt_number",
+                    "job_type",
+                ]
+                .iter()
+                .map(|k| cell(&r[*k])),
+            );
+            row
         })
         .collect();
-    drop(out);
     table(
         &[
             "TIME (UTC)",
@@ -265,15 +267,11 @@ fn print_page(page: &Value, json: bool) {
         &rows,
         &[24, 22, 3, 36, 20, 20, 3],
     );
-    let mut out = std::io::stdout().lock();
-    match page["next_cursor"].as_str() {
-        Some(c) => {
-            let _ = writeln!(out, "{} records; next page: --cursor {c}", records.len());
-        }
-        None => {
-            let _ = writeln!(out, "{} records; no more", records.len());
-        }
-    }
+    let more = match page["next_cursor"].as_str() {
+        Some(c) => format!("next page: --cursor {c}"),
+        None => "no more".to_string(),
+    };
+    let _ = writeln!(std::io::stdout(), "{} records; {more}", records.len());
 }
 
 async fn stats_direct(config: Config, json: bool) -> anyhow::Result<ExitCode> {

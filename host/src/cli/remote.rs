@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::jobs::Client;
-use super::jobs::http::Server;
+use super::jobs::http::{HttpError, Server};
 
 /// Where the server is and how to print: the flags of every command that calls a running
 /// `retryguard serve` (`jobs`, `breakers`, `auto-retry`).
@@ -50,19 +50,16 @@ impl Remote {
                 _ => DEFAULT_SERVER.to_string(),
             },
         };
-        let server = Server::parse(&url)
-            .map_err(|e| format!("--server {e}"))
-            .and_then(|s| {
-                s.with_ca_file(self.ca_file.clone())
-                    .map_err(|e| e.to_string())
-            });
-        match server {
+        match Server::new(&url, self.ca_file.as_deref()) {
             Ok(s) => Ok(Client {
                 server: s.with_token(self.token.clone()),
                 json: self.json,
             }),
             Err(e) => {
-                eprintln!("error: {e}");
+                match e {
+                    HttpError::BadUrl(_) => eprintln!("error: --server {e}"),
+                    _ => eprintln!("error: {e}"),
+                }
                 Err(ExitCode::from(2))
             }
         }

@@ -344,25 +344,17 @@ impl TlsConfig {
     /// certificate and key themselves are parsed when `serve` starts (`tls` feature).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let (cert, key) = (self.cert_file.trim(), self.key_file.trim());
-        match (cert.is_empty(), key.is_empty()) {
+        let missing = match (cert.is_empty(), key.is_empty()) {
             (true, true) => return Ok(()),
-            (false, true) => {
-                return Err((
-                    "tls.key_file",
-                    "tls.cert_file is set but tls.key_file is not: give both, or neither for \
-                     plain HTTP"
-                        .into(),
-                ));
-            }
-            (true, false) => {
-                return Err((
-                    "tls.cert_file",
-                    "tls.key_file is set but tls.cert_file is not: give both, or neither for \
-                     plain HTTP"
-                        .into(),
-                ));
-            }
-            (false, false) => {}
+            (false, false) => None,
+            (false, true) => Some(("tls.key_file", "tls.cert_file")),
+            (true, false) => Some(("tls.cert_file", "tls.key_file")),
+        };
+        if let Some((absent, given)) = missing {
+            return Err((
+                absent,
+                format!("{given} is set but {absent} is not: give both, or neither for plain HTTP"),
+            ));
         }
         for (setting, path) in [("tls.cert_file", cert), ("tls.key_file", key)] {
             if let Err(e) = std::fs::File::open(path) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use super::retry::{poll, print_counts};
+use super::retry::{finished, print_counts};
 use super::{Client, FilterArgs, Reported, str_of};
 
 /// Delete every failed job matching the filters, as RQ's `job.delete()` does, each audited
@@ -72,20 +72,12 @@ pub(super) fn delete_all(client: &Client, a: &DeleteAllArgs) -> Result<ExitCode,
         return Ok(ExitCode::from(2));
     }
     let body = a.body().to_string();
-    let (status, first) = client.call_with(
+    let answer = client.call_with(
         "POST",
         "/api/v1/jobs/failed/delete-all",
         Some(("application/json", body.as_bytes())),
     )?;
-    let summary = if status == 202 {
-        let Some(op_id) = first["operation_id"].as_str() else {
-            eprintln!("error: the server's 202 answer names no operation_id");
-            return Err(Reported);
-        };
-        poll(client, op_id, a.dry_run)?
-    } else {
-        first
-    };
+    let summary = finished(client, answer, a.dry_run)?;
     if summary["state"].as_str() == Some("conflict") {
         let e = &summary["error"]["error"];
         eprintln!(

@@ -46,8 +46,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server URL, checked; verified against the system roots until [`Server::with_ca_file`].
-    pub fn parse(url: &str) -> Result<Self, HttpError> {
+    /// A server URL, checked, and the agent that calls it: an `https://` server is verified
+    /// against the CA certificates of `ca_file` (PEM) when given, else the system roots.
+    pub fn new(url: &str, ca_file: Option<&str>) -> Result<Self, HttpError> {
         let url = url.trim();
         let (https, rest) = if let Some(rest) = strip_prefix_ci(url, "http://") {
             (false, rest)
@@ -100,12 +101,19 @@ impl Server {
         } else {
             format!("{scheme}://{authority}/{prefix}")
         };
+        let ca_file = ca_file.map(str::trim).filter(|p| !p.is_empty());
+        let roots = match ca_file {
+            Some(path) => ca_roots(path)?,
+            // The system's store is read only when it can be used.
+            None if https => system_roots(),
+            None => RootCerts::Specific(Arc::new(Vec::new())),
+        };
         Ok(Self {
             shown: url.trim_end_matches('/').to_string(),
             base,
             token: None,
-            ca_file: None,
-            agent: agent(system_roots()),
+            ca_file: ca_file.map(str::to_owned),
+            agent: agent(roots),
         })
     }
 
@@ -113,23 +121,6 @@ impl Server {
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token.filter(|t| !t.is_empty());
         self
-    }
-
-    /// The same server, verified against the CA certificates of `ca_file` (PEM) instead of
-    /// the system roots.
-    pub fn with_ca_file(mut self, ca_file: Option<String>) -> Result<Self, HttpError> {
-        let Some(path) = ca_file.filter(|p| !p.trim().is_empty()) else {
-            return Ok(self);
-        };
-        let certs = crate::tls::load_certs("--ca-file", &path)
-            .map_err(|e| HttpError::BadCaFile(format!("{path:?}: {}", e.what)))?;
-        let certs: Vec<Certificate<'static>> = certs
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect();
-        self.agent = agent(RootCerts::Specific(Arc::new(certs)));
-        self.ca_file = Some(path);
-        Ok(self)
     }
 
     pub fn shown(&self) -> &str {
@@ -222,6 +213,17 @@ impl Server {
     }
 }
 
+/// The CA certificates of a PEM file, as ureq takes them.
+fn ca_roots(path: &str) -> Result<RootCerts, HttpError> {
+    let certs = crate::tls::load_certs("--ca-file", path)
+        .map_err(|e| HttpError::BadCaFile(format!("{path:?}: {}", e.what)))?;
+    let certs: Vec<Certificate<'static>> = certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
 /// The system's root certificates (rustls-native-certs), as ureq takes them.
 fn system_roots() -> RootCerts {
     let found = rustls_native_certs::load_native_certs();
@@ -279,12 +281,12 @@ mod tests {
 
     #[test]
     fn parses_http_and_https_urls() {
-        let s = Server::parse("http://127.0.0.1:8000/").unwrap();
+        let s = Server::new("http://127.0.0.1:8000/", None).unwrap();
         assert_eq!(s.base, "http://127.0.0.1:8000");
-        let s = Server::parse("HTTPS://[::1]:9/rg/").unwrap();
+        let s = Server::new("HTTPS://[::1]:9/rg/", None).unwrap();
         assert_eq!(s.base, "https://[::1]:9/rg");
         assert_eq!(
-            Server::parse("https://retryguard.example.com")
+            Server::new("https://retryguard.example.com", None)
                 .unwrap()
                 .shown(),
             "https://retryguard.example.com"
@@ -301,7 +303,7 @@ mod tests {
             "http://h/p?x=1",
             "http://h p",
         ] {
-            assert!(Server::parse(bad).is_err(), "{bad}");
+            assert!(Server::new(bad, None).is_err(), "{bad}");
         }
     }
 
@@ -310,18 +312,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
-        let server = Server::parse("https://127.0.0.1:1").unwrap();
-        let e = server
-            .clone()
-            .with_ca_file(Some(path.display().to_string()))
+        let url = "https://127.0.0.1:1";
+        let e = Server::new(url, Some(&path.display().to_string()))
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with("--ca-file") && e.contains("no certificate"),
             "{e}"
         );
-        let e = server
-            .with_ca_file(Some("/nonexistent/ca.pem".into()))
+        let e = Server::new(url, Some("/nonexistent/ca.pem"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read"), "{e}");

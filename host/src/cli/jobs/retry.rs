@@ -207,16 +207,8 @@ pub(super) fn retry_all(
         return Ok(code);
     }
     q.pair("wait_seconds", "0");
-    let (status, first) = client.call("POST", &format!("/api/v1/jobs/failed/retry-all{}", q.0))?;
-    let summary = if status == 202 {
-        let Some(op_id) = first["operation_id"].as_str() else {
-            eprintln!("error: the server's 202 answer names no operation_id");
-            return Err(Reported);
-        };
-        poll(client, op_id, r.dry_run)?
-    } else {
-        first
-    };
+    let answer = client.call("POST", &format!("/api/v1/jobs/failed/retry-all{}", q.0))?;
+    let summary = finished(client, answer, r.dry_run)?;
     let code = ExitCode::from(exit_code(&summary["counts"]));
     let total = summary["total"].as_u64().unwrap_or(0);
     if total == 0 {
@@ -248,9 +240,26 @@ pub(super) fn retry_all(
     Ok(code)
 }
 
+/// The summary of an operation the server started (retry-all, delete-all): its answer when it
+/// finished in time (`200`), else (`202`) what [`poll`] follows it to.
+pub(super) fn finished(
+    client: &Client,
+    (status, answer): (u16, Value),
+    dry_run: bool,
+) -> Result<Value, Reported> {
+    if status != 202 {
+        return Ok(answer);
+    }
+    let Some(op_id) = answer["operation_id"].as_str() else {
+        eprintln!("error: the server's 202 answer names no operation_id");
+        return Err(Reported);
+    };
+    poll(client, op_id, dry_run)
+}
+
 /// Polls `GET /api/v1/operations/{id}` until it ends, showing progress on stderr (one line
 /// redrawn on a terminal; a line every 10 s otherwise); returns its summary.
-pub(super) fn poll(client: &Client, op_id: &str, dry_run: bool) -> Result<Value, Reported> {
+fn poll(client: &Client, op_id: &str, dry_run: bool) -> Result<Value, Reported> {
     let path = format!("/api/v1/operations/{}", encode(op_id));
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
