@@ -19,7 +19,7 @@ enum Var<'a> {
     /// One of the documented keys' variables.
     Key(u8),
     Listen,
-    AuditDir,
+    AuditStore,
     /// `RETRYGUARD_` + anything.
     Other(&'a str),
 }
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                     env_var(section, key)
                 }
                 Var::Listen => "RETRYGUARD_LISTEN".to_string(),
-                Var::AuditDir => "RETRYGUARD_AUDIT_DIR".to_string(),
+                Var::AuditStore => "RETRYGUARD_AUDIT_DIR".to_string(),
                 Var::Other(s) => format!("RETRYGUARD_{s}"),
             };
             (name, (*value).to_string())

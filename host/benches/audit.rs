@@ -14,11 +14,11 @@
 //!    to end. The split beside it, per record: redis-server's busy time during the drain
 //!    (`INFO commandstats`); redis-rs decoding replies of the same size (an `XRANGE` read of
 //!    the same entries, client time minus server time); `writer::parse_entries`;
-//!    `AuditRecord::from_entry`; `AuditDir::write_part` on the same records and batches, in
+//!    `AuditRecord::from_entry`; `AuditStore::write_part` on the same records and batches, in
 //!    the bench dir and again on tmpfs (`/dev/shm`), whose difference is the fsyncs. The
 //!    parts are timed apart, so "rest" (total minus the parts) is approximate.
 //! 2. Query latency: 1,000,000 records (`--query-records N`) over 30 closed days written with
-//!    `AuditDir::write_part` as 1,000-record files (what a 1 s flush under load makes), then
+//!    `AuditStore::write_part` as 1,000-record files (what a 1 s flush under load makes), then
 //!    every day compacted as the writer's maintenance does. `query()` for a job id that exists
 //!    (the first call apart: cold metadata cache; then p50/p99 over `--queries` (200) other
 //!    ids, each checked to return every record of its job), for a job id that does not
@@ -55,7 +55,9 @@ use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query};
 use retryguard::audit::schema;
 use retryguard::audit::writer::parse_entries;
-use retryguard::audit::{AuditDir, AuditRecord, AuditWriter, StreamId, WriterConfig, WriterStatus};
+use retryguard::audit::{
+    AuditRecord, AuditStore, AuditWriter, StreamId, WriterConfig, WriterStatus,
+};
 use retryguard::clock::now_ms;
 use retryguard::policy::{Classification, FailureInput};
 use retryguard::redis_link::Link;
@@ -282,7 +284,7 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
 
     // The timed run: the writer drains the outbox.
     let root = scratch(&args.dir, "write");
-    let dir = Arc::new(AuditDir::open(root.path()).expect("audit dir"));
+    let dir = Arc::new(AuditStore::local(root.path()).expect("audit dir"));
     let config = WriterConfig {
         batch_size: args.batch,
         ..WriterConfig::default()
@@ -317,7 +319,11 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     let parts = dir.parts().expect("parts");
     let on_disk: usize = parts
         .iter()
-        .map(|p| read_all(&p.path).expect("read back").len())
+        .map(|p| {
+            read_all(std::fs::File::open(&p.path).expect("open"))
+                .expect("read back")
+                .len()
+        })
         .sum();
     report.check(
         on_disk == n,
@@ -361,7 +367,7 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     }
     let to_batch_s = started.elapsed().as_secs_f64();
     let write_part = |root: &Path| -> f64 {
-        let dir = AuditDir::open(root).expect("audit dir");
+        let dir = AuditStore::local(root).expect("audit dir");
         let started = Instant::now();
         for chunk in records.chunks(args.batch) {
             for (date, run) in by_date(chunk) {
@@ -417,7 +423,7 @@ async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
         args.days, args.part_rows
     );
     let root = scratch(&args.dir, "query");
-    let dir = Arc::new(AuditDir::open(root.path()).expect("audit dir"));
+    let dir = Arc::new(AuditStore::local(root.path()).expect("audit dir"));
     // Closed days: the last one ends at today's midnight (UTC).
     let today = now_ms() / DAY_MS * DAY_MS;
     let start = today - args.days as u64 * DAY_MS;
@@ -549,7 +555,7 @@ impl Latency {
 
 async fn run_queries(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     ids: &[(String, usize)],
     total: usize,
     report: &mut Report,
@@ -682,7 +688,7 @@ impl Split {
             ("AuditRecord::from_entry", self.parse_s),
             ("freeing the decoded entries (Strings)", self.drop_s),
             (
-                "AuditDir::write_part: to_batch+parquet+zstd+fsync+rename",
+                "AuditStore::write_part: to_batch+parquet+zstd+fsync+rename",
                 self.disk_s,
             ),
             ("  of which schema::to_batch", self.to_batch_s),

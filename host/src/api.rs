@@ -19,7 +19,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::App;
-use crate::audit::AuditDir;
+use crate::audit::AuditStore;
 use crate::config::Config;
 
 pub mod auth;
@@ -105,7 +105,7 @@ impl AppState {
     }
 
     /// The same state, with audit queries over `dir`.
-    pub fn with_audit_dir(self, dir: Arc<AuditDir>) -> Self {
+    pub fn with_audit_dir(self, dir: Arc<AuditStore>) -> Self {
         let app = App {
             config: self.config.clone(),
             service: self.service.clone(),

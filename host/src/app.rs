@@ -10,7 +10,7 @@ pub mod operations;
 use std::sync::Arc;
 
 use crate::analytics::Analytics;
-use crate::audit::{AuditDir, AuditReader};
+use crate::audit::{AuditReader, AuditStore};
 use crate::config::Config;
 use crate::guard::Guard;
 use crate::policy::{Policy, PolicyEngine};
@@ -105,7 +105,7 @@ impl App {
     }
 
     /// The same parts, with the audit trail in `dir` readable.
-    pub fn with_audit_dir(mut self, dir: Arc<AuditDir>) -> Self {
+    pub fn with_audit_dir(mut self, dir: Arc<AuditStore>) -> Self {
         self.audit = AuditReader::new(
             self.backend.connection(),
             Some(dir),

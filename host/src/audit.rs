@@ -5,15 +5,18 @@
 //! The `writer` moves the outbox into hive-partitioned parquet files (`files`) under one
 //! schema (`schema`); `health` tells whether that is keeping up.
 
+#[cfg(feature = "object-store")]
+pub mod bucket;
 pub mod files;
 pub mod query;
 pub mod record;
 pub mod schema;
+pub mod store;
 pub mod writer;
 
-pub use files::AuditDir;
 pub use record::{FailureColumns, NewRecord, Verdict};
 pub use schema::{AuditRecord, StreamId};
+pub use store::{AuditStore, StoreUrl};
 pub use writer::{AuditWriter, WriterConfig, WriterStatus};
 
 use std::collections::HashMap;
@@ -27,14 +30,14 @@ use serde::Serialize;
 #[derive(Clone)]
 pub struct AuditReader {
     conn: Link,
-    dir: Option<Arc<AuditDir>>,
+    dir: Option<Arc<AuditStore>>,
     max_lag_ms: u64,
 }
 
 impl std::fmt::Debug for AuditReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditReader")
-            .field("dir", &self.dir.as_ref().map(|d| d.root().to_path_buf()))
+            .field("store", &self.dir.as_ref().map(|d| d.describe()))
             .field("max_lag_ms", &self.max_lag_ms)
             .finish_non_exhaustive()
     }
@@ -43,7 +46,7 @@ impl std::fmt::Debug for AuditReader {
 impl AuditReader {
     /// A reader over `conn`'s outbox and `dir` (`None`: queries answer "not configured");
     /// `max_lag_ms` is when the health says `degraded`.
-    pub fn new(conn: Link, dir: Option<Arc<AuditDir>>, max_lag_ms: u64) -> Self {
+    pub fn new(conn: Link, dir: Option<Arc<AuditStore>>, max_lag_ms: u64) -> Self {
         Self {
             conn,
             dir,
@@ -52,7 +55,7 @@ impl AuditReader {
     }
 
     /// The audit directory, when one is configured.
-    pub fn dir(&self) -> Option<&Arc<AuditDir>> {
+    pub fn dir(&self) -> Option<&Arc<AuditStore>> {
         self.dir.as_ref()
     }
 
@@ -167,7 +170,7 @@ pub async fn health(conn: &mut Link, max_lag_ms: u64) -> Result<AuditHealth, red
 /// from the map.
 pub async fn tracebacks(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     shas: Vec<String>,
 ) -> Result<HashMap<String, String>, query::QueryError> {
     let mut found = HashMap::new();

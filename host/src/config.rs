@@ -214,8 +214,8 @@ impl Config {
             return invalid("policy", e.to_string());
         }
         let a = &self.audit;
-        if a.path.trim().is_empty() {
-            return invalid("audit.path", "must not be empty".into());
+        if let Err(e) = a.store_url() {
+            return invalid("audit.url", e);
         }
         for (key, value, range) in [
             ("audit.flush_interval_ms", a.flush_interval_ms, 10..=60_000),

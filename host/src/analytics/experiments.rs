@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::redis_link::Link;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditDir;
+use crate::audit::AuditStore;
 use crate::audit::query::{self, AuditQuery, QueryError};
 
 /// Most records one report examines (newest first); `complete` says whether that covered
@@ -184,7 +184,7 @@ impl Tally {
 /// The experiments of every binding with a shadow, from the audit records since `since_ms`.
 pub async fn report(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     since_ms: u64,
 ) -> Result<ExperimentReport, QueryError> {
     let mut tally = Tally::default();

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::audit::query::{self, AuditQuery, QueryError};
 use crate::audit::schema::AuditRecord;
-use crate::audit::{AuditDir, AuditReader};
+use crate::audit::{AuditReader, AuditStore};
 use crate::clock::now_ms;
 use crate::policy::{Params, PolicyEngine};
 use crate::queue::FailedJob;
@@ -426,7 +426,7 @@ struct Ready {
 pub async fn recorded(
     engine: &Arc<PolicyEngine>,
     audit: &AuditReader,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     registry: &Registry,
     candidate: &Bound,
     window: &RecordedWindow,

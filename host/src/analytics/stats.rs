@@ -25,7 +25,8 @@ use crate::redis_link::Link;
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use serde::Serialize;
 
-use crate::audit::files::{AuditDir, Written};
+use crate::audit::AuditStore;
+use crate::audit::files::{Part, Written};
 use crate::audit::query::{self, DAY_MS, Direction, QueryError};
 use crate::audit::schema::{self, AuditRecord, StreamId};
 use crate::retry::Outcome;
@@ -81,7 +82,7 @@ pub struct GroupStats {
 /// Today's metrics: the outbox first, then today's files (the order `query` explains).
 pub async fn retry_stats(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     now_ms: u64,
 ) -> Result<RetryStats, QueryError> {
     let date = schema::date_of_ms(now_ms);
@@ -124,7 +125,7 @@ async fn outbox_records(
 /// outbox of those days.
 pub async fn retries_by_hour(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     now_ms: u64,
 ) -> Result<Vec<u64>, QueryError> {
     let now_hour = now_ms / HOUR_MS;
@@ -142,7 +143,7 @@ pub async fn retries_by_hour(
                 }
                 for p in &dir.parts_of(day)? {
                     written.insert(p.first, p.last);
-                    tally.merge(file_tally(&p.path)?.as_ref());
+                    tally.merge(file_tally(&dir, p)?.as_ref());
                 }
             }
             Ok((written, tally))
@@ -347,21 +348,22 @@ fn groups(map: HashMap<Option<String>, Counts>) -> Vec<GroupStats> {
 }
 
 /// Sums the files of one partition (cached per file), and their ranges.
-fn tally_files(dir: &AuditDir, date: &str) -> io::Result<(Written, Tally)> {
+fn tally_files(dir: &AuditStore, date: &str) -> io::Result<(Written, Tally)> {
     query::retry_vanished(|| {
         let parts = dir.parts_of(date)?;
         let mut written = Written::default();
         let mut tally = Tally::default();
         for p in &parts {
             written.insert(p.first, p.last);
-            tally.merge(file_tally(&p.path)?.as_ref());
+            tally.merge(file_tally(dir, p)?.as_ref());
         }
         Ok((written, tally))
     })
 }
 
-fn file_tally(path: &std::path::Path) -> io::Result<Arc<Tally>> {
+fn file_tally(dir: &AuditStore, part: &Part) -> io::Result<Arc<Tally>> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Tally>>>> = OnceLock::new();
+    let path = part.path.as_path();
     let cache = CACHE.get_or_init(Mutex::default);
     let lock = || {
         cache
@@ -372,7 +374,7 @@ fn file_tally(path: &std::path::Path) -> io::Result<Arc<Tally>> {
         return Ok(Arc::clone(t));
     }
     let mut tally = Tally::default();
-    query::scan_columns(path, &COLUMNS, |batch| tally.add_batch(batch))?;
+    query::scan_columns(dir, part, &COLUMNS, |batch| tally.add_batch(batch))?;
     let tally = Arc::new(tally);
     let mut cache = lock();
     if cache.len() >= CACHE_FILES {
@@ -484,7 +486,7 @@ mod tests {
     #[test]
     fn metrics_of_today_from_files_and_outbox() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let t = schema::ms_of_date("2026-11-30").unwrap() + 3_600_000;
         let records = today(t);
         // Yesterday's records are not counted.

@@ -10,7 +10,7 @@ use crate::redis_link::Link;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditDir, AuditWriter, WriterStatus};
+use crate::audit::{AuditStore, AuditWriter, WriterStatus};
 use crate::config::Config;
 use crate::retry::sweeper::Sweeper;
 use crate::retry::tracker;
@@ -27,22 +27,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Background {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    pub dir: Arc<AuditDir>,
+    pub dir: Arc<AuditStore>,
     pub status: Arc<WriterStatus>,
     /// What this instance's reconciler is doing (whether it holds the lease, its passes).
     pub triage: Arc<ReconcilerStatus>,
 }
 
 impl Background {
-    /// Opens the audit directory and starts the tasks. A directory that cannot be created
-    /// is an error here (start-up), while write errors later only degrade the audit.
+    /// Opens the audit store and starts the tasks. A directory that cannot be created or a
+    /// bucket that cannot be read is an error here (start-up), while write errors later
+    /// only degrade the audit.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let dir = Arc::new(AuditDir::open(&config.audit.path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot use the audit directory {} ([audit] path, or RETRYGUARD_AUDIT_DIR): {e}",
-                config.audit.path
-            )
-        })?);
+        let dir = Arc::new(open_store(&config.audit).await?);
         let (shutdown, rx) = watch::channel(false);
         let status = Arc::new(WriterStatus::default());
         let mut tasks = Vec::new();
@@ -122,4 +118,23 @@ impl Background {
 
 async fn connect(config: &Config, extra: Duration) -> anyhow::Result<Link> {
     Ok(Link::connect(&config.redis, extra).await?)
+}
+
+/// Opens `[audit] url` (or `path`), naming the setting in the error.
+pub async fn open_store(audit: &crate::config::AuditConfig) -> anyhow::Result<AuditStore> {
+    let url = audit.store_url().map_err(|e| anyhow::anyhow!(e))?;
+    AuditStore::open(&url, audit.store_request_timeout())
+        .await
+        .map_err(|e| {
+            let setting = match url {
+                crate::audit::StoreUrl::Local(path) => format!(
+                    "the audit directory {} ([audit] path or url, RETRYGUARD_AUDIT_DIR or RETRYGUARD_AUDIT_URL)",
+                    path.display()
+                ),
+                crate::audit::StoreUrl::Object(url) => format!(
+                    "the audit store {url} ([audit] url, RETRYGUARD_AUDIT_URL; credentials and endpoint from AWS_*, GOOGLE_* or AZURE_*)"
+                ),
+            };
+            anyhow::anyhow!("cannot use {setting}: {e}")
+        })
 }

@@ -14,21 +14,22 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
 
 use super::schema::{self, AuditRecord, StreamId};
 
 const STAGING: &str = ".staging";
 
 /// Files of this size or more are left as they are by compaction.
-const COMPACT_BELOW_BYTES: u64 = 32 << 20;
+pub(super) const COMPACT_BELOW_BYTES: u64 = 32 << 20;
 /// `_`-prefixed, so pyarrow's dataset discovery skips it (as it skips `.staging`).
 const BLOBS: &str = "_blobs";
 
@@ -47,7 +48,7 @@ impl Part {
         format!("part-{first}_{last}.parquet")
     }
 
-    fn parse(date: &str, path: PathBuf) -> Option<Self> {
+    pub(super) fn parse(date: &str, path: PathBuf) -> Option<Self> {
         let name = path.file_name()?.to_str()?;
         let ids = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
         let (first, last) = ids.split_once('_')?;
@@ -86,14 +87,14 @@ impl Written {
     }
 }
 
-/// The audit directory.
+/// The audit trail in a local directory (`file://`).
 #[derive(Debug, Clone)]
-pub struct AuditDir {
+pub struct LocalDir {
     root: PathBuf,
 }
 
 /// Writer settings of the parquet files.
-fn writer_properties(rows: usize) -> WriterProperties {
+pub(super) fn writer_properties(rows: usize) -> WriterProperties {
     let sorting = vec![SortingColumn {
         column_idx: 1, // timestamp
         descending: false,
@@ -110,7 +111,7 @@ fn writer_properties(rows: usize) -> WriterProperties {
         .build()
 }
 
-impl AuditDir {
+impl LocalDir {
     /// Opens (creating) the directory, and clears `.staging/` of anything a crash left.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = Self { root: root.into() };
@@ -139,9 +140,16 @@ impl AuditDir {
 
     /// Every finished file, oldest first.
     pub fn parts(&self) -> io::Result<Vec<Part>> {
+        self.parts_where(&|_| true)
+    }
+
+    /// The finished files of the partitions whose date passes `keep`, oldest first.
+    pub fn parts_where(&self, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<Part>> {
         let mut parts = Vec::new();
         for date in self.dates()? {
-            parts.extend(self.parts_of(&date)?);
+            if keep(&date) {
+                parts.extend(self.parts_of(&date)?);
+            }
         }
         parts.sort_by_key(|p| p.first);
         Ok(parts)
@@ -290,15 +298,7 @@ impl AuditDir {
             };
             let out = work.join(Part::file_name(first.first, last.last));
             let paths: Vec<&Path> = run.iter().map(|p| p.path.as_path()).collect();
-            if !merge_in_order(&paths, &out)? {
-                // A file not in id order (none is written so): merge it in memory, sorted.
-                let mut records = Vec::new();
-                for p in run {
-                    records.extend(read_all(&p.path)?);
-                }
-                records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
-                write_parquet(&out, &records)?;
-            }
+            merge_files(&paths, &out)?;
         }
         // Files written to the partition after we listed it must not be swapped away.
         let now = self.parts_of(date)?;
@@ -358,6 +358,13 @@ impl AuditDir {
         sync_dir(&dir)
     }
 
+    /// Stores texts by their sha256 (each once).
+    pub fn put_blobs(&self, blobs: &[(String, Vec<u8>)]) -> io::Result<()> {
+        blobs
+            .iter()
+            .try_for_each(|(sha, text)| self.put_blob(sha, text))
+    }
+
     /// A stored text, if present.
     pub fn blob(&self, sha256: &str) -> io::Result<Option<String>> {
         let Some(path) = self.blob_path(sha256) else {
@@ -382,43 +389,69 @@ impl AuditDir {
 
 /// Writes one parquet file and fsyncs it.
 fn write_parquet(path: &Path, records: &[AuditRecord]) -> io::Result<()> {
+    let file = encode_into(File::create(path)?, records)?;
+    file.sync_all()
+}
+
+/// `records` as one parquet file, in memory (an object store's put).
+#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+pub(super) fn encode(records: &[AuditRecord]) -> io::Result<Vec<u8>> {
+    encode_into(Vec::new(), records)
+}
+
+/// Writes `records` as one parquet file into `out`, and returns it.
+fn encode_into<W: Write + Send>(out: W, records: &[AuditRecord]) -> io::Result<W> {
     let batch = schema::to_batch(records).map_err(io::Error::other)?;
-    let file = File::create(path)?;
     let mut writer = ArrowWriter::try_new(
-        file.try_clone()?,
+        out,
         schema::schema(),
         Some(writer_properties(records.len())),
     )
     .map_err(io::Error::other)?;
     writer.write(&batch).map_err(io::Error::other)?;
-    writer.close().map_err(io::Error::other)?;
-    file.sync_all()
+    writer.into_inner().map_err(io::Error::other)
 }
 
 /// Writes the records of `inputs` (consecutive files, disjoint id ranges, in order) to one
-/// file at `out`, batch by batch, so a compaction holds one batch in memory, not the whole
-/// run. Each batch goes through `AuditRecord` and back, so files of an earlier schema come
-/// out in the current one. Returns `false` (and removes `out`) if the records are not in id
-/// order; the caller then merges in memory.
-fn merge_in_order(inputs: &[&Path], out: &Path) -> io::Result<bool> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut rows = 0usize;
-    for path in inputs {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
-            .map_err(io::Error::other)?;
-        rows += usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+/// file at `out`; if they are not in id order, merges them in memory, sorted.
+fn merge_files(inputs: &[&Path], out: &Path) -> io::Result<()> {
+    let sources = inputs
+        .iter()
+        .map(File::open)
+        .collect::<io::Result<Vec<_>>>()?;
+    if let Some(file) = merge_in_order(sources, File::create(out)?)? {
+        return file.sync_all();
     }
-    let file = File::create(out)?;
-    let mut writer = ArrowWriter::try_new(
-        file.try_clone()?,
-        schema::schema(),
-        Some(writer_properties(rows)),
-    )
-    .map_err(io::Error::other)?;
-    let mut last: Option<StreamId> = None;
+    let mut records = Vec::new();
     for path in inputs {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
-            .map_err(io::Error::other)?
+        records.extend(read_all(File::open(path)?)?);
+    }
+    records.sort_by_key(|r| StreamId::parse(&r.record_id).unwrap_or_default());
+    write_parquet(out, &records)
+}
+
+/// Writes the records of `inputs` (consecutive files, disjoint id ranges, in order) to
+/// `out`, batch by batch, so a compaction holds one batch in memory, not the whole run.
+/// Each batch goes through `AuditRecord` and back, so files of an earlier schema come out in
+/// the current one. Returns `None` if the records are not in id order (the caller then
+/// merges in memory; `out` holds a partial file).
+pub(super) fn merge_in_order<R, W>(inputs: Vec<R>, out: W) -> io::Result<Option<W>>
+where
+    R: ChunkReader + 'static,
+    W: Write + Send,
+{
+    let mut readers = Vec::with_capacity(inputs.len());
+    let mut rows = 0usize;
+    for input in inputs {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(io::Error::other)?;
+        rows += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        readers.push(builder);
+    }
+    let mut writer = ArrowWriter::try_new(out, schema::schema(), Some(writer_properties(rows)))
+        .map_err(io::Error::other)?;
+    let mut last: Option<StreamId> = None;
+    for builder in readers {
+        let reader = builder
             .with_batch_size(8192)
             .build()
             .map_err(io::Error::other)?;
@@ -427,9 +460,7 @@ fn merge_in_order(inputs: &[&Path], out: &Path) -> io::Result<bool> {
             for r in &records {
                 let id = StreamId::parse(&r.record_id).unwrap_or_default();
                 if last.is_some_and(|l| id <= l) {
-                    drop(writer);
-                    fs::remove_file(out)?;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 last = Some(id);
             }
@@ -437,16 +468,12 @@ fn merge_in_order(inputs: &[&Path], out: &Path) -> io::Result<bool> {
             writer.write(&batch).map_err(io::Error::other)?;
         }
     }
-    writer.close().map_err(io::Error::other)?;
-    file.sync_all()?;
-    Ok(true)
+    writer.into_inner().map(Some).map_err(io::Error::other)
 }
 
-/// Reads every record of a file.
-pub fn read_all(path: &Path) -> io::Result<Vec<AuditRecord>> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = File::open(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+/// Reads every record of a file (a `File`, or the bytes of an object).
+pub fn read_all<R: ChunkReader + 'static>(source: R) -> io::Result<Vec<AuditRecord>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(io::Error::other)?
         .with_batch_size(8192)
         .build()
@@ -489,9 +516,6 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     }
 }
 
-/// Shared handle, so the writer and the query side agree on one directory.
-pub type SharedDir = Arc<AuditDir>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,7 +548,7 @@ mod tests {
     #[test]
     fn parts_are_written_listed_compacted_and_expired() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = LocalDir::open(tmp.path()).unwrap();
         let day = schema::ms_of_date("2026-11-30").unwrap();
         let a: Vec<_> = (0..3)
             .map(|i| record(day + i, 0, &format!("a{i}")))
@@ -547,7 +571,7 @@ mod tests {
         assert_eq!(dir.compact("2026-11-30").unwrap(), 2);
         let parts = dir.parts().unwrap();
         assert_eq!(parts.len(), 1);
-        let all = read_all(&parts[0].path).unwrap();
+        let all = read_all(File::open(&parts[0].path).unwrap()).unwrap();
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].job_id.as_deref(), Some("a0"));
         assert_eq!(fs::read_dir(tmp.path().join(STAGING)).unwrap().count(), 0);
@@ -558,7 +582,7 @@ mod tests {
     #[test]
     fn a_compaction_streams_many_batches_and_keeps_every_record_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = LocalDir::open(tmp.path()).unwrap();
         let day = schema::ms_of_date("2026-11-29").unwrap();
         // Three files of 5,000 records: the merge crosses batches of 8,192 rows.
         let all: Vec<AuditRecord> = (0..15_000)
@@ -572,7 +596,7 @@ mod tests {
         assert_eq!(dir.compact("2026-11-29").unwrap(), 3);
         let parts = dir.parts().unwrap();
         assert_eq!(parts.len(), 1);
-        assert_eq!(read_all(&parts[0].path).unwrap(), all);
+        assert_eq!(read_all(File::open(&parts[0].path).unwrap()).unwrap(), all);
     }
 
     #[test]
@@ -585,21 +609,31 @@ mod tests {
         );
         write_parquet(&a, &[record(5, 0, "late")]).unwrap();
         write_parquet(&b, &[record(1, 0, "early")]).unwrap();
-        assert!(!merge_in_order(&[&a, &b], &out).unwrap());
-        assert!(!out.exists(), "the partial output is removed");
-        assert!(merge_in_order(&[&b, &a], &out).unwrap());
-        let ids: Vec<_> = read_all(&out)
+        let open = |p: &Path| File::open(p).unwrap();
+        assert!(
+            merge_in_order(vec![open(&a), open(&b)], Vec::new())
+                .unwrap()
+                .is_none()
+        );
+        let merged = merge_in_order(vec![open(&b), open(&a)], Vec::new())
             .unwrap()
-            .into_iter()
-            .map(|r| r.job_id.unwrap())
-            .collect();
-        assert_eq!(ids, ["early", "late"]);
+            .unwrap();
+        let ids = |records: Vec<AuditRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.job_id.unwrap()).collect()
+        };
+        assert_eq!(
+            ids(read_all(bytes::Bytes::from(merged)).unwrap()),
+            ["early", "late"]
+        );
+        // Out of order on disk: the fallback merges in memory.
+        merge_files(&[&a, &b], &out).unwrap();
+        assert_eq!(ids(read_all(open(&out)).unwrap()), ["early", "late"]);
     }
 
     #[test]
     fn blobs_are_stored_once_by_digest() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = LocalDir::open(tmp.path()).unwrap();
         let sha = "ab".repeat(32);
         dir.put_blob(&sha, b"Traceback").unwrap();
         dir.put_blob(&sha, b"Traceback").unwrap();

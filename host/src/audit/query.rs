@@ -28,8 +28,9 @@ use std::sync::Arc;
 
 use crate::redis_link::Link;
 
-use super::files::{AuditDir, Part, Written};
+use super::files::{Part, Written};
 use super::schema::{self, AuditRecord, StreamId};
+use super::store::AuditStore;
 use super::writer::Entry;
 use crate::redis_error::RedisError;
 
@@ -119,7 +120,7 @@ pub fn parse_cursor(cursor: &str) -> Result<StreamId, QueryError> {
 /// The newest records matching `q`, from the outbox and the files.
 pub async fn query(
     conn: &mut Link,
-    dir: &Arc<AuditDir>,
+    dir: &Arc<AuditStore>,
     q: &AuditQuery,
 ) -> Result<QueryPage, QueryError> {
     let plan = Plan::new(q)?;
@@ -354,7 +355,7 @@ mod tests {
     }
 
     /// Writes one file per run of records of one date (records in id order).
-    fn write(dir: &AuditDir, records: &[AuditRecord]) {
+    fn write(dir: &AuditStore, records: &[AuditRecord]) {
         let mut runs: Vec<(String, Vec<AuditRecord>)> = Vec::new();
         for r in records {
             match runs.last_mut() {
@@ -369,7 +370,7 @@ mod tests {
 
     /// Runs the file side of a query (no Redis): the listing and the walk, then the merge
     /// with `outbox`.
-    fn run(dir: &AuditDir, q: &AuditQuery, outbox: Vec<Entry>) -> QueryPage {
+    fn run(dir: &AuditStore, q: &AuditQuery, outbox: Vec<Entry>) -> QueryPage {
         let plan = Plan::new(q).unwrap();
         if plan.is_empty() {
             return QueryPage::default();
@@ -379,7 +380,7 @@ mod tests {
     }
 
     /// Every page of a query, following cursors.
-    fn all_pages(dir: &AuditDir, q: &AuditQuery, outbox: &[Entry]) -> Vec<AuditRecord> {
+    fn all_pages(dir: &AuditStore, q: &AuditQuery, outbox: &[Entry]) -> Vec<AuditRecord> {
         let mut out = Vec::new();
         let mut q = q.clone();
         loop {
@@ -403,7 +404,7 @@ mod tests {
     /// 30 daily partitions of 2026-11, each with records every 3 hours starting 22:30 the
     /// evening before (so runs cross midnight and one day's file starts at 01:30), several
     /// files a day, job `j<k % 7>`.
-    fn thirty_days(dir: &AuditDir) -> Vec<AuditRecord> {
+    fn thirty_days(dir: &AuditStore) -> Vec<AuditRecord> {
         let start = day("2026-11-01") - 90 * 60_000;
         let mut all = Vec::new();
         for i in 0..240u64 {
@@ -426,7 +427,7 @@ mod tests {
     #[test]
     fn paging_returns_every_record_once_newest_first() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let all = thirty_days(&dir);
         assert!(dir.dates().unwrap().len() >= 30);
         for limit in [1, 7, 100, 1000] {
@@ -447,7 +448,7 @@ mod tests {
     #[test]
     fn the_dry_run_filter_pages_files_and_outbox_alike() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         // Every third record a dry run, in files and in the outbox (not yet written).
         let dry = |i: u64| i.is_multiple_of(3);
         let mut all = Vec::new();
@@ -491,7 +492,7 @@ mod tests {
     #[test]
     fn time_ranges_cross_midnight_and_prune_partitions() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let all = thirty_days(&dir);
         // 2026-11-10 22:00 .. 2026-11-12 02:00 (exclusive).
         let since = day("2026-11-10") + 22 * 3600 * 1000;
@@ -535,7 +536,7 @@ mod tests {
     #[test]
     fn job_and_column_filters_find_records_across_partitions() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let all = thirty_days(&dir);
         let q = AuditQuery {
             job_id: Some("j3".into()),
@@ -590,7 +591,7 @@ mod tests {
     #[test]
     fn outbox_entries_merge_with_files_once_each() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let t = day("2026-11-30") + 1000;
         // Files hold 0..10; the outbox holds 8..15: 8 and 9 are written but not yet
         // deleted, and 10..15 wait (one of them across midnight, in tomorrow's partition).
@@ -653,7 +654,7 @@ mod tests {
     #[test]
     fn a_compacted_partition_reads_the_same() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let all = thirty_days(&dir);
         let q = AuditQuery {
             job_id: Some("j5".into()),
@@ -676,7 +677,7 @@ mod tests {
 
     /// Writes `records` (of one date) as one file of row groups of 50 rows and pages of 8
     /// rows, so pruning, bloom filters and row selections work across groups and pages.
-    fn write_small_groups(dir: &AuditDir, records: &[AuditRecord]) {
+    fn write_small_groups(dir: &AuditStore, records: &[AuditRecord]) {
         use parquet::arrow::ArrowWriter;
         use parquet::file::properties::{EnabledStatistics, WriterProperties};
         let (first, last) = (records.first().unwrap(), records.last().unwrap());
@@ -684,7 +685,7 @@ mod tests {
             StreamId::parse(&first.record_id).unwrap(),
             StreamId::parse(&last.record_id).unwrap(),
         );
-        let partition = dir.root().join(format!("date={}", first.date()));
+        let partition = dir.root().unwrap().join(format!("date={}", first.date()));
         std::fs::create_dir_all(&partition).unwrap();
         let props = WriterProperties::builder()
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -702,7 +703,7 @@ mod tests {
     #[test]
     fn row_groups_and_pages_are_pruned_and_selected() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let t = day("2026-11-20");
         // 3 days of 500 records each, jobs j0..j60, one decision in 9 a cooldown.
         let mut all = Vec::new();
@@ -728,7 +729,7 @@ mod tests {
         }
         // Pruning: statistics by time range and column value, the bloom filter by job id.
         let path = &dir.parts().unwrap()[1].path;
-        let file = File::open(path).unwrap();
+        let file = crate::audit::store::PartSource::File(File::open(path).unwrap());
         let info = file_info(path, &file).unwrap();
         assert_eq!(info.meta.metadata().num_row_groups(), 10);
         let groups = |q: AuditQuery| row_groups(&info, &file, &Plan::new(&q).unwrap()).unwrap();
@@ -823,7 +824,7 @@ mod tests {
     #[ignore = "writes a million records; run by hand with --ignored --nocapture"]
     fn job_id_query_over_a_million_records() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = AuditDir::open(tmp.path()).unwrap();
+        let dir = AuditStore::local(tmp.path()).unwrap();
         let start = day("2026-11-01");
         let per_day = 1_000_000 / 30 + 1;
         let step = DAY_MS / per_day as u64;

@@ -92,7 +92,7 @@ pub struct AuditRecord {
     pub job_status: Option<String>,
     pub exc_type: Option<String>,
     pub exc_message: Option<String>,
-    /// sha256 of the traceback; the text is stored once under `_blobs/` (`AuditDir::blob`).
+    /// sha256 of the traceback; the text is stored once under `_blobs/` (`AuditStore::blob`).
     pub traceback_sha256: Option<String>,
     pub failed_at_ms: Option<i64>,
     pub first_failed_at_ms: Option<i64>,

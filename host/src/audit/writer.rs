@@ -25,8 +25,9 @@ use crate::redis_link::Link;
 use redis::Value;
 use tokio::sync::watch;
 
-use super::files::{AuditDir, Written};
+use super::files::Written;
 use super::schema::{self, AuditRecord};
+use super::store::AuditStore;
 
 mod entries;
 mod lease;
@@ -89,7 +90,7 @@ impl WriterStatus {
 pub enum WriteError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("audit directory: {0}")]
+    #[error("audit store: {0}")]
     Io(#[from] std::io::Error),
     #[error("the audit lease was lost")]
     LeaseLost,
@@ -111,10 +112,13 @@ const MAX_BLOCK: Duration = Duration::from_millis(250);
 /// Ids per acknowledgement call.
 const ACK_CHUNK: usize = 1000;
 
+/// Traceback bytes stored in one `put_blobs` call at most.
+const BLOB_PACK_BYTES: usize = 8 << 20;
+
 /// The writer of one process.
 pub struct AuditWriter {
     conn: Link,
-    dir: Arc<AuditDir>,
+    dir: Arc<AuditStore>,
     config: WriterConfig,
     /// Our consumer name and lease token.
     token: String,
@@ -139,7 +143,7 @@ impl AuditWriter {
     /// other users of a shared one).
     pub fn new(
         conn: Link,
-        dir: Arc<AuditDir>,
+        dir: Arc<AuditStore>,
         config: WriterConfig,
         status: Arc<WriterStatus>,
     ) -> Self {
@@ -329,6 +333,11 @@ impl AuditWriter {
         let runs = split_by_date(fresh);
         let mut written = 0;
         for (date, records) in runs {
+            // A put must end inside the lease: renew it first (a bucket's requests time out
+            // well before the lease would).
+            if !self.renew_lease().await? {
+                return Err(WriteError::LeaseLost);
+            }
             let dir = self.dir.clone();
             let valid_until = self.lease_until;
             let n = records.len();
@@ -345,6 +354,12 @@ impl AuditWriter {
             self.status.files_written.fetch_add(1, Ordering::Relaxed);
             written += n;
         }
+        // Outside readers see the new parts (a bucket's manifest) before the outbox forgets
+        // them: a query reads the outbox first and the manifest after.
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.publish())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
         for chunk in ack.chunks(ACK_CHUNK) {
             let acked: i64 = redis::Script::new(ACK_LUA)
                 .key(crate::keyspace::AUDIT_LEASE)
@@ -374,9 +389,12 @@ impl AuditWriter {
         Ok(written)
     }
 
-    /// Moves tracebacks from Redis to `_blobs/` (before any record that names them).
+    /// Moves tracebacks from Redis into the store (before any record that names them): all
+    /// of them in one `put_blobs` (one object in a bucket), up to `BLOB_PACK_BYTES` a call.
     async fn drain_blobs(&mut self) -> Result<(), WriteError> {
         let mut cursor: u64 = 0;
+        let mut pack: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
         loop {
             let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
                 .arg(crate::keyspace::AUDIT_BLOBS)
@@ -385,27 +403,35 @@ impl AuditWriter {
                 .arg(200)
                 .query_async(&mut self.conn)
                 .await?;
-            if !pairs.is_empty() {
-                let dir = self.dir.clone();
-                let shas: Vec<String> = pairs.iter().map(|(s, _)| s.clone()).collect();
-                tokio::task::spawn_blocking(move || {
-                    pairs
-                        .iter()
-                        .try_for_each(|(sha, text)| dir.put_blob(sha, text))
-                })
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
-                redis::cmd("HDEL")
-                    .arg(crate::keyspace::AUDIT_BLOBS)
-                    .arg(&shas)
-                    .query_async::<()>(&mut self.conn)
-                    .await?;
+            bytes += pairs.iter().map(|(_, t)| t.len()).sum::<usize>();
+            pack.extend(pairs);
+            if next == 0 || bytes >= BLOB_PACK_BYTES {
+                self.store_blobs(std::mem::take(&mut pack)).await?;
+                bytes = 0;
             }
             if next == 0 {
                 return Ok(());
             }
             cursor = next;
         }
+    }
+
+    /// Stores texts durably, then deletes them from Redis.
+    async fn store_blobs(&mut self, pack: Vec<(String, Vec<u8>)>) -> Result<(), WriteError> {
+        if pack.is_empty() {
+            return Ok(());
+        }
+        let shas: Vec<String> = pack.iter().map(|(s, _)| s.clone()).collect();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.put_blobs(&pack))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        redis::cmd("HDEL")
+            .arg(crate::keyspace::AUDIT_BLOBS)
+            .arg(&shas)
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(())
     }
 
     /// Shares this writer's state with every instance (`/readyz`, stats).
@@ -449,7 +475,8 @@ impl AuditWriter {
             Ok(Err(e)) => tracing::warn!(error = %e, "audit maintenance failed"),
             Err(e) => tracing::warn!(error = %e, "audit maintenance panicked"),
         }
-        if let Ok(w) = self.dir.written() {
+        let dir = self.dir.clone();
+        if let Ok(Ok(w)) = tokio::task::spawn_blocking(move || dir.written()).await {
             self.written = w;
         }
     }
@@ -458,7 +485,7 @@ impl AuditWriter {
 /// Compacts partitions with many small files (closed days: any two) and deletes expired
 /// partitions.
 fn maintain(
-    dir: &AuditDir,
+    dir: &AuditStore,
     config: &WriterConfig,
     valid_until: Option<Instant>,
 ) -> std::io::Result<()> {

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 
 use crate::analytics::stats;
 use crate::app::Background;
-use crate::audit::AuditDir;
+use crate::audit::AuditStore;
 use crate::audit::query::{AuditQuery, query};
 use crate::config::{Config, redact_url};
 use serde_json::Value;
@@ -119,22 +119,24 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The audit directory (never created here: a typo'd path is an error, not an empty dir)
-/// and a Redis connection for the outbox.
-async fn open(config: &Config) -> anyhow::Result<(Arc<AuditDir>, crate::redis_link::Link)> {
-    let path = std::path::Path::new(&config.audit.path);
-    if !path.is_dir() {
+/// The audit store (a directory is never created here: a typo'd path is an error, not an
+/// empty dir) and a Redis connection for the outbox.
+async fn open(config: &Config) -> anyhow::Result<(Arc<AuditStore>, crate::redis_link::Link)> {
+    let url = config.audit.store_url().map_err(|e| anyhow::anyhow!(e))?;
+    if let crate::audit::StoreUrl::Local(path) = &url
+        && !path.is_dir()
+    {
         anyhow::bail!(
             "no audit directory at {} ([audit] path, or RETRYGUARD_AUDIT_DIR)",
             path.display()
         );
     }
+    let dir = Arc::new(crate::app::background::open_store(&config.audit).await?);
     eprintln!(
-        "reading the audit directory {} and the outbox in Redis {} directly (--direct)",
-        path.display(),
+        "reading the audit store {} and the outbox in Redis {} directly (--direct)",
+        dir.describe(),
         redact_url(&config.redis.url)
     );
-    let dir = Arc::new(AuditDir::open(path)?);
     let backend = crate::queue::rq::RqBackend::connect_with(&config.redis)
         .await
         .with_context(|| {
@@ -372,7 +374,7 @@ async fn writer(mut config: Config) -> anyhow::Result<ExitCode> {
     println!(
         "retryguard audit writer: {} -> {}",
         redact_url(&config.redis.url),
-        background.dir.root().display()
+        background.dir.describe()
     );
     super::serve::shutdown_signal().await;
     background.stop().await;

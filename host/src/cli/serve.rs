@@ -382,7 +382,7 @@ async fn serve(
     }
     println!(
         "  audit:  {}{}",
-        background.dir.root().display(),
+        background.dir.describe(),
         if config.audit.writer {
             ""
         } else {

@@ -52,6 +52,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("policy", "deadline_ms", Kind::Integer),
     ("policy", "memory_bytes", Kind::Integer),
     ("policy", "cache_dir", Kind::Text),
+    ("audit", "url", Kind::Text),
     ("audit", "path", Kind::Text),
     ("audit", "writer", Kind::Bool),
     ("audit", "flush_interval_ms", Kind::Integer),

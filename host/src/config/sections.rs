@@ -132,7 +132,10 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The audit directory (`AUDIT_DIR`). Instances sharing one Redis must share it too.
+    /// Where the trail lives: `file:///path` or `s3://bucket/prefix` (also `gs://`,
+    /// `az://`); empty means `path`. Instances sharing one Redis must share it too.
+    pub url: String,
+    /// The audit directory (`AUDIT_DIR`), when `url` is empty: `url`'s short form.
     pub path: String,
     /// Whether this instance takes part in writing (one writer at a time holds a lease).
     pub writer: bool,
@@ -152,6 +155,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         let w = crate::audit::WriterConfig::default();
         Self {
+            url: String::new(),
             path: "./audit".into(),
             writer: true,
             flush_interval_ms: duration_ms(w.flush_interval),
@@ -271,6 +275,18 @@ impl TriageConfig {
 
 impl AuditConfig {
     /// The writer's settings.
+    /// Where the trail lives (`url`, else `path`).
+    pub fn store_url(&self) -> Result<crate::audit::StoreUrl, String> {
+        crate::audit::StoreUrl::parse(&self.url, &self.path)
+    }
+
+    /// How long one request to an object store may take: well inside the writer's lease,
+    /// which is renewed right before each put (`audit/bucket.rs`).
+    pub fn store_request_timeout(&self) -> Duration {
+        (Duration::from_secs(self.lease_ttl_seconds) * 3 / 5)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
     pub fn writer_config(&self) -> crate::audit::WriterConfig {
         crate::audit::WriterConfig {
             flush_interval: Duration::from_millis(self.flush_interval_ms),

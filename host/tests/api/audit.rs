@@ -7,15 +7,16 @@ use axum::Router;
 use axum::http::StatusCode;
 use retryguard::api;
 use retryguard::audit::schema::{date_of_ms, ms_of_date};
-use retryguard::audit::{AuditDir, AuditRecord, StreamId};
+use retryguard::audit::{AuditRecord, AuditStore, StreamId};
 use retryguard::keyspace;
 
 use crate::common::{RedisServer, config, connect, now_ms, send, state_with};
 
 /// The app with audit queries over `dir`.
-async fn audit_app(redis: &RedisServer, dir: &AuditDir) -> Router {
+async fn audit_app(redis: &RedisServer, dir: &AuditStore) -> Router {
     let state = state_with(config(redis)).await;
-    api::router(state.with_audit_dir(Arc::new(dir.clone())))
+    let root = dir.root().expect("a local audit directory");
+    api::router(state.with_audit_dir(Arc::new(AuditStore::local(root).unwrap())))
 }
 
 fn pairs(job: &str, decision: &str) -> Vec<(String, String)> {
@@ -84,7 +85,7 @@ async fn without_an_audit_dir_the_endpoint_is_a_json_503() {
 async fn bad_parameters_are_json_400s() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = AuditDir::open(tmp.path()).unwrap();
+    let dir = AuditStore::local(tmp.path()).unwrap();
     let app = audit_app(&redis, &dir).await;
     for (query, code) in [
         ("limit=0", "invalid_query"),
@@ -121,7 +122,7 @@ async fn bad_parameters_are_json_400s() {
 async fn records_of_files_and_outbox_page_newest_first_once_each() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = AuditDir::open(tmp.path()).unwrap();
+    let dir = AuditStore::local(tmp.path()).unwrap();
     // Two days of files around midnight, then the outbox: 23:59:58 … 00:00:03.
     let midnight = ms_of_date("2026-11-30").unwrap();
     let day1: Vec<AuditRecord> = (0..2)
@@ -204,7 +205,7 @@ async fn records_of_files_and_outbox_page_newest_first_once_each() {
 async fn stats_carry_todays_retry_metrics() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = AuditDir::open(tmp.path()).unwrap();
+    let dir = AuditStore::local(tmp.path()).unwrap();
     let today = date_of_ms(now_ms());
     let start = ms_of_date(&today).unwrap();
     // In a file: two retries and a cooldown; in the outbox: a non-retryable block and the
@@ -247,7 +248,7 @@ async fn stats_carry_todays_retry_metrics() {
 async fn a_long_outbox_is_read_in_chunks() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = AuditDir::open(tmp.path()).unwrap();
+    let dir = AuditStore::local(tmp.path()).unwrap();
     // 2,500 entries of today (no writer), job `x` every 100th.
     let start = ms_of_date(&date_of_ms(now_ms())).unwrap();
     let mut pipe = redis::pipe();

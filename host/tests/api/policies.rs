@@ -528,7 +528,7 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
         }],
     );
     let tmp = tempfile::tempdir().unwrap();
-    let dir = retryguard::audit::AuditDir::open(tmp.path()).unwrap();
+    let dir = retryguard::audit::AuditStore::local(tmp.path()).unwrap();
     let app = retryguard::api::router(
         state_with(config(&redis))
             .await
@@ -742,7 +742,7 @@ async fn replay_over_the_audit_agrees_with_itself_and_differs_as_direct_evaluati
         ],
     );
     let tmp = tempfile::tempdir().unwrap();
-    let dir = retryguard::audit::AuditDir::open(tmp.path()).unwrap();
+    let dir = retryguard::audit::AuditStore::local(tmp.path()).unwrap();
     let app = retryguard::api::router(
         state_with(config(&redis))
             .await

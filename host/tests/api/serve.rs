@@ -188,10 +188,11 @@ fn a_retry_through_the_api_is_in_the_audit_at_once_and_in_parquet_after_sigterm(
     assert_eq!(records[0]["user_or_system"], "local");
 
     sigterm_and_wait(&mut child, Duration::from_secs(30));
-    let dir = retryguard::audit::AuditDir::open(audit.path()).unwrap();
+    let dir = retryguard::audit::AuditStore::local(audit.path()).unwrap();
     let parts = dir.parts().unwrap();
     assert_eq!(parts.len(), 1, "{parts:?}");
-    let written = retryguard::audit::files::read_all(&parts[0].path).unwrap();
+    let written =
+        retryguard::audit::files::read_all(std::fs::File::open(&parts[0].path).unwrap()).unwrap();
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].job_id.as_deref(), Some("paid-1"));
     assert_eq!(written[0].record_id, records[0]["record_id"]);
@@ -247,11 +248,13 @@ fn sigterm_during_a_retry_all_leaves_every_requeued_job_with_its_audit_record() 
         .query(&mut con)
         .unwrap();
     assert_eq!(outbox, 0, "the shutdown flushed the outbox");
-    let dir = retryguard::audit::AuditDir::open(audit.path()).unwrap();
+    let dir = retryguard::audit::AuditStore::local(audit.path()).unwrap();
     let mut retried = std::collections::BTreeSet::new();
     let mut decisions = std::collections::BTreeMap::<String, usize>::new();
     for part in dir.parts().unwrap() {
-        for r in retryguard::audit::files::read_all(&part.path).unwrap() {
+        for r in
+            retryguard::audit::files::read_all(std::fs::File::open(&part.path).unwrap()).unwrap()
+        {
             *decisions.entry(r.decision.clone()).or_default() += 1;
             if r.decision == "retried" {
                 assert!(retried.insert(r.job_id.unwrap()), "one record per requeue");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query as audit_query};
-use retryguard::audit::{AuditDir, AuditRecord};
+use retryguard::audit::{AuditRecord, AuditStore};
 use retryguard::clock::new_operation_id;
 use retryguard::keyspace;
 use retryguard::policy::{Decision, EngineConfig, HoldKind, PolicyEngine};
@@ -133,7 +133,7 @@ fn wait_drained(url: &str, timeout: Duration) {
 
 /// Every record in the finished parquet files (never `.staging/`).
 fn parquet_records(dir: &Path) -> Vec<AuditRecord> {
-    let dir = AuditDir::open(dir).expect("audit dir");
+    let dir = AuditStore::local(dir).expect("audit dir");
     let mut all = Vec::new();
     for part in dir.parts().expect("lists") {
         assert!(
@@ -143,7 +143,8 @@ fn parquet_records(dir: &Path) -> Vec<AuditRecord> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("date=")),
             "{part:?}"
         );
-        all.extend(read_all(&part.path).expect("a finished file reads"));
+        let file = std::fs::File::open(&part.path).expect("a finished file opens");
+        all.extend(read_all(file).expect("a finished file reads"));
     }
     all
 }
@@ -260,7 +261,7 @@ async fn writers_killed_mid_retry_all_lose_and_duplicate_no_record() {
         .await
         .unwrap();
     let mut conn = backend.connection();
-    let dir = Arc::new(AuditDir::open(audit.path()).unwrap());
+    let dir = Arc::new(AuditStore::local(audit.path()).unwrap());
     let mut seen = HashSet::new();
     let mut cursor = None;
     loop {
@@ -473,7 +474,7 @@ async fn outcomes_of_retries_run_by_a_real_worker_are_recorded_once() {
     assert_eq!(b[0]["attempt_number"], "1");
     // The stats read the same records: one success out of two retries.
     let empty = tempfile::tempdir().unwrap();
-    let dir = Arc::new(AuditDir::open(empty.path()).unwrap());
+    let dir = Arc::new(AuditStore::local(empty.path()).unwrap());
     let now = retryguard::clock::now_ms();
     let stats = retryguard::analytics::stats::retry_stats(&mut conn, &dir, now)
         .await
@@ -558,7 +559,7 @@ async fn every_outcome_has_one_record_and_replays_to_the_same_decision() {
     assert_eq!(records[6].retry_reason.as_deref(), Some("ticket OPS-7"));
 
     // Replay: the record alone (plus the traceback it names) gives the same decision.
-    let dir = AuditDir::open(audit.path()).unwrap();
+    let dir = AuditStore::local(audit.path()).unwrap();
     let engine = PolicyEngine::new(EngineConfig::default()).unwrap();
     let policy = engine.load_builtin().unwrap();
     let mut replayed = 0;

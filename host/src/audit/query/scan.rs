@@ -2,7 +2,6 @@
 //! of each file, pruned by name, row-group statistics and bloom filter (see `query.rs`).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -18,8 +17,9 @@ use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
 use parquet::file::statistics::Statistics;
 
 use super::{Plan, retry_vanished};
-use crate::audit::files::{AuditDir, Written};
+use crate::audit::files::{Part, Written};
 use crate::audit::schema::{self, AuditRecord, StreamId};
+use crate::audit::store::{AuditStore, PartSource, as_io};
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 8192;
@@ -28,14 +28,12 @@ const CACHE_BYTES: usize = 64 << 20;
 
 /// Lists the files in range and collects up to `need` matches from them, newest first.
 /// Returns the listed ranges too (for the outbox dedupe).
-pub(super) fn search_files(dir: &AuditDir, plan: &Plan) -> io::Result<(Written, Vec<AuditRecord>)> {
+pub(super) fn search_files(
+    dir: &AuditStore,
+    plan: &Plan,
+) -> io::Result<(Written, Vec<AuditRecord>)> {
     retry_vanished(|| {
-        let mut parts = Vec::new();
-        for date in dir.dates()? {
-            if plan.date_in_range(&date) {
-                parts.extend(dir.parts_of(&date)?);
-            }
-        }
+        let mut parts = dir.parts_where(&|date| plan.date_in_range(date))?;
         let mut written = Written::default();
         for p in &parts {
             written.insert(p.first, p.last);
@@ -44,7 +42,7 @@ pub(super) fn search_files(dir: &AuditDir, plan: &Plan) -> io::Result<(Written, 
         let mut found = Vec::new();
         for p in parts.iter().filter(|p| plan.part_in_range(p)) {
             let want = plan.need - found.len();
-            found.extend(search_file(&p.path, plan, want)?);
+            found.extend(search_file(dir, p, plan, want)?);
             if found.len() >= plan.need {
                 break;
             }
@@ -54,9 +52,14 @@ pub(super) fn search_files(dir: &AuditDir, plan: &Plan) -> io::Result<(Written, 
 }
 
 /// The newest `want` matches of one file.
-fn search_file(path: &Path, plan: &Plan, want: usize) -> io::Result<Vec<AuditRecord>> {
-    let file = File::open(path)?;
-    let info = file_info(path, &file)?;
+fn search_file(
+    dir: &AuditStore,
+    part: &Part,
+    plan: &Plan,
+    want: usize,
+) -> io::Result<Vec<AuditRecord>> {
+    let file = dir.open_part(part)?;
+    let info = file_info(&part.path, &file)?;
     let md = info.meta.metadata();
     let columns = info.meta.parquet_schema();
     let groups = row_groups(&info, &file, plan)?;
@@ -77,11 +80,11 @@ fn search_file(path: &Path, plan: &Plan, want: usize) -> io::Result<Vec<AuditRec
             .with_projection(mask)
             .with_batch_size(BATCH_ROWS)
             .build()
-            .map_err(io::Error::other)?;
+            .map_err(as_io)?;
     let mut hits: Vec<(StreamId, usize)> = Vec::new();
     let mut offset = 0;
     for batch in reader {
-        let batch = batch.map_err(io::Error::other)?;
+        let batch = batch.map_err(as_io)?;
         let ids = strings(&batch, "record_id")?;
         let eqs = plan
             .eq
@@ -138,17 +141,21 @@ fn search_file(path: &Path, plan: &Plan, want: usize) -> io::Result<Vec<AuditRec
         .with_row_selection(selection)
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(io::Error::other)?;
+        .map_err(as_io)?;
     let mut out = Vec::with_capacity(rows.len());
     for batch in reader {
-        out.extend(schema::from_batch(&batch.map_err(io::Error::other)?));
+        out.extend(schema::from_batch(&batch.map_err(as_io)?));
     }
     Ok(out)
 }
 
 /// The row groups of a file that may hold matches: statistics first, then (for a job id)
 /// the bloom filter.
-pub(super) fn row_groups(info: &FileInfo, file: &File, plan: &Plan) -> io::Result<Vec<usize>> {
+pub(super) fn row_groups(
+    info: &FileInfo,
+    file: &PartSource,
+    plan: &Plan,
+) -> io::Result<Vec<usize>> {
     let md = info.meta.metadata();
     let columns = info.meta.parquet_schema();
     let index = |name: &str| columns.columns().iter().position(|c| c.name() == name);
@@ -258,20 +265,21 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> io::Result<&'a StringArray
 /// Reads `columns` of every row of one file, batch by batch (stats: a projection, with the
 /// cached metadata).
 pub fn scan_columns(
-    path: &Path,
+    dir: &AuditStore,
+    part: &Part,
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch) -> io::Result<()>,
 ) -> io::Result<()> {
-    let file = File::open(path)?;
-    let info = file_info(path, &file)?;
+    let file = dir.open_part(part)?;
+    let info = file_info(&part.path, &file)?;
     let mask = ProjectionMask::columns(info.meta.parquet_schema(), columns.iter().copied());
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, info.meta.clone())
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(io::Error::other)?;
+        .map_err(as_io)?;
     for batch in reader {
-        f(&batch.map_err(io::Error::other)?)?;
+        f(&batch.map_err(as_io)?)?;
     }
     Ok(())
 }
@@ -286,13 +294,18 @@ pub(super) struct FileInfo {
 }
 
 impl FileInfo {
-    fn job_bloom(&self, rg: usize, column: usize, file: &File) -> io::Result<Option<Arc<Sbbf>>> {
+    fn job_bloom(
+        &self,
+        rg: usize,
+        column: usize,
+        file: &PartSource,
+    ) -> io::Result<Option<Arc<Sbbf>>> {
         if let Some(b) = lock(&self.blooms).get(&rg) {
             return Ok(b.clone());
         }
         let chunk = self.meta.metadata().row_group(rg).column(column);
         let bloom = Sbbf::read_from_column_chunk(chunk, file)
-            .map_err(io::Error::other)?
+            .map_err(as_io)?
             .map(Arc::new);
         let bytes = bloom.as_ref().map_or(0, |b| b.num_blocks() * 32);
         lock(&self.blooms).insert(rg, bloom.clone());
@@ -330,12 +343,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The cached metadata of a file, loaded from `file` on a miss.
-pub(super) fn file_info(path: &Path, file: &File) -> io::Result<Arc<FileInfo>> {
+pub(super) fn file_info(path: &Path, file: &PartSource) -> io::Result<Arc<FileInfo>> {
     if let Some(info) = lock(cache()).files.get(path) {
         return Ok(Arc::clone(info));
     }
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let meta = ArrowReaderMetadata::load(file, options).map_err(io::Error::other)?;
+    let meta = ArrowReaderMetadata::load(file, options).map_err(as_io)?;
     let bytes = meta.metadata().memory_size();
     let info = Arc::new(FileInfo {
         meta,

@@ -36,22 +36,7 @@ impl AuditWriter {
             if self.last_renew.elapsed() < self.config.lease_ttl / 3 {
                 return Ok(true);
             }
-            let started = Instant::now();
-            let renewed: i64 = redis::Script::new(RENEW_LUA)
-                .key(crate::keyspace::AUDIT_LEASE)
-                .arg(&self.token)
-                .arg(ttl_ms)
-                .invoke_async(&mut self.conn)
-                .await?;
-            if renewed == 1 {
-                self.last_renew = started;
-                self.lease_until = Some(started + self.config.lease_ttl - margin);
-                return Ok(true);
-            }
-            tracing::warn!("audit writer: lost the lease");
-            self.lease_until = None;
-            self.status.holds_lease.store(false, Ordering::Relaxed);
-            return Ok(false);
+            return self.renew_lease().await;
         }
         let started = Instant::now();
         let taken: Option<String> = redis::cmd("SET")
@@ -75,6 +60,31 @@ impl AuditWriter {
         self.status.holds_lease.store(true, Ordering::Relaxed);
         tracing::info!(writer = %self.token, "audit writer: took the lease");
         Ok(true)
+    }
+
+    /// Renews the lease now (`false`: it is no longer ours).
+    pub(super) async fn renew_lease(&mut self) -> Result<bool, WriteError> {
+        if !self.holds_lease() {
+            return Ok(false);
+        }
+        let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(15_000);
+        let margin = self.config.lease_ttl / 5;
+        let started = Instant::now();
+        let renewed: i64 = redis::Script::new(RENEW_LUA)
+            .key(crate::keyspace::AUDIT_LEASE)
+            .arg(&self.token)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.conn)
+            .await?;
+        if renewed == 1 {
+            self.last_renew = started;
+            self.lease_until = Some(started + self.config.lease_ttl - margin);
+            return Ok(true);
+        }
+        tracing::warn!("audit writer: lost the lease");
+        self.lease_until = None;
+        self.status.holds_lease.store(false, Ordering::Relaxed);
+        Ok(false)
     }
 
     async fn take_over(&mut self) -> Result<(), WriteError> {
