@@ -104,7 +104,8 @@ impl ManifestPart {
         Some((StreamId::parse(&self.first)?, StreamId::parse(&self.last)?))
     }
 
-    fn part(&self) -> Option<Part> {
+    /// The part this entry names.
+    pub fn part(&self) -> Option<Part> {
         let (first, last) = self.ids()?;
         Some(Part {
             date: self.date.clone(),
@@ -196,7 +197,16 @@ fn live_only(mut parts: Vec<ManifestPart>) -> Vec<ManifestPart> {
 impl Bucket {
     /// Builds the store from `url` and the standard environment (`AWS_*`, `GOOGLE_*`,
     /// `AZURE_*`) and lists the prefix once, so bad names or credentials fail now.
-    pub async fn open(url: &str, request_timeout: Duration) -> io::Result<Self> {
+    /// `options` are object_store configuration keys (`aws_endpoint`, `aws_allow_http`, …)
+    /// applied over the environment (tests and benchmarks; `serve` passes none).
+    pub async fn open(
+        url: &str,
+        request_timeout: Duration,
+        options: &[(&str, &str)],
+    ) -> io::Result<Self> {
+        // reqwest's TLS takes the process's provider (ring); a library user may not have
+        // installed one.
+        crate::tls::install_crypto_provider();
         let (store_url, prefix) = split_url(url);
         let scheme = store_url.split("://").next().unwrap_or("");
         let store: Arc<dyn ObjectStore> = match scheme {
@@ -204,6 +214,9 @@ impl Bucket {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&store_url);
                 for (k, v) in limits(request_timeout) {
                     b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
+                }
+                for (k, v) in options {
+                    b = b.with_config(k.parse().map_err(io_err)?, *v);
                 }
                 Arc::new(
                     b.with_retry(retry(request_timeout))
@@ -217,6 +230,9 @@ impl Bucket {
                 for (k, v) in limits(request_timeout) {
                     b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
                 }
+                for (k, v) in options {
+                    b = b.with_config(k.parse().map_err(io_err)?, *v);
+                }
                 Arc::new(
                     b.with_retry(retry(request_timeout))
                         .build()
@@ -227,6 +243,9 @@ impl Bucket {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
                 for (k, v) in limits(request_timeout) {
                     b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
+                }
+                for (k, v) in options {
+                    b = b.with_config(k.parse().map_err(io_err)?, *v);
                 }
                 Arc::new(
                     b.with_retry(retry(request_timeout))
@@ -274,7 +293,7 @@ impl Bucket {
     }
 
     /// Every part object in the bucket (compaction inputs included), by listing it.
-    fn list_parts(&self) -> io::Result<Vec<ManifestPart>> {
+    pub fn list_parts(&self) -> io::Result<Vec<ManifestPart>> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
         let store = Arc::clone(&self.store);
         let strip = if self.prefix.is_empty() {
@@ -485,6 +504,47 @@ impl Bucket {
                 theirs.len()
             )))
         }
+    }
+
+    /// Checks that each of `ids` is in a part whose name covers it (an object put under a
+    /// part's name by anyone but a writer is not trusted with acknowledgements).
+    pub fn verify_covered(&self, ids: &[StreamId]) -> io::Result<()> {
+        let parts = self.list_parts()?;
+        let mut held: std::collections::HashMap<String, std::collections::HashSet<String>> =
+            std::collections::HashMap::new();
+        for &id in ids {
+            let mut found = false;
+            let mut last_key = String::new();
+            let covering = parts
+                .iter()
+                .filter_map(|p| Some((p, p.part()?)))
+                .filter(|(_, part)| part.first <= id && id <= part.last);
+            for (p, part) in covering {
+                if !held.contains_key(&p.key) {
+                    let source = self.open_part(&part)?;
+                    let records = files::read_all(source).map_err(|e| {
+                        io::Error::other(format!(
+                            "{} already exists and is not an audit part ({e}); another writer? nothing was acknowledged",
+                            p.key
+                        ))
+                    })?;
+                    held.insert(
+                        p.key.clone(),
+                        records.into_iter().map(|r| r.record_id).collect(),
+                    );
+                }
+                found |= held
+                    .get(&p.key)
+                    .is_some_and(|h| h.contains(&id.to_string()));
+                last_key.clone_from(&p.key);
+            }
+            if !found {
+                return Err(io::Error::other(format!(
+                    "{last_key} already exists and does not hold record {id}; another writer? nothing was acknowledged"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifest of the live parts (after listing again if a put failed since

@@ -320,15 +320,26 @@ impl AuditWriter {
         self.drain_blobs().await?;
         let mut ack: Vec<String> = Vec::with_capacity(entries.len());
         let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
+        let mut covered = Vec::new();
         for e in entries {
             match (e.id, e.fields) {
                 (Some(id), Some(fields)) if !self.written.contains(id) => {
                     fresh.push(AuditRecord::from_owned_entry(id, fields));
                 }
-                // Already durable (a crash before the acknowledgement), or deleted.
+                // Already durable (a crash before the acknowledgement)…
+                (Some(id), Some(_)) => covered.push(id),
+                // …or deleted.
                 _ => {}
             }
             ack.push(e.raw_id);
+        }
+        if !covered.is_empty() {
+            // A bucket checks that the parts named so hold them (anyone with write access
+            // could have put an object under such a name); a directory trusts its renames.
+            let dir = self.dir.clone();
+            tokio::task::spawn_blocking(move || dir.verify_covered(&covered))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
         }
         let runs = split_by_date(fresh);
         let mut written = 0;

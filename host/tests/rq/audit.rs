@@ -21,7 +21,11 @@ use retryguard::retry::{JobFilter, Outcome, Progress, RetryOptions, RetryService
 
 use crate::support::{Python, RedisServer, connect, query};
 
-async fn service(url: &str, params: &[(&str, &str)], batch: usize) -> RetryService<RqBackend> {
+pub(crate) async fn service(
+    url: &str,
+    params: &[(&str, &str)],
+    batch: usize,
+) -> RetryService<RqBackend> {
     let backend = RqBackend::connect(url, RedisTimeouts::default())
         .await
         .expect("connects");
@@ -45,7 +49,7 @@ async fn service(url: &str, params: &[(&str, &str)], batch: usize) -> RetryServi
 }
 
 /// A writer process, killed when dropped (a failing test leaves none behind).
-struct Writer(Child);
+pub(crate) struct Writer(Child);
 
 impl Drop for Writer {
     fn drop(&mut self) {
@@ -70,6 +74,12 @@ impl std::ops::DerefMut for Writer {
 /// `retryguard audit writer` over `url` writing into `dir`, with small batches and a short
 /// lease so kills and take-overs happen quickly.
 fn spawn_writer(url: &str, dir: &Path) -> Writer {
+    let dir = dir.display().to_string();
+    spawn_writer_with(url, &[("RETRYGUARD_AUDIT_DIR", dir)])
+}
+
+/// [`spawn_writer`] with the store named by `store` (the audit variables and any others).
+pub(crate) fn spawn_writer_with(url: &str, store: &[(&str, String)]) -> Writer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryguard"));
     for (k, _) in std::env::vars() {
         if k.starts_with("RETRYGUARD_") {
@@ -79,7 +89,7 @@ fn spawn_writer(url: &str, dir: &Path) -> Writer {
     cmd.args(["audit", "writer"])
         .current_dir(std::env::temp_dir())
         .env("RETRYGUARD_REDIS_URL", url)
-        .env("RETRYGUARD_AUDIT_DIR", dir)
+        .envs(store.iter().map(|(k, v)| (k, v)))
         .env("RETRYGUARD_AUDIT_FLUSH_INTERVAL_MS", "50")
         .env("RETRYGUARD_AUDIT_BATCH_SIZE", "150")
         .env("RETRYGUARD_AUDIT_LEASE_TTL_SECONDS", "3")
@@ -95,12 +105,12 @@ fn spawn_writer(url: &str, dir: &Path) -> Writer {
         .expect("retryguard audit writer starts")
 }
 
-fn sigkill(child: &mut Child) {
+pub(crate) fn sigkill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
-fn sigterm(child: &mut Child) {
+pub(crate) fn sigterm(child: &mut Child) {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -115,7 +125,7 @@ fn sigterm(child: &mut Child) {
 }
 
 /// Waits until the outbox is empty (every record durable and acknowledged).
-fn wait_drained(url: &str, timeout: Duration) {
+pub(crate) fn wait_drained(url: &str, timeout: Duration) {
     let mut con = connect(url);
     let deadline = Instant::now() + timeout;
     loop {
@@ -150,7 +160,7 @@ fn parquet_records(dir: &Path) -> Vec<AuditRecord> {
 }
 
 /// Asserts each record id appears once and returns the records by decision.
-fn by_decision(records: &[AuditRecord]) -> BTreeMap<String, usize> {
+pub(crate) fn by_decision(records: &[AuditRecord]) -> BTreeMap<String, usize> {
     let ids: HashSet<&str> = records.iter().map(|r| r.record_id.as_str()).collect();
     assert_eq!(ids.len(), records.len(), "a record was written twice");
     let mut counts = BTreeMap::new();
@@ -161,9 +171,9 @@ fn by_decision(records: &[AuditRecord]) -> BTreeMap<String, usize> {
 }
 
 /// A small deterministic generator for kill times (the seed is printed).
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

@@ -12,6 +12,7 @@
 )]
 
 mod audit;
+mod audit_s3;
 mod auto_retry;
 mod connectivity;
 mod counting;

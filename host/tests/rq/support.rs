@@ -10,10 +10,12 @@ pub mod pki;
 pub mod python;
 pub mod redis_server;
 pub mod rq_data;
+pub mod s3;
 pub mod serve;
 
 pub use pki::Pki;
 pub use python::{MakeFailed, Python};
 pub use redis_server::RedisServer;
 pub use rq_data::{JobHash, ResultEntry, connect, query, redis_get};
+pub use s3::MotoServer;
 pub use serve::Serve;
