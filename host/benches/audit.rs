@@ -45,6 +45,9 @@
 )]
 mod redis_server;
 
+#[path = "audit/s3.rs"]
+mod s3;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -162,7 +165,8 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let conn = manager(&server.url()).await;
         write_throughput(&args, &server, conn.clone(), &mut report).await;
-        query_latency(&args, conn, &mut report).await;
+        query_latency(&args, conn.clone(), &mut report).await;
+        s3::bucket(&args, &server, conn, &mut report).await;
     });
     report.print(&args)
 }
@@ -172,41 +176,12 @@ fn main() -> ExitCode {
 async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, report: &mut Report) {
     let n = args.records;
     println!("\n1. write throughput: {n} records, batch {}", args.batch);
-    let mut generator = Generator::new(0x5eed_0001);
     let started = Instant::now();
     let mut sync = redis::Client::open(server.url())
         .expect("a client")
         .get_connection()
         .expect("connects");
-    let mut blobs = redis::pipe();
-    for f in &generator.families {
-        blobs
-            .cmd("HSET")
-            .arg(retryguard::keyspace::AUDIT_BLOBS)
-            .arg(&f.traceback_sha256)
-            .arg(&f.traceback)
-            .ignore();
-    }
-    blobs.query::<()>(&mut sync).expect("HSET blobs");
-    let mut left = n;
-    while left > 0 {
-        let chunk = left.min(PIPELINE);
-        let mut pipe = redis::pipe();
-        let now = now_ms();
-        for _ in 0..chunk {
-            let fields = generator.next_fields(now);
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(retryguard::keyspace::AUDIT_OUTBOX)
-                .arg("*");
-            for (k, v) in &fields {
-                cmd.arg(*k).arg(v);
-            }
-            cmd.ignore();
-        }
-        pipe.query::<()>(&mut sync).expect("XADD");
-        left -= chunk;
-    }
+    fill_outbox(&mut sync, n, 0x5eed_0001);
     let xlen: usize = redis::cmd("XLEN")
         .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .query(&mut sync)
@@ -414,16 +389,48 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     report.split = Some(split);
 }
 
+/// `XADD`s `n` realistic records to the outbox (pipelined) and puts the tracebacks they name
+/// in the blob hash, as the retry service does.
+fn fill_outbox(sync: &mut redis::Connection, n: usize, seed: u64) {
+    let mut generator = Generator::new(seed);
+    let mut blobs = redis::pipe();
+    for f in &generator.families {
+        blobs
+            .cmd("HSET")
+            .arg(retryguard::keyspace::AUDIT_BLOBS)
+            .arg(&f.traceback_sha256)
+            .arg(&f.traceback)
+            .ignore();
+    }
+    blobs.query::<()>(sync).expect("HSET blobs");
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(PIPELINE);
+        let mut pipe = redis::pipe();
+        let now = now_ms();
+        for _ in 0..chunk {
+            let fields = generator.next_fields(now);
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(retryguard::keyspace::AUDIT_OUTBOX)
+                .arg("*");
+            for (k, v) in &fields {
+                cmd.arg(*k).arg(v);
+            }
+            cmd.ignore();
+        }
+        pipe.query::<()>(sync).expect("XADD");
+        left -= chunk;
+    }
+}
+
 // --- 2. query latency --------------------------------------------------------------------
 
-async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
+/// Writes `args.query_records` records over `args.days` closed days as `args.part_rows`-record
+/// parts (what a 1 s flush under load makes), and returns job ids to look up with their
+/// record counts. Blocking (a bucket's calls): run it with `block_in_place`.
+fn write_query_set(args: &Args, dir: &AuditStore, report: &mut Report) -> Vec<(String, usize)> {
     let n = args.query_records;
-    println!(
-        "\n2. query latency: {n} records over {} days, {}-record files, then compacted",
-        args.days, args.part_rows
-    );
-    let root = scratch(&args.dir, "query");
-    let dir = Arc::new(AuditStore::local(root.path()).expect("audit dir"));
     // Closed days: the last one ends at today's midnight (UTC).
     let today = now_ms() / DAY_MS * DAY_MS;
     let start = today - args.days as u64 * DAY_MS;
@@ -482,8 +489,6 @@ async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
         dates.len() == args.days,
         format!("{} partitions, {} days", dates.len(), args.days),
     );
-    let bytes = dir.size_bytes().expect("size");
-    report.query_bytes_before = bytes as f64 / n as f64;
 
     // Job ids: spread over the sample (which is spread over the days), some recurring.
     let mut ids: Vec<(String, usize)> = sample.into_iter().collect();
@@ -500,6 +505,20 @@ async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
         ids.len()
     );
 
+    ids
+}
+
+async fn query_latency(args: &Args, mut conn: Link, report: &mut Report) {
+    let n = args.query_records;
+    println!(
+        "\n2. query latency: {n} records over {} days, {}-record files, then compacted",
+        args.days, args.part_rows
+    );
+    let root = scratch(&args.dir, "query");
+    let dir = Arc::new(AuditStore::local(root.path()).expect("audit dir"));
+    let ids = write_query_set(args, &dir, report);
+    let dates = dir.dates().expect("dates");
+    report.query_bytes_before = dir.size_bytes().expect("size") as f64 / n as f64;
     let before = run_queries(&mut conn, &dir, &ids, n, report).await;
     before.print("uncompacted");
     report.before = Some(before);
@@ -560,7 +579,9 @@ async fn run_queries(
     total: usize,
     report: &mut Report,
 ) -> Latency {
-    let files = dir.parts().expect("parts").len();
+    let files = tokio::task::block_in_place(|| dir.parts())
+        .expect("parts")
+        .len();
     let by_job = |job: &str| AuditQuery {
         job_id: Some(job.to_string()),
         ..AuditQuery::default()
@@ -722,6 +743,7 @@ struct Report {
     query_bytes_before: f64,
     query_bytes_after: f64,
     query_files_after: usize,
+    bucket: Option<s3::BucketFigures>,
     failures: Vec<String>,
 }
 
@@ -825,6 +847,26 @@ impl Report {
             format!("<= {BYTES_TARGET:.0}"),
             Some(self.write_bytes <= BYTES_TARGET),
         );
+        if let Some(b) = &self.bucket {
+            row(
+                "bucket write: outbox -> S3 parts (records/s)",
+                format!("{:.0}", b.write_rate),
+                String::new(),
+                None,
+            );
+            row(
+                &format!("bucket query job id ({} parts): p50 / p99 ms", b.files),
+                format!("{:.2} / {:.2}", b.job_p50_ms, b.job_p99_ms),
+                "<= 100".to_string(),
+                Some(b.job_p99_ms <= 100.0),
+            );
+            row(
+                "bytes/record: bucket writer / query set compacted",
+                format!("{:.1} / {:.1}", b.write_bytes, b.query_bytes),
+                String::new(),
+                None,
+            );
+        }
         if self.failures.is_empty() {
             println!("  correctness: every check passed");
             ExitCode::SUCCESS

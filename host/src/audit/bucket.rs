@@ -68,6 +68,9 @@ pub struct Bucket {
     relist: AtomicBool,
     /// Blob packs written by this process (names).
     packs: AtomicU64,
+    /// Object sizes by key, from listings and manifests (a reader needs the size of a part
+    /// it opens; asking for it would cost a request per part).
+    sizes: Mutex<std::collections::HashMap<String, u64>>,
     token: String,
 }
 
@@ -262,6 +265,7 @@ impl Bucket {
             manifest: Mutex::default(),
             relist: AtomicBool::new(false),
             packs: AtomicU64::new(0),
+            sizes: Mutex::default(),
             token: format!("{}-{}", std::process::id(), crate::clock::now_ms()),
         };
         // A listing, not a HEAD: a HEAD of a missing bucket is a plain 404.
@@ -371,6 +375,7 @@ impl Bucket {
 
     pub fn parts_where(&self, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<Part>> {
         let manifest = self.live_parts()?;
+        self.note_sizes(&manifest.parts);
         let mut parts: Vec<Part> = manifest
             .parts
             .iter()
@@ -397,6 +402,7 @@ impl Bucket {
     /// compaction too), and this process's view of the live parts for the manifest.
     pub fn written(&self) -> io::Result<Written> {
         let all = self.list_parts()?;
+        self.note_sizes(&all);
         let mut w = Written::default();
         for p in &all {
             if let Some((first, last)) = p.ids() {
@@ -474,6 +480,7 @@ impl Bucket {
             size,
         };
         lock(&self.live).insert(first, part.clone());
+        self.note_sizes([&part]);
         part.part()
             .map(Some)
             .ok_or_else(|| io::Error::other("unreadable part ids"))
@@ -510,6 +517,7 @@ impl Bucket {
     /// part's name by anyone but a writer is not trusted with acknowledgements).
     pub fn verify_covered(&self, ids: &[StreamId]) -> io::Result<()> {
         let parts = self.list_parts()?;
+        self.note_sizes(&parts);
         let mut held: std::collections::HashMap<String, std::collections::HashSet<String>> =
             std::collections::HashMap::new();
         for &id in ids {
@@ -575,17 +583,11 @@ impl Bucket {
         Ok(self.live_parts()?.parts.iter().map(|p| p.size).sum())
     }
 
-    /// A part's bytes, read by range (its size from the manifest).
+    /// A part's bytes, read by range (its size from the listing or manifest it came from).
     pub fn open_part(&self, part: &Part) -> io::Result<RemoteFile> {
         let key = part.path.to_string_lossy().into_owned();
-        let size = self
-            .live_parts()?
-            .parts
-            .iter()
-            .chain(lock(&self.live).values())
-            .find(|p| p.key == key)
-            .map(|p| p.size);
-        let size = match size {
+        let known = lock(&self.sizes).get(&key).copied();
+        let size = match known {
             Some(s) => s,
             None => {
                 let store = Arc::clone(&self.store);
@@ -596,6 +598,17 @@ impl Bucket {
             }
         };
         Ok(RemoteFile::new(Arc::clone(&self.store), key, size))
+    }
+
+    /// Remembers the sizes of `parts`.
+    fn note_sizes<'a>(&self, parts: impl IntoIterator<Item = &'a ManifestPart>) {
+        let mut sizes = lock(&self.sizes);
+        if sizes.len() > 100_000 {
+            sizes.clear();
+        }
+        for p in parts {
+            sizes.insert(p.key.clone(), p.size);
+        }
     }
 
     /// The object holding `bytes` under `key`, created once.

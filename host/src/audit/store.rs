@@ -75,8 +75,9 @@ impl StoreUrl {
 #[derive(Debug)]
 pub enum AuditStore {
     Local(LocalDir),
+    /// Boxed: a bucket carries its client and caches, a directory only its path.
     #[cfg(feature = "object-store")]
-    Bucket(Bucket),
+    Bucket(Box<Bucket>),
 }
 
 /// Calls the same method on whichever store this is.
@@ -115,7 +116,7 @@ impl AuditStore {
             #[cfg(feature = "object-store")]
             StoreUrl::Object(url) => Bucket::open(url, request_timeout, options)
                 .await
-                .map(Self::Bucket),
+                .map(|b| Self::Bucket(Box::new(b))),
             #[cfg(not(feature = "object-store"))]
             StoreUrl::Object(url) => {
                 let _ = (request_timeout, options);
