@@ -12,6 +12,7 @@
 )]
 
 mod audit;
+#[cfg(feature = "object-store")]
 mod audit_s3;
 mod auto_retry;
 mod connectivity;
