@@ -16,7 +16,11 @@
 //!    the same entries, client time minus server time); `writer::parse_entries`;
 //!    `AuditRecord::from_entry`; `AuditStore::write_part` on the same records and batches, in
 //!    the bench dir and again on tmpfs (`/dev/shm`), whose difference is the fsyncs. The
-//!    parts are timed apart, so "rest" (total minus the parts) is approximate.
+//!    parts are timed apart, so "rest" (total minus the parts) is approximate. This runs
+//!    twice on the same records: first with entries of the earlier format (one stream field
+//!    per column, ~26), then of the current one (one field `r`, the record as JSON; the
+//!    target of that step is 50,000 records/s), each with its outbox bytes per record (RESP
+//!    in an `XRANGE` reply, and redis-server's `used_memory` growth).
 //! 2. Query latency: 1,000,000 records (`--query-records N`) over 30 closed days written with
 //!    `AuditStore::write_part` as 1,000-record files (what a 1 s flush under load makes), then
 //!    every day compacted as the writer's maintenance does. `query()` for a job id that exists
@@ -54,6 +58,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use retryguard::audit::encoding::{self, RECORD_FIELD};
 use retryguard::audit::files::read_all;
 use retryguard::audit::query::{AuditQuery, query};
 use retryguard::audit::schema;
@@ -71,6 +76,8 @@ use redis_server::RedisServer;
 
 /// The issue's targets.
 const WRITE_TARGET: f64 = 200_000.0;
+/// The target of the step to one field per outbox entry (issue 18, "Writer throughput").
+const STEP_WRITE_TARGET: f64 = 50_000.0;
 const QUERY_TARGET_MS: f64 = 50.0;
 const BYTES_TARGET: f64 = 80.0;
 const DAY_MS: u64 = 86_400_000;
@@ -173,31 +180,143 @@ fn main() -> ExitCode {
 
 // --- 1. write throughput -----------------------------------------------------------------
 
-async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, report: &mut Report) {
+async fn write_throughput(args: &Args, server: &RedisServer, conn: Link, report: &mut Report) {
     let n = args.records;
     println!("\n1. write throughput: {n} records, batch {}", args.batch);
-    let started = Instant::now();
     let mut sync = redis::Client::open(server.url())
         .expect("a client")
         .get_connection()
         .expect("connects");
-    fill_outbox(&mut sync, n, 0x5eed_0001);
+    // The same records in each format (the same seed): the earlier format first.
+    let mut passes = Vec::new();
+    for format in [Format::Fields, Format::Encoded] {
+        passes.push(drain_pass(args, &mut sync, conn.clone(), format, report).await);
+    }
+    let (earlier, current) = (&passes[0], &passes[1]);
+    let records = &current.records;
+
+    // The split, part 2: the file side alone, on the same records and batches (the records
+    // are the same whatever the entries' format).
+    let started = Instant::now();
+    for chunk in records.chunks(args.batch) {
+        std::hint::black_box(schema::to_batch(chunk).expect("to_batch"));
+    }
+    let to_batch_s = started.elapsed().as_secs_f64();
+    let write_part = |root: &Path| -> f64 {
+        let dir = AuditStore::local(root).expect("audit dir");
+        let started = Instant::now();
+        for chunk in records.chunks(args.batch) {
+            for (date, run) in by_date(chunk) {
+                dir.write_part(&date, run, &|| true)
+                    .expect("write_part")
+                    .expect("a part");
+            }
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let disk_root = scratch(&args.dir, "write-part");
+    let disk_s = write_part(disk_root.path());
+    drop(disk_root);
+    let shm = Path::new("/dev/shm");
+    let tmpfs_s = shm.is_dir().then(|| {
+        let root = scratch(shm, "write-part");
+        write_part(root.path())
+    });
+    let splits: Vec<Split> = passes
+        .iter()
+        .map(|p| Split {
+            to_batch_s,
+            disk_s,
+            tmpfs_s,
+            ..p.split
+        })
+        .collect();
+    println!(
+        "  split, µs per record (the same {n} records in each format, batches of {}):",
+        args.batch
+    );
+    println!(
+        "    {:<66} {:>16} {:>16}",
+        "",
+        format!("{} fields", earlier.fields_per_entry),
+        format!("{} field", current.fields_per_entry),
+    );
+    for ((what, a), (_, b)) in splits[0].rows().into_iter().zip(splits[1].rows()) {
+        println!(
+            "    {what:<66} {:>7.2} µs {:>4.0} % {:>7.2} µs {:>4.0} %",
+            a * 1e6 / n as f64,
+            100.0 * a / splits[0].total_s,
+            b * 1e6 / n as f64,
+            100.0 * b / splits[1].total_s,
+        );
+    }
+    report.check(
+        (earlier.disk_bytes - current.disk_bytes).abs() <= 0.05 * current.disk_bytes,
+        format!(
+            "the same records take {:.1} bytes/record on disk from one format, {:.1} from the \
+             other",
+            earlier.disk_bytes, current.disk_bytes
+        ),
+    );
+    report.write_rate = current.rate;
+    report.write_bytes = current.disk_bytes;
+    report.write_files = current.files;
+    report.split = Some(splits[1]);
+    report.split_fields = Some(splits[0]);
+    report.formats = passes
+        .iter()
+        .map(|p| FormatFigures {
+            format: p.format,
+            fields_per_entry: p.fields_per_entry,
+            rate: p.rate,
+            resp_bytes: p.resp_bytes,
+            memory_bytes: p.memory_bytes,
+        })
+        .collect();
+}
+
+/// One pass of section 1 in one entry format: fill the outbox, read it apart in timed parts,
+/// then time the writer draining it.
+struct Pass {
+    format: Format,
+    /// Records per second, outbox → durable parquet.
+    rate: f64,
+    fields_per_entry: usize,
+    /// Bytes per record of the outbox: its entries in an `XRANGE` reply (RESP), and
+    /// redis-server's `used_memory` growth while filling it.
+    resp_bytes: f64,
+    memory_bytes: f64,
+    /// Bytes per record of the writer's files, and how many.
+    disk_bytes: f64,
+    files: usize,
+    /// The Redis and decoding parts (the file side is measured once, apart).
+    split: Split,
+    /// The records as read (for the file side).
+    records: Vec<AuditRecord>,
+}
+
+async fn drain_pass(
+    args: &Args,
+    sync: &mut redis::Connection,
+    mut conn: Link,
+    format: Format,
+    report: &mut Report,
+) -> Pass {
+    let n = args.records;
+    let started = Instant::now();
+    let memory_before = used_memory(sync);
+    fill_outbox_as(sync, n, 0x5eed_0001, format);
+    let memory_bytes = (used_memory(sync) - memory_before) / n as f64;
     let xlen: usize = redis::cmd("XLEN")
         .arg(retryguard::keyspace::AUDIT_OUTBOX)
-        .query(&mut sync)
+        .query(sync)
         .expect("XLEN");
-    let used: String = redis::cmd("INFO")
-        .arg("memory")
-        .query(&mut sync)
-        .expect("INFO");
-    let used_mb = used
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |b| b / 1e6);
     println!(
-        "  outbox filled: {xlen} entries in {:.2} s (not timed), redis used_memory {used_mb:.0} MB",
-        started.elapsed().as_secs_f64()
+        "  {}: outbox filled with {xlen} entries in {:.2} s (not timed), redis used_memory +{:.0} \
+         MB ({memory_bytes:.0} bytes/record)",
+        format.label(),
+        started.elapsed().as_secs_f64(),
+        memory_bytes * n as f64 / 1e6,
     );
     report.check(xlen == n, format!("XLEN {xlen} after {n} XADDs"));
 
@@ -205,7 +324,7 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     // batch, timed in parts: the query (redis-server plus redis-rs decoding the reply into
     // `Value`s), `parse_entries` (`Value` → `Entry`), `AuditRecord::from_entry`, and freeing
     // the entries.
-    reset_stats(&mut sync);
+    reset_stats(sync);
     let (mut query_s, mut entries_s, mut parse_s, mut drop_s) = (0.0, 0.0, 0.0, 0.0);
     let (mut resp_bytes, mut fields_per_entry) = (0usize, 0usize);
     let mut records: Vec<AuditRecord> = Vec::with_capacity(n);
@@ -248,13 +367,19 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
         }
         from = last.next().to_string();
     }
-    let xrange_server_s = command_stats(&mut sync)
+    let xrange_server_s = command_stats(sync)
         .iter()
         .find(|(c, _, _)| c == "xrange")
         .map_or(0.0, |(_, _, usec)| *usec as f64 / 1e6);
     report.check(
         records.len() == n,
         format!("XRANGE read {} of {n}", records.len()),
+    );
+    report.check(
+        records
+            .iter()
+            .all(|r| r.decision != "unknown" && r.job_id.is_some()),
+        format!("{}: every record read has its decision", format.label()),
     );
 
     // The timed run: the writer drains the outbox.
@@ -267,7 +392,7 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     let status = Arc::new(WriterStatus::default());
     let mut writer = AuditWriter::new(conn.clone(), dir.clone(), config, status.clone());
     let mut flushes = Vec::new();
-    reset_stats(&mut sync);
+    reset_stats(sync);
     let started = Instant::now();
     loop {
         let t = Instant::now();
@@ -278,14 +403,19 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
         flushes.push(t.elapsed());
     }
     let total_s = started.elapsed().as_secs_f64();
-    let server = command_stats(&mut sync);
+    let server = command_stats(sync);
     let rate = n as f64 / total_s;
+    // Free its lease, as a writer's shutdown does, for the next pass's writer.
+    redis::cmd("DEL")
+        .arg(retryguard::keyspace::AUDIT_LEASE)
+        .query::<()>(sync)
+        .expect("DEL lease");
     let written = status
         .records_written
         .load(std::sync::atomic::Ordering::Relaxed);
     let xlen: usize = redis::cmd("XLEN")
         .arg(retryguard::keyspace::AUDIT_OUTBOX)
-        .query(&mut sync)
+        .query(sync)
         .expect("XLEN");
     report.check(
         written == n as u64 && xlen == 0,
@@ -307,8 +437,9 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
     let bytes = dir.size_bytes().expect("size");
     flushes.sort();
     println!(
-        "  writer drained {n} records in {total_s:.3} s = {rate:.0} records/s ({} flushes, \
-         {} files; flush p50 {:.1} ms, max {:.1} ms)",
+        "  {}: writer drained {n} records in {total_s:.3} s = {rate:.0} records/s ({} \
+         flushes, {} files; flush p50 {:.1} ms, max {:.1} ms)",
+        format.label(),
         flushes.len(),
         parts.len(),
         ms(percentile(&flushes, 0.5)),
@@ -327,71 +458,59 @@ async fn write_throughput(args: &Args, server: &RedisServer, mut conn: Link, rep
         .map(|(c, calls, usec)| format!("{c} {calls}× {:.2} µs/record", *usec as f64 / n as f64))
         .collect();
     println!(
-        "  redis-server busy {server_s:.3} s of it ({:.1} µs/record): {}",
+        "    redis-server busy {server_s:.3} s of it ({:.1} µs/record): {}",
         server_s * 1e6 / n as f64,
         shown.join(", ")
     );
-    report.write_rate = rate;
-    report.write_bytes = bytes as f64 / n as f64;
-    report.write_files = parts.len();
-
-    // The split, part 2: the file side alone, on the same records and batches.
-    let started = Instant::now();
-    for chunk in records.chunks(args.batch) {
-        std::hint::black_box(schema::to_batch(chunk).expect("to_batch"));
-    }
-    let to_batch_s = started.elapsed().as_secs_f64();
-    let write_part = |root: &Path| -> f64 {
-        let dir = AuditStore::local(root).expect("audit dir");
-        let started = Instant::now();
-        for chunk in records.chunks(args.batch) {
-            for (date, run) in by_date(chunk) {
-                dir.write_part(&date, run, &|| true)
-                    .expect("write_part")
-                    .expect("a part");
-            }
-        }
-        started.elapsed().as_secs_f64()
-    };
-    let disk_root = scratch(&args.dir, "write-part");
-    let disk_s = write_part(disk_root.path());
-    drop(disk_root);
-    let shm = Path::new("/dev/shm");
-    let tmpfs_s = shm.is_dir().then(|| {
-        let root = scratch(shm, "write-part");
-        write_part(root.path())
-    });
-    let split = Split {
-        server_s,
-        decode_s: (query_s - xrange_server_s).max(0.0),
-        entries_s,
-        parse_s,
-        drop_s,
-        to_batch_s,
-        disk_s,
-        tmpfs_s,
-        total_s,
-    };
-    println!(
-        "  split, µs per record (the same {n} records, batches of {}; an outbox entry is {} \
-         fields, {:.0} bytes of RESP):",
-        args.batch,
+    Pass {
+        format,
+        rate,
         fields_per_entry,
-        resp_bytes as f64 / n as f64
-    );
-    for (what, s) in split.rows() {
-        println!(
-            "    {what:<66} {:>7.2} µs {:>5.1} %",
-            s * 1e6 / n as f64,
-            100.0 * s / total_s,
-        );
+        resp_bytes: resp_bytes as f64 / n as f64,
+        memory_bytes,
+        disk_bytes: bytes as f64 / n as f64,
+        files: parts.len(),
+        split: Split {
+            server_s,
+            decode_s: (query_s - xrange_server_s).max(0.0),
+            entries_s,
+            parse_s,
+            drop_s,
+            to_batch_s: 0.0,
+            disk_s: 0.0,
+            tmpfs_s: None,
+            total_s,
+        },
+        records,
     }
-    report.split = Some(split);
+}
+
+/// How the bench writes outbox entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// One field `r`, the record as a JSON object (what retryguard writes).
+    Encoded,
+    /// One stream field per column (what earlier versions wrote; still read).
+    Fields,
+}
+
+impl Format {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Encoded => "one field `r` (JSON)",
+            Self::Fields => "one field per column (earlier)",
+        }
+    }
 }
 
 /// `XADD`s `n` realistic records to the outbox (pipelined) and puts the tracebacks they name
 /// in the blob hash, as the retry service does.
 fn fill_outbox(sync: &mut redis::Connection, n: usize, seed: u64) {
+    fill_outbox_as(sync, n, seed, Format::Encoded);
+}
+
+/// `fill_outbox` with entries in `format`.
+fn fill_outbox_as(sync: &mut redis::Connection, n: usize, seed: u64, format: Format) {
     let mut generator = Generator::new(seed);
     let mut blobs = redis::pipe();
     for f in &generator.families {
@@ -414,8 +533,15 @@ fn fill_outbox(sync: &mut redis::Connection, n: usize, seed: u64) {
                 .cmd("XADD")
                 .arg(retryguard::keyspace::AUDIT_OUTBOX)
                 .arg("*");
-            for (k, v) in &fields {
-                cmd.arg(*k).arg(v);
+            match format {
+                Format::Encoded => {
+                    cmd.arg(RECORD_FIELD).arg(encoding::encode(&fields));
+                }
+                Format::Fields => {
+                    for (k, v) in &fields {
+                        cmd.arg(*k).arg(v);
+                    }
+                }
             }
             cmd.ignore();
         }
@@ -732,12 +858,26 @@ impl Split {
     }
 }
 
+/// Section 1's figures of one entry format.
+#[derive(Debug, Clone, Copy)]
+struct FormatFigures {
+    format: Format,
+    fields_per_entry: usize,
+    rate: f64,
+    resp_bytes: f64,
+    memory_bytes: f64,
+}
+
 #[derive(Debug, Default)]
 struct Report {
     write_rate: f64,
     write_bytes: f64,
     write_files: usize,
     split: Option<Split>,
+    /// The same split for entries of one field per column (the earlier format).
+    split_fields: Option<Split>,
+    /// Section 1 per entry format: the earlier one, then the current one.
+    formats: Vec<FormatFigures>,
     before: Option<Latency>,
     after: Option<Latency>,
     query_bytes_before: f64,
@@ -782,12 +922,19 @@ impl Report {
             format!(">= {WRITE_TARGET:.0}"),
             Some(self.write_rate >= WRITE_TARGET),
         );
-        if let Some(s) = self.split {
+        row(
+            "  the one-field step's target (issue 18)",
+            format!("{:.0}", self.write_rate),
+            format!(">= {STEP_WRITE_TARGET:.0}"),
+            Some(self.write_rate >= STEP_WRITE_TARGET),
+        );
+        for (label, split) in [("one field", self.split), ("per column", self.split_fields)] {
+            let Some(s) = split else { continue };
             let us = |secs: f64| secs * 1e6 / args.records as f64;
             println!(
-                "    µs/record: redis-server {:.1} | redis-rs decode {:.1} | parse_entries {:.1} \
-                 | from_entry {:.1} | free {:.1} | write_part {:.1} (fsync {:.1}) | rest {:.1} \
-                 | total {:.1}",
+                "    µs/record, {label:<10}: redis-server {:.1} | redis-rs decode {:.1} | \
+                 parse_entries {:.1} | from_entry {:.1} | free {:.1} | write_part {:.1} (fsync \
+                 {:.1}) | rest {:.1} | total {:.1}",
                 us(s.server_s),
                 us(s.decode_s),
                 us(s.entries_s),
@@ -797,6 +944,31 @@ impl Report {
                 s.tmpfs_s.map_or(f64::NAN, |t| us(s.disk_s - t)),
                 us(s.rest()),
                 us(s.total_s)
+            );
+        }
+        for f in self.formats.iter().filter(|f| f.format == Format::Fields) {
+            row(
+                &format!(
+                    "write, the earlier format ({} fields/entry)",
+                    f.fields_per_entry
+                ),
+                format!("{:.0}", f.rate),
+                String::new(),
+                None,
+            );
+        }
+        for f in &self.formats {
+            row(
+                &format!(
+                    "outbox bytes/record, {}: RESP / redis",
+                    match f.format {
+                        Format::Encoded => "one field",
+                        Format::Fields => "per column",
+                    }
+                ),
+                format!("{:.0} / {:.0}", f.resp_bytes, f.memory_bytes),
+                String::new(),
+                None,
             );
         }
         for (label, lat) in [("compacted", &self.after), ("uncompacted", &self.before)] {
@@ -1230,6 +1402,18 @@ fn resp_size(e: &retryguard::audit::writer::Entry) -> usize {
             .iter()
             .map(|(k, v)| bulk(k.len()) + bulk(v.len()))
             .sum::<usize>()
+}
+
+/// redis-server's `used_memory`, in bytes.
+fn used_memory(con: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(con)
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 fn reset_stats(con: &mut redis::Connection) {

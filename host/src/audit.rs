@@ -7,6 +7,7 @@
 
 #[cfg(feature = "object-store")]
 pub mod bucket;
+pub mod encoding;
 pub mod files;
 pub mod query;
 pub mod record;
@@ -106,6 +107,28 @@ pub struct AuditHealth {
     pub writer: Option<String>,
     pub last_flush_ms: Option<u64>,
     pub last_error: Option<String>,
+}
+
+/// Keeps every audit writer of an earlier version (one stream field per column) from taking
+/// the lease again: such a writer would read a one-field entry (`encoding`) as an empty
+/// record and acknowledge it, losing the record. Sets the earlier lease key to a marker with
+/// no expiry; an earlier writer holding it fails its next renewal, which it makes before it
+/// writes a part, and its `SET NX` never succeeds again. Every connection that may add
+/// records makes this call before its first record (`RqBackend::connect_with`), and this
+/// version's writers repeat it as they take and renew their own lease, in case the key was
+/// deleted. Idempotent. docs/audit.md, "Upgrading from one field per column".
+pub async fn fence_earlier_writers(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<(), redis::RedisError> {
+    fence_cmd().query_async(conn).await
+}
+
+/// The `SET` of [`fence_earlier_writers`], for a pipeline.
+pub(crate) fn fence_cmd() -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(crate::keyspace::AUDIT_LEASE_V1)
+        .arg(crate::keyspace::AUDIT_FENCE);
+    cmd
 }
 
 /// Reads the audit health from Redis: degraded when the writer reports an error, or when

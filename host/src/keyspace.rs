@@ -9,8 +9,15 @@
 pub const AUDIT_OUTBOX: &str = "retryguard:audit:outbox";
 /// The audit writers' consumer group on the outbox.
 pub const AUDIT_GROUP: &str = "retryguard-audit";
-/// The audit writer lease (a string holding the holder's token).
-pub const AUDIT_LEASE: &str = "retryguard:audit:lease";
+/// The audit writer lease (a string holding the holder's token). `v2`: the writers that read
+/// the one-field outbox entry (`audit::encoding`).
+pub const AUDIT_LEASE: &str = "retryguard:audit:v2:lease";
+/// The lease of the writers before the one-field outbox entry. Every instance of this version
+/// sets it to [`AUDIT_FENCE`], with no expiry, so that no writer of an earlier version takes
+/// it again (`audit::fence_earlier_writers`).
+pub const AUDIT_LEASE_V1: &str = "retryguard:audit:lease";
+/// What [`AUDIT_LEASE_V1`] holds for ever once this version has connected.
+pub const AUDIT_FENCE: &str = "fenced: the audit outbox holds one-field entries, which an earlier audit writer (one stream field per column) would lose; see docs/audit.md, Upgrading";
 /// Tracebacks waiting to be written to the audit's `_blobs/` (hash: sha256 → text).
 pub const AUDIT_BLOBS: &str = "retryguard:audit:blobs";
 /// The audit lease holder's last report (hash).

@@ -112,7 +112,7 @@ async fn outbox_records(
     let mut pending = Vec::new();
     query::scan_outbox(conn, lo, Some(hi), Direction::OldestFirst, |e| {
         if let (Some(id), Some(fields)) = (e.id, e.fields) {
-            pending.push((id, AuditRecord::from_entry(id, &fields)));
+            pending.push((id, AuditRecord::from_owned_entry(id, fields)));
         }
         true
     })

@@ -1,7 +1,8 @@
-//! The one way an audit record is written: a typed [`NewRecord`], turned into outbox stream
-//! fields by [`NewRecord::fields`] under the column names of `schema` (which reads them back
-//! with `AuditRecord::from_entry`). The retry service, the requeue script's arguments and the
-//! outcome tracker all build records with it; docs/audit.md documents every column.
+//! The one way an audit record is written: a typed [`NewRecord`], turned into its fields by
+//! [`NewRecord::fields`] under the column names of `schema`, and into the outbox entry's one
+//! value by [`NewRecord::encoded`] (`encoding`; `AuditRecord::from_entry` reads it back). The
+//! retry service, the requeue script's arguments and the outcome tracker all build records
+//! with it; docs/audit.md documents every column.
 //!
 //! A record's time is its stream id, given by Redis when the record enters the outbox.
 
@@ -97,7 +98,14 @@ pub struct NewRecord {
 }
 
 impl NewRecord {
-    /// The outbox stream fields, by column name.
+    /// The value of the outbox entry's one field `encoding::RECORD_FIELD`: the fields as a
+    /// JSON object of strings.
+    pub fn encoded(&self) -> String {
+        super::encoding::encode(&self.fields())
+    }
+
+    /// The record's fields, by column name (the requeue and delete scripts take them as
+    /// arguments and encode them with their own verdict).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(32);
         let opt = |f: &mut Vec<(&'static str, String)>, k, v: &Option<String>| {
@@ -231,6 +239,80 @@ mod tests {
         assert_eq!(back.retryable, Some(true));
         assert_eq!(back.shadow_policy_digest.as_deref(), Some("sha256:cd"));
         assert_eq!(back.now_ms, Some(1_234));
+        assert_eq!(back.failure_input(f.traceback.clone()), Some(f));
+    }
+
+    #[test]
+    fn both_entry_formats_read_back_as_the_same_record() {
+        let f = FailureInput {
+            exc_message: "refused: \"db/primary\" \\ line\nnext \u{1} é ✓".into(),
+            queue_retries_left: Some(3),
+            ..input()
+        };
+        let full = NewRecord {
+            actor: "ops/alice".into(),
+            verdict: Some(Verdict {
+                decision: "retried".into(),
+                success: Some(true),
+                error_message: Some("due now".into()),
+                attempt_number: Some(3),
+            }),
+            job_id: Some("j/1".into()),
+            job_type: Some("app.charge".into()),
+            queue: Some(String::new()),
+            retry_reason: Some("forced: \"why\"".into()),
+            failure_type: Some("network_error".into()),
+            retryable: Some(false),
+            operation_id: Some("op-1".into()),
+            policy_digest: Some("ab".into()),
+            shadow: Some(("cd".into(), "{\"action\":\"hold\"}".into())),
+            dry_run: true,
+            forced: true,
+            params: Some("{\"max_attempts\":\"3\"}".into()),
+            failure: Some(FailureColumns::of(&f)),
+            filter: Some("{\"queue\":\"q\"}".into()),
+            counts: Some("{\"retried\":2}".into()),
+            cancelled: Some(true),
+            time_to_outcome_ms: Some(77),
+            now_ms: Some(u64::from(u32::MAX) + 5),
+            job_blob_sha256: Some("ef".into()),
+        };
+        let sparse = NewRecord {
+            actor: "retryguard".into(),
+            ..NewRecord::default()
+        };
+        let id = StreamId { ms: 9, seq: 2 };
+        for record in [full, sparse] {
+            let old: Vec<(String, String)> = record
+                .fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let new = vec![(
+                crate::audit::encoding::RECORD_FIELD.to_string(),
+                record.encoded(),
+            )];
+            let want = AuditRecord::from_entry(id, &old);
+            assert_eq!(AuditRecord::from_entry(id, &new), want);
+            assert_eq!(AuditRecord::from_owned_entry(id, new.clone()), want);
+            assert_eq!(AuditRecord::from_owned_entry(id, old.clone()), want);
+            assert_eq!(crate::audit::encoding::pairs(&new), old);
+        }
+        let back = AuditRecord::from_entry(
+            id,
+            &[(
+                crate::audit::encoding::RECORD_FIELD.to_string(),
+                NewRecord {
+                    job_id: Some(f.job_id.clone()),
+                    job_type: Some(f.job_type.clone()),
+                    queue: Some(f.queue.clone()),
+                    failure: Some(FailureColumns::of(&f)),
+                    ..NewRecord::default()
+                }
+                .encoded(),
+            )],
+        );
+        assert_eq!(back.decision, "unknown", "no decision field");
         assert_eq!(back.failure_input(f.traceback.clone()), Some(f));
     }
 

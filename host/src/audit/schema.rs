@@ -2,6 +2,7 @@
 //! outbox stream entry and to/from arrow record batches. Every column is documented in
 //! `docs/audit.md`; a column added here must be added there.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -15,6 +16,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+use super::encoding;
 use crate::policy::FailureInput;
 
 /// A Redis stream id `<ms>-<seq>`: the outbox entry's id, and so the record's unique,
@@ -203,69 +205,98 @@ pub fn schema() -> SchemaRef {
 }
 
 impl AuditRecord {
-    /// The record an outbox entry holds. Parsing is lenient — a field that does not parse
+    /// The record an outbox entry holds, in either format (`encoding`: one field `r`, or
+    /// the earlier one field per column). Parsing is lenient — a field that does not parse
     /// is kept as null rather than losing the record — and unknown fields are ignored, so
     /// an older writer reads a newer instance's entries.
     pub fn from_entry(id: StreamId, fields: &[(String, String)]) -> Self {
-        Self::from_owned_entry(id, fields.to_vec())
+        let mut r = Self::of_id(id);
+        match encoding::encoded(fields) {
+            Some(json) => encoding::decode(json, |k, v| r.set(k, v)),
+            None => {
+                for (k, v) in fields {
+                    r.set(k, Cow::Borrowed(v));
+                }
+            }
+        }
+        r.finish()
     }
 
-    /// `from_entry`, moving the values instead of copying them (the writer's path).
+    /// `from_entry`, moving the values of an entry of the earlier format instead of copying
+    /// them (the writer's path; an encoded entry is decoded straight into the record).
     pub fn from_owned_entry(id: StreamId, fields: Vec<(String, String)>) -> Self {
-        let mut r = AuditRecord {
+        if encoding::encoded(&fields).is_some() {
+            return Self::from_entry(id, &fields);
+        }
+        let mut r = Self::of_id(id);
+        for (k, v) in fields {
+            r.set(&k, Cow::Owned(v));
+        }
+        r.finish()
+    }
+
+    /// A record with only its id and time.
+    fn of_id(id: StreamId) -> Self {
+        AuditRecord {
             record_id: id.to_string(),
             timestamp_us: i64::try_from(id.ms)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1000),
             ..AuditRecord::default()
-        };
-        for (k, v) in fields {
-            let b = || v.parse::<bool>().ok();
-            let i64_ = || v.parse::<i64>().ok();
-            let i32_ = || v.parse::<i32>().ok();
-            let some = Some;
-            match k.as_str() {
-                "job_id" => r.job_id = some(v),
-                "job_type" => r.job_type = some(v),
-                "queue" => r.queue = some(v),
-                "user_or_system" => r.user_or_system = v,
-                "retry_reason" => r.retry_reason = non_empty(&v),
-                "attempt_number" => r.attempt_number = i32_(),
-                "failure_type" => r.failure_type = non_empty(&v),
-                "retryable" => r.retryable = b(),
-                "decision" => r.decision = v,
-                "operation_id" => r.operation_id = non_empty(&v),
-                "policy_digest" => r.policy_digest = non_empty(&v),
-                "shadow_policy_digest" => r.shadow_policy_digest = non_empty(&v),
-                "shadow_decision" => r.shadow_decision = non_empty(&v),
-                "dry_run_flag" => r.dry_run_flag = b().unwrap_or(false),
-                "forced" => r.forced = b().unwrap_or(false),
-                "success" => r.success = b(),
-                "error_message" => r.error_message = non_empty(&v),
-                "params" => r.params = some(v),
-                "now_ms" => r.now_ms = i64_(),
-                "seed" => r.seed = v.parse().ok(),
-                "job_status" => r.job_status = some(v),
-                "exc_type" => r.exc_type = some(v),
-                "exc_message" => r.exc_message = some(v),
-                "traceback_sha256" => r.traceback_sha256 = non_empty(&v),
-                "failed_at_ms" => r.failed_at_ms = i64_(),
-                "first_failed_at_ms" => r.first_failed_at_ms = i64_(),
-                "prior_attempts" => r.prior_attempts = i32_(),
-                "last_attempt_at_ms" => r.last_attempt_at_ms = i64_(),
-                "queue_retries_left" => r.queue_retries_left = i32_(),
-                "attributes" => r.attributes = non_empty(&v),
-                "filter" => r.filter = some(v),
-                "counts" => r.counts = some(v),
-                "time_to_outcome_ms" => r.time_to_outcome_ms = i64_(),
-                "job_blob_sha256" => r.job_blob_sha256 = non_empty(&v),
-                _ => {}
-            }
         }
-        if r.decision.is_empty() {
-            r.decision = "unknown".into();
+    }
+
+    /// Sets the column `k` from an outbox field's text (leniently; unknown names ignored).
+    fn set(&mut self, k: &str, v: Cow<'_, str>) {
+        let b = || v.parse::<bool>().ok();
+        let i64_ = || v.parse::<i64>().ok();
+        let i32_ = || v.parse::<i32>().ok();
+        let r = self;
+        match k {
+            "job_id" => r.job_id = Some(v.into_owned()),
+            "job_type" => r.job_type = Some(v.into_owned()),
+            "queue" => r.queue = Some(v.into_owned()),
+            "user_or_system" => r.user_or_system = v.into_owned(),
+            "retry_reason" => r.retry_reason = non_empty(v),
+            "attempt_number" => r.attempt_number = i32_(),
+            "failure_type" => r.failure_type = non_empty(v),
+            "retryable" => r.retryable = b(),
+            "decision" => r.decision = v.into_owned(),
+            "operation_id" => r.operation_id = non_empty(v),
+            "policy_digest" => r.policy_digest = non_empty(v),
+            "shadow_policy_digest" => r.shadow_policy_digest = non_empty(v),
+            "shadow_decision" => r.shadow_decision = non_empty(v),
+            "dry_run_flag" => r.dry_run_flag = b().unwrap_or(false),
+            "forced" => r.forced = b().unwrap_or(false),
+            "success" => r.success = b(),
+            "error_message" => r.error_message = non_empty(v),
+            "params" => r.params = Some(v.into_owned()),
+            "now_ms" => r.now_ms = i64_(),
+            "seed" => r.seed = v.parse().ok(),
+            "job_status" => r.job_status = Some(v.into_owned()),
+            "exc_type" => r.exc_type = Some(v.into_owned()),
+            "exc_message" => r.exc_message = Some(v.into_owned()),
+            "traceback_sha256" => r.traceback_sha256 = non_empty(v),
+            "failed_at_ms" => r.failed_at_ms = i64_(),
+            "first_failed_at_ms" => r.first_failed_at_ms = i64_(),
+            "prior_attempts" => r.prior_attempts = i32_(),
+            "last_attempt_at_ms" => r.last_attempt_at_ms = i64_(),
+            "queue_retries_left" => r.queue_retries_left = i32_(),
+            "attributes" => r.attributes = non_empty(v),
+            "filter" => r.filter = Some(v.into_owned()),
+            "counts" => r.counts = Some(v.into_owned()),
+            "time_to_outcome_ms" => r.time_to_outcome_ms = i64_(),
+            "job_blob_sha256" => r.job_blob_sha256 = non_empty(v),
+            _ => {}
         }
-        r
+    }
+
+    /// A record without a `decision` says so.
+    fn finish(mut self) -> Self {
+        if self.decision.is_empty() {
+            self.decision = "unknown".into();
+        }
+        self
     }
 
     /// The failure input a replay gives the policy, given the traceback text (from
@@ -317,8 +348,8 @@ impl AuditRecord {
     }
 }
 
-fn non_empty(v: &str) -> Option<String> {
-    (!v.is_empty()).then(|| v.to_string())
+fn non_empty(v: Cow<'_, str>) -> Option<String> {
+    (!v.is_empty()).then(|| v.into_owned())
 }
 
 pub use crate::clock::{date_of_ms, day_of_ms, ms_of_date};

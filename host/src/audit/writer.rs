@@ -1,6 +1,6 @@
 //! The audit writer: moves records from the Redis outbox stream into durable parquet files.
 //!
-//! One writer at a time holds the lease `retryguard:audit:lease`; every instance runs the
+//! One writer at a time holds the lease `retryguard:audit:v2:lease`; every instance runs the
 //! loop and the others wait. The outbox is read through the consumer group
 //! `retryguard-audit`, so entries a writer read but never acknowledged stay pending; a new
 //! lease holder claims them (`XAUTOCLAIM`). The order of one flush:

@@ -114,6 +114,11 @@ impl RqBackend {
             decoded: Arc::default(),
         };
         backend.refuse_unsupported_layouts().await?;
+        // Before this connection adds any one-field audit entry: no earlier writer may
+        // take the audit lease again.
+        crate::audit::fence_earlier_writers(&mut backend.conn.clone())
+            .await
+            .map_err(redis_error)?;
         // Loaded up front, so the first batch is not sent twice (NOSCRIPT, then again).
         backend.load_script().await?;
         Ok(backend)

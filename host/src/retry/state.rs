@@ -2,6 +2,7 @@
 
 use crate::redis_link::Link;
 
+use crate::audit::encoding::RECORD_FIELD;
 use crate::redis_error::RedisError;
 
 /// What retryguard remembers about one job.
@@ -91,9 +92,7 @@ pub async fn record_decisions(conn: &mut Link, batch: &[Recorded<'_>]) -> Result
         }
         let mut cmd = redis::cmd("XADD");
         cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
-        for (field, value) in r.audit.fields() {
-            cmd.arg(field).arg(value);
-        }
+        cmd.arg(RECORD_FIELD).arg(r.audit.encoded());
         pipe.add_command(cmd).ignore();
     }
     pipe.query_async::<()>(conn).await.map_err(RedisError::from)
@@ -138,9 +137,7 @@ pub async fn append_audit(
 ) -> Result<(), RedisError> {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
-    for (field, value) in record.fields() {
-        cmd.arg(field).arg(value);
-    }
+    cmd.arg(RECORD_FIELD).arg(record.encoded());
     cmd.query_async::<String>(conn)
         .await
         .map(|_| ())
@@ -159,9 +156,7 @@ pub async fn append_audits(
     for record in records {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(crate::keyspace::AUDIT_OUTBOX).arg("*");
-        for (field, value) in record.fields() {
-            cmd.arg(field).arg(value);
-        }
+        cmd.arg(RECORD_FIELD).arg(record.encoded());
         pipe.add_command(cmd).ignore();
     }
     pipe.query_async::<()>(conn).await.map_err(RedisError::from)

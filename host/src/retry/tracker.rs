@@ -24,14 +24,12 @@ const BATCH: usize = 1000;
 
 /// Records one outcome if the job is still watched for the same requeue.
 /// KEYS[1] watch, KEYS[2] outbox; ARGV[1] job id, ARGV[2] the requeue's score as read,
-/// ARGV[3..] the record.
+/// ARGV[3] the encoded record (`NewRecord::encoded`).
 const RECORD_LUA: &str = r#"
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or score ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-local record = {}
-for i = 3, #ARGV do record[#record + 1] = ARGV[i] end
-redis.call('XADD', KEYS[2], '*', unpack(record))
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[3])
 return 1
 "#;
 
@@ -185,10 +183,11 @@ async fn track_page(
             ..NewRecord::default()
         };
         let mut invocation = script.key(keyspace::OUTCOMES_WATCH);
-        invocation.key(keyspace::AUDIT_OUTBOX).arg(id).arg(score);
-        for (k, v) in record.fields() {
-            invocation.arg(k).arg(v);
-        }
+        invocation
+            .key(keyspace::AUDIT_OUTBOX)
+            .arg(id)
+            .arg(score)
+            .arg(record.encoded());
         record_pipe.invoke_script(&invocation);
         decided += 1;
         kinds.push(outcome.as_str());

@@ -118,8 +118,7 @@ async fn the_token_name_is_the_actor_of_the_audit_record() {
         .unwrap();
     assert_eq!(records.len(), 1);
     assert!(
-        records[0]
-            .1
+        retryguard::audit::encoding::pairs(&records[0].1)
             .contains(&("user_or_system".to_string(), "ops-alice".to_string())),
         "{records:?}"
     );

@@ -296,6 +296,7 @@ async fn a_retry_requeues_once_and_a_second_is_already_requeued() {
         .query(&mut con)
         .unwrap();
     for (_, fields) in actors {
+        let fields = retryguard::audit::encoding::pairs(&fields);
         let actor = fields
             .iter()
             .find(|(k, _)| k == "user_or_system")

@@ -125,7 +125,7 @@ async fn app_from(redis: &RedisServer) -> Router {
 /// The newest outbox entry's fields.
 fn last_outbox_record(redis: &RedisServer) -> serde_json::Map<String, Value> {
     let mut con = connect(redis);
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
         .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .arg("+")
         .arg("-")
@@ -133,14 +133,10 @@ fn last_outbox_record(redis: &RedisServer) -> serde_json::Map<String, Value> {
         .arg(1)
         .query(&mut con)
         .unwrap();
-    let entry = reply.ids.into_iter().next().expect("an outbox entry");
-    entry
-        .map
+    let (_, fields) = reply.into_iter().next().expect("an outbox entry");
+    retryguard::audit::encoding::pairs(&fields)
         .into_iter()
-        .map(|(k, v)| {
-            let s: String = redis::from_redis_value(v).unwrap();
-            (k, Value::String(s))
-        })
+        .map(|(k, v)| (k, Value::String(v)))
         .collect()
 }
 
@@ -473,22 +469,8 @@ async fn swaps_reach_another_instance_within_a_second_and_no_request_fails_meanw
 
 /// The outbox entries that carry a shadow verdict, as field maps.
 fn shadow_records(redis: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
-    let mut con = connect(redis);
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(retryguard::keyspace::AUDIT_OUTBOX)
-        .arg("-")
-        .arg("+")
-        .query(&mut con)
-        .unwrap();
-    reply
-        .ids
+    outbox_records(redis)
         .into_iter()
-        .map(|e| {
-            e.map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
-                .collect::<std::collections::HashMap<_, _>>()
-        })
         .filter(|m| m.contains_key("shadow_decision"))
         .collect()
 }
@@ -656,19 +638,17 @@ async fn shadow_verdicts_are_recorded_and_experiments_equal_direct_evaluation() 
 
 /// The outbox entries, oldest first, as field maps.
 fn outbox_records(redis: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(retryguard::keyspace::AUDIT_OUTBOX)
         .arg("-")
         .arg("+")
         .query(&mut connect(redis))
         .unwrap();
     reply
-        .ids
         .into_iter()
-        .map(|e| {
-            e.map
+        .map(|(_, fields)| {
+            retryguard::audit::encoding::pairs(&fields)
                 .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
                 .collect()
         })
         .collect()

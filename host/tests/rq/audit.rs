@@ -463,7 +463,11 @@ async fn outcomes_of_retries_run_by_a_real_worker_are_recorded_once() {
     let outcome_of = |id: &str| -> Vec<BTreeMap<String, String>> {
         entries
             .iter()
-            .map(|(_, f)| f.iter().cloned().collect::<BTreeMap<_, _>>())
+            .map(|(_, f)| {
+                retryguard::audit::encoding::pairs(f)
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>()
+            })
             .filter(|f| {
                 f.get("job_id").map(String::as_str) == Some(id)
                     && ["succeeded", "failed_again", "lost"]

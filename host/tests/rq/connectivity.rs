@@ -389,6 +389,7 @@ async fn a_sentinel_failover_mid_retry_all_loses_no_acknowledged_requeue_and_run
     let first_requeued: Vec<String> = entries
         .iter()
         .filter_map(|(_, fields)| {
+            let fields = retryguard::audit::encoding::pairs(fields);
             let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
             (get("operation_id") == Some(first_op.as_str()) && get("decision") == Some("retried"))
                 .then(|| get("job_id").unwrap_or_default().to_string())

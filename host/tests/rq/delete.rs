@@ -83,9 +83,12 @@ print(json.dumps(found))
 
 /// The outbox entries, as field maps.
 fn outbox(con: &mut redis::Connection) -> Vec<BTreeMap<String, String>> {
-    let entries: Vec<(String, BTreeMap<String, String>)> =
+    let entries: Vec<(String, Vec<(String, String)>)> =
         query(con, &["XRANGE", keyspace::AUDIT_OUTBOX, "-", "+"]);
-    entries.into_iter().map(|(_, f)| f).collect()
+    entries
+        .into_iter()
+        .map(|(_, f)| retryguard::audit::encoding::pairs(&f).into_iter().collect())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

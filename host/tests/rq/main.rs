@@ -12,6 +12,7 @@
 )]
 
 mod audit;
+mod audit_format;
 #[cfg(feature = "object-store")]
 mod audit_s3;
 mod auto_retry;

@@ -1,4 +1,4 @@
-//! The writer's lease `retryguard:audit:lease`: taken, renewed and released by token, and
+//! The writer's lease `retryguard:audit:v2:lease`: taken, renewed and released by token, and
 //! the take-over of what earlier holders left pending.
 
 use std::sync::atomic::Ordering;
@@ -8,9 +8,12 @@ use redis::{Value, from_redis_value};
 
 use super::{AuditWriter, WriteError};
 
-/// Renews the lease if it is ours. KEYS[1] lease; ARGV[1] token, ARGV[2] ttl ms.
+/// Renews the lease if it is ours, and keeps earlier writers fenced off their lease
+/// (`audit::fence_earlier_writers`). KEYS[1] lease, KEYS[2] the earlier lease; ARGV[1]
+/// token, ARGV[2] ttl ms, ARGV[3] the fence.
 const RENEW_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[3])
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -39,7 +42,12 @@ impl AuditWriter {
             return self.renew_lease().await;
         }
         let started = Instant::now();
-        let taken: Option<String> = redis::cmd("SET")
+        // The fence first: a writer of an earlier version must not hold its lease while
+        // this one writes (`audit::fence_earlier_writers`).
+        let (taken,): (Option<String>,) = redis::pipe()
+            .add_command(crate::audit::fence_cmd())
+            .ignore()
+            .cmd("SET")
             .arg(crate::keyspace::AUDIT_LEASE)
             .arg(&self.token)
             .arg("NX")
@@ -72,8 +80,10 @@ impl AuditWriter {
         let started = Instant::now();
         let renewed: i64 = redis::Script::new(RENEW_LUA)
             .key(crate::keyspace::AUDIT_LEASE)
+            .key(crate::keyspace::AUDIT_LEASE_V1)
             .arg(&self.token)
             .arg(ttl_ms)
+            .arg(crate::keyspace::AUDIT_FENCE)
             .invoke_async(&mut self.conn)
             .await?;
         if renewed == 1 {

@@ -43,11 +43,13 @@ local function brk_counts(key, now, window_ms)
   return redis.call('ZCARD', ok), redis.call('ZCARD', fail)
 end
 
+-- The record enters the outbox as one field `r`, a JSON object of strings (docs/audit.md).
 local function brk_audit(key, h, decision, actor, reason, counts)
-  redis.call('XADD', OUTBOX, '*', 'user_or_system', actor, 'retry_reason', reason,
-    'decision', decision, 'failure_type', h.failure_type,
-    'filter', cjson.encode({pattern = h.pattern, breaker = key}),
-    'counts', cjson.encode(counts), 'dry_run_flag', 'false', 'forced', 'false')
+  redis.call('XADD', OUTBOX, '*', 'r', cjson.encode({
+    user_or_system = tostring(actor), retry_reason = tostring(reason),
+    decision = tostring(decision), failure_type = tostring(h.failure_type),
+    filter = cjson.encode({pattern = h.pattern, breaker = key}),
+    counts = cjson.encode(counts), dry_run_flag = 'false', forced = 'false'}))
 end
 
 local function brk_set(key, h, now, ...)

@@ -46,15 +46,16 @@ redis.call('LPUSH', KEYS[3], before or 'null')
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
 -- Seeding `*` from the config at the first start is the initial state, not a change anyone
 -- made: no audit record (the binding itself says `changed_by: system`, revision 1).
+-- The record is one field `r`, a JSON object of strings (docs/audit.md, "The outbox entry").
 if ARGV[5] ~= '1' then
-redis.call('XADD', KEYS[4], '*',
-  'decision', ARGV[3],
-  'user_or_system', ARGV[4],
-  'job_type', ARGV[1],
-  'policy_digest', digest,
-  'shadow_policy_digest', shadow,
-  'params', params,
-  'attributes', '{"revision":' .. rev .. ',"before":' .. (before or 'null') .. ',"after":' .. (after or 'null') .. '}')
+redis.call('XADD', KEYS[4], '*', 'r', cjson.encode({
+  decision = ARGV[3],
+  user_or_system = ARGV[4],
+  job_type = ARGV[1],
+  policy_digest = tostring(digest or ''),
+  shadow_policy_digest = tostring(shadow or ''),
+  params = params,
+  attributes = '{"revision":' .. rev .. ',"before":' .. (before or 'null') .. ',"after":' .. (after or 'null') .. '}'}))
 end
 redis.call('PUBLISH', ARGV[7], '{"kind":"bindings","revision":' .. rev .. '}')
 return rev

@@ -29,11 +29,12 @@ if ARGV[3] == '' then
   return 0
 end
 local rev = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], '*',
-  'decision', ARGV[3],
-  'user_or_system', ARGV[4],
-  'policy_digest', ARGV[5],
-  'attributes', '{"revision":' .. rev .. ',"policy":"' .. ARGV[5] .. '",' .. ARGV[6] .. '}')
+-- The record is one field `r`, a JSON object of strings (docs/audit.md, "The outbox entry").
+redis.call('XADD', KEYS[3], '*', 'r', cjson.encode({
+  decision = ARGV[3],
+  user_or_system = ARGV[4],
+  policy_digest = ARGV[5],
+  attributes = '{"revision":' .. rev .. ',"policy":"' .. ARGV[5] .. '",' .. ARGV[6] .. '}'}))
 redis.call('PUBLISH', ARGV[7],
   '{"kind":"policy_settings","revision":' .. rev .. ',"digest":"' .. ARGV[5] .. '"}')
 return rev

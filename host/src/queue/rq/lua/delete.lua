@@ -18,6 +18,8 @@
 -- ARGV[6] the reason (the record's error_message)        ARGV[7] n: how many ARGV entries follow
 -- ARGV[8 .. 7+n]   the job's audit record without decision/success/error_message: field, value, ...
 -- ARGV[8+n ..]     the base of a dependent's record (actor, operation, reason, ...): field, value, ...
+-- Each record enters the outbox as one field `r`, a JSON object of strings (docs/audit.md,
+-- "The outbox entry").
 --
 -- Keys it finds in the data (the job's group `rq:group:<group_id>`, `rq:wip:<queue>`,
 -- `rq:execution:<id>:<execution>`, RQ's `rq:job::<id>:dependencies`, and a dependent's keys)
@@ -55,10 +57,15 @@ local function wrong_type_of(key, expected)
     ': nothing was changed'
 end
 
+-- Appends one record: `record` (a table of strings), then the pairs ARGV[from..to].
+local function append(record, from, to)
+  for i = from, to - 1, 2 do record[ARGV[i]] = ARGV[i + 1] end
+  redis.call('XADD', KEYS[7], '*', 'r', cjson.encode(record))
+end
+
 local function audit(decision, success, message)
-  local record = {'decision', decision, 'success', success, 'error_message', message}
-  for i = 8, 7 + n_record do record[#record + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[7], '*', unpack(record))
+  append({decision = tostring(decision), success = tostring(success),
+    error_message = tostring(message)}, 8, 7 + n_record)
 end
 
 local function refuse(outcome, why)
@@ -175,10 +182,8 @@ redis.call('DEL', KEYS[8])
 audit('deleted', 'true', ARGV[6])
 for _, p in ipairs(dependents) do
   remove_job(p)
-  local record = {'decision', 'deleted', 'success', 'true', 'error_message',
+  append({decision = 'deleted', success = 'true', error_message =
     'a dependent of ' .. escape(job_id) .. ', deleted with it: ' .. ARGV[6],
-    'job_id', p.id, 'queue', p.queue}
-  for i = 8 + n_record, #ARGV do record[#record + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[7], '*', unpack(record))
+    job_id = tostring(p.id), queue = tostring(p.queue)}, 8 + n_record, #ARGV)
 end
 return {'deleted', tostring(#dependents)}

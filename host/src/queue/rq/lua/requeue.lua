@@ -19,7 +19,8 @@
 -- ARGV[8] now (epoch ms)    ARGV[9] the job's created_at ARGV[10] first failure (epoch ms)
 -- ARGV[11] policy digest    ARGV[12] why it is retried (the record's error_message)
 -- ARGV[13..] audit record without decision/success/error_message/attempt_number:
---            field, value, field, value, ...
+--            field, value, field, value, ... (the record enters the outbox as one field
+--            `r`, a JSON object of strings: docs/audit.md, "The outbox entry")
 --
 -- Returns {outcome, attempts_or_detail}: 'retried' (attempts after this retry),
 -- 'already_requeued', 'stale_decision' (why), 'not_found'. The detail is printable ASCII
@@ -67,10 +68,10 @@ end
 
 -- Appends the audit record with the script's own verdict.
 local function audit(decision, success, message, attempt)
-  local record = {'decision', decision, 'success', success, 'error_message', message,
-    'attempt_number', tostring(attempt)}
-  for i = 13, #ARGV do record[#record + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[8], '*', unpack(record))
+  local record = {decision = tostring(decision), success = tostring(success),
+    error_message = tostring(message), attempt_number = tostring(attempt)}
+  for i = 13, #ARGV - 1, 2 do record[ARGV[i]] = ARGV[i + 1] end
+  redis.call('XADD', KEYS[8], '*', 'r', cjson.encode(record))
 end
 
 -- Refuses the requeue: the record says why.
