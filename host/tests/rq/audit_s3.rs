@@ -725,3 +725,74 @@ async fn pyarrow_and_the_api_read_the_bucket_and_the_outbox() {
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 35);
     println!("{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_bucket_each_find_the_others_records() {
+    let started = Instant::now();
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = Python::venv();
+    let moto = MotoServer::start(BUCKET);
+    let jobs = python.make_failed(&url, "hosts", 3, "jobs.count_and_fail", "runs");
+    // Two instances, each with an audit directory of its own (`Serve` gives each one), one
+    // bucket; both take part in the writer lease.
+    let mut env = store_env(&moto);
+    env.push(("RETRYGUARD_AUDIT_LEASE_TTL_SECONDS", "6".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut serves = [Serve::start_with(&url, &env), Serve::start_with(&url, &env)];
+    let retry = |serve: &Serve, job: &str| {
+        let (status, body) = serve.http("POST", &format!("/api/v1/jobs/failed/{job}/retry"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outcome"], "retried", "{body}");
+    };
+    let records_of = |serve: &Serve, job: &str| -> Vec<String> {
+        let (status, page) = serve.http("GET", &format!("/api/v1/jobs/retry-audit?job_id={job}"));
+        assert_eq!(status, 200, "{page}");
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["decision"], "retried", "{r}");
+                r["record_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    retry(&serves[0], &jobs[0]);
+    retry(&serves[1], &jobs[1]);
+    wait_drained(&url, Duration::from_secs(30));
+    let in_bucket = ids_once(&bucket_records(&moto).await.live, "the manifest's parts");
+    for job in &jobs[..2] {
+        let seen: Vec<Vec<String>> = serves.iter().map(|s| records_of(s, job)).collect();
+        assert_eq!(seen[0].len(), 1, "{job}: {seen:?}");
+        assert_eq!(
+            seen[0], seen[1],
+            "{job}: both instances see the same record"
+        );
+        assert!(
+            in_bucket.contains(&seen[0][0]),
+            "{job}: read from the bucket"
+        );
+    }
+
+    // The lease holder dies: the other instance takes over the writing, and its records
+    // join the same trail.
+    let mut con = connect(&url);
+    let holder: String = query(&mut con, &["GET", keyspace::AUDIT_LEASE]);
+    let dead = serves
+        .iter()
+        .position(|s| holder.contains(&format!("-{}-", s.pid())))
+        .unwrap_or_else(|| panic!("{holder} is one of the two instances"));
+    serves[dead].kill();
+    let alive = &serves[1 - dead];
+    retry(alive, &jobs[2]);
+    wait_drained(&url, Duration::from_secs(30));
+    let in_bucket = ids_once(&bucket_records(&moto).await.live, "the manifest's parts");
+    assert_eq!(in_bucket.len(), 3, "three retries, one record each");
+    for job in &jobs {
+        let seen = records_of(alive, job);
+        assert_eq!(seen.len(), 1, "{job}: {seen:?}");
+        assert!(in_bucket.contains(&seen[0]), "{job}: read from the bucket");
+    }
+    println!("{:?}", started.elapsed());
+}
