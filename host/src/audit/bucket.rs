@@ -212,50 +212,38 @@ impl Bucket {
         crate::tls::install_crypto_provider();
         let (store_url, prefix) = split_url(url);
         let scheme = store_url.split("://").next().unwrap_or("");
+        // The same steps for every provider; only the builder and its key type differ.
+        macro_rules! build {
+            ($builder:ty, $client_key:path) => {{
+                let mut b = <$builder>::from_env().with_url(&store_url);
+                for (k, v) in limits(request_timeout) {
+                    b = b.with_config($client_key(k), v);
+                }
+                for (k, v) in options {
+                    b = b.with_config(k.parse().map_err(io_err)?, *v);
+                }
+                Arc::new(
+                    b.with_retry(retry(request_timeout))
+                        .build()
+                        .map_err(io_err)?,
+                )
+            }};
+        }
         let store: Arc<dyn ObjectStore> = match scheme {
-            "s3" | "s3a" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&store_url);
-                for (k, v) in limits(request_timeout) {
-                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
-                }
-                for (k, v) in options {
-                    b = b.with_config(k.parse().map_err(io_err)?, *v);
-                }
-                Arc::new(
-                    b.with_retry(retry(request_timeout))
-                        .build()
-                        .map_err(io_err)?,
-                )
-            }
-            "gs" => {
-                let mut b =
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&store_url);
-                for (k, v) in limits(request_timeout) {
-                    b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
-                }
-                for (k, v) in options {
-                    b = b.with_config(k.parse().map_err(io_err)?, *v);
-                }
-                Arc::new(
-                    b.with_retry(retry(request_timeout))
-                        .build()
-                        .map_err(io_err)?,
-                )
-            }
-            _ => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
-                for (k, v) in limits(request_timeout) {
-                    b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
-                }
-                for (k, v) in options {
-                    b = b.with_config(k.parse().map_err(io_err)?, *v);
-                }
-                Arc::new(
-                    b.with_retry(retry(request_timeout))
-                        .build()
-                        .map_err(io_err)?,
-                )
-            }
+            "s3" | "s3a" => build!(
+                object_store::aws::AmazonS3Builder,
+                object_store::aws::AmazonS3ConfigKey::Client
+            ),
+            "gs" => build!(
+                object_store::gcp::GoogleCloudStorageBuilder,
+                object_store::gcp::GoogleConfigKey::Client
+            ),
+            // az://container, abfs[s]://container@account…: the builder reads the container
+            // (and account) from the scheme and host, never the path.
+            _ => build!(
+                object_store::azure::MicrosoftAzureBuilder,
+                object_store::azure::AzureConfigKey::Client
+            ),
         };
         let bucket = Self {
             store,
@@ -434,14 +422,8 @@ impl Bucket {
         records: &[AuditRecord],
         lease_ok: &dyn Fn() -> bool,
     ) -> io::Result<Option<Part>> {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        let Some((first, last)) = files::id_range(records)? else {
             return Ok(None);
-        };
-        let (Some(first), Some(last)) = (
-            StreamId::parse(&first.record_id),
-            StreamId::parse(&last.record_id),
-        ) else {
-            return Err(io::Error::other("a record without a stream id"));
         };
         let body = files::encode(records)?;
         let size = body.len() as u64;
@@ -449,18 +431,7 @@ impl Bucket {
         if !lease_ok() {
             return Ok(None);
         }
-        let store = Arc::clone(&self.store);
-        let put_key = key.clone();
-        let put = block_on(async move {
-            store
-                .put_opts(
-                    &put_key,
-                    PutPayload::from(body),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await
-        })?;
-        match put {
+        match self.put_create(&key, PutPayload::from(body))? {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 self.verify_existing(&key, records)?;
@@ -613,18 +584,26 @@ impl Bucket {
 
     /// The object holding `bytes` under `key`, created once.
     fn put_new(&self, key: ObjPath, bytes: Bytes) -> io::Result<()> {
+        self.put_create(&key, PutPayload::from(bytes))?
+            .map_err(io_err)
+    }
+
+    /// Puts `payload` under `key` only if no object is there (`If-None-Match: *`). The
+    /// outer error: no runtime to run it on; the inner one is the store's answer,
+    /// `AlreadyExists` when an object is there.
+    fn put_create(
+        &self,
+        key: &ObjPath,
+        payload: PutPayload,
+    ) -> io::Result<object_store::Result<()>> {
         let store = Arc::clone(&self.store);
+        let key = key.clone();
         block_on(async move {
             store
-                .put_opts(
-                    &key,
-                    PutPayload::from(bytes),
-                    PutOptions::from(PutMode::Create),
-                )
+                .put_opts(&key, payload, PutOptions::from(PutMode::Create))
                 .await
-        })?
-        .map(|_| ())
-        .map_err(io_err)
+                .map(|_| ())
+        })
     }
 
     fn next_pack_name(&self) -> String {

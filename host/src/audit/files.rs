@@ -213,14 +213,8 @@ impl LocalDir {
         records: &[AuditRecord],
         before_rename: &dyn Fn() -> bool,
     ) -> io::Result<Option<Part>> {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        let Some((first, last)) = id_range(records)? else {
             return Ok(None);
-        };
-        let (Some(first), Some(last)) = (
-            StreamId::parse(&first.record_id),
-            StreamId::parse(&last.record_id),
-        ) else {
-            return Err(io::Error::other("a record without a stream id"));
         };
         let name = Part::file_name(first, last);
         let staged = self.root.join(STAGING).join(format!("{name}.tmp"));
@@ -395,6 +389,21 @@ fn write_parquet(path: &Path, records: &[AuditRecord]) -> io::Result<()> {
 
 /// `records` as one parquet file, in memory (an object store's put).
 #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+/// The stream ids of the first and the last of `records` (a part's range); `None` when
+/// there are none.
+pub(super) fn id_range(records: &[AuditRecord]) -> io::Result<Option<(StreamId, StreamId)>> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(None);
+    };
+    match (
+        StreamId::parse(&first.record_id),
+        StreamId::parse(&last.record_id),
+    ) {
+        (Some(first), Some(last)) => Ok(Some((first, last))),
+        _ => Err(io::Error::other("a record without a stream id")),
+    }
+}
+
 pub(super) fn encode(records: &[AuditRecord]) -> io::Result<Vec<u8>> {
     encode_into(Vec::new(), records)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt as _, PutPayload};
 
 use super::{Bucket, ManifestPart, block_on, io_err, lock};
 use crate::audit::files;
@@ -113,18 +113,7 @@ impl Bucket {
         };
         let size = body.len() as u64;
         let key = self.part_key(date, first.0, last.1);
-        let store = Arc::clone(&self.store);
-        let put_key = key.clone();
-        let put = block_on(async move {
-            store
-                .put_opts(
-                    &put_key,
-                    PutPayload::from(body),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await
-        })?;
-        match put {
+        match self.put_create(&key, PutPayload::from(body))? {
             // Already there: an earlier compaction of the same run crashed after its put.
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(io_err(e)),
